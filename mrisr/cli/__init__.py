@@ -1,0 +1,16 @@
+"""Command-line interface. Each command lives in its own module and registers on ``app``."""
+
+from __future__ import annotations
+
+from mrisr.cli.app import app
+
+# command modules: importing registers them (keep heavy imports inside the commands)
+from mrisr.cli import simulate as _simulate  # noqa: E402,F401
+from mrisr.cli import info as _info  # noqa: E402,F401
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,194 @@
+"""Read NIfTI (nibabel) and other formats (SimpleITK) into :class:`Volume`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mrisr.io.errors import MrisrInputError
+from mrisr.io.volume import Volume
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".img", ".hdr")
+
+_TIME_SCALE = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6, "unknown": 1.0, None: 1.0}
+
+
+def is_nifti(path: str | Path) -> bool:
+    name = str(path).lower()
+    return name.endswith(NIFTI_SUFFIXES)
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise MrisrInputError(f"{path}: file not found; check the path")
+
+
+def _nifti_volume(path: Path, lazy: bool) -> Volume:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many kinds
+        raise MrisrInputError(
+            f"{path}: not a readable NIfTI image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "pass a .nii or .nii.gz file"
+        ) from None
+    shape = img.shape
+    _check_ndim(path, shape)
+    if len(shape) == 4 and shape[3] == 1:
+        data = img.dataobj[..., 0] if lazy else np.asarray(img.dataobj[..., 0])
+    else:
+        data = img.dataobj if lazy else np.asarray(img.dataobj)
+    if not lazy:
+        data = np.asarray(data)
+    hdr = img.header
+    sform, scode = hdr.get_sform(coded=True)
+    qform, qcode = hdr.get_qform(coded=True)
+    affine = img.affine
+    space, time_unit = hdr.get_xyzt_units()
+    tr = None
+    if len(shape) == 4:
+        raw = float(hdr.get_zooms()[3])
+        tr = raw * _TIME_SCALE.get(time_unit, 1.0) if raw > 0 else None
+    return Volume(
+        data=data,
+        affine=affine,
+        tr=tr,
+        qform_code=int(qcode) if qform is not None else 0,
+        sform_code=int(scode) if sform is not None else 0,
+        source=path,
+        xyzt_units=(space or "mm", "sec"),
+        extra={"descrip": hdr["descrip"].tobytes().rstrip(b"\0").decode(errors="replace")},
+    )
+
+
+def _check_ndim(path: Path, shape: tuple[int, ...]) -> None:
+    ndim = len(shape)
+    if ndim == 4 and shape[3] == 1:
+        return
+    if ndim < 3:
+        raise MrisrInputError(
+            f"{path}: image is {ndim}-D with shape {tuple(shape)}; mrisr needs a 3-D volume or a 4-D series (X, Y, Z[, T])"
+        )
+    if ndim > 4:
+        raise MrisrInputError(
+            f"{path}: image is {ndim}-D with shape {tuple(shape)}; mrisr needs a 3-D volume or a 4-D series (X, Y, Z, T); "
+            "split extra dimensions first"
+        )
+    if min(shape[:3]) < 2 and ndim == 3 and shape[2] < 1:
+        raise MrisrInputError(f"{path}: empty image of shape {tuple(shape)}")
+
+
+def _sitk_volume(path: Path) -> Volume:
+    import SimpleITK as sitk
+
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            names = reader.GetGDCMSeriesFileNames(str(path))
+            if not names:
+                raise MrisrInputError(f"{path}: folder holds no DICOM series; pass a NIfTI file or a DICOM series folder")
+            reader.SetFileNames(names)
+            image = reader.Execute()
+        else:
+            image = sitk.ReadImage(str(path))
+    except MrisrInputError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise MrisrInputError(f"{path}: not a readable image ({first}); pass a NIfTI, NRRD, MHA or DICOM series") from None
+    return sitk_to_volume(image, source=path)
+
+
+def sitk_to_volume(image, source: Path | None = None) -> Volume:
+    """Convert a SimpleITK image (LPS world) to a :class:`Volume` (RAS world, ``(X, Y, Z[, T])``)."""
+    import SimpleITK as sitk
+
+    arr = sitk.GetArrayFromImage(image)  # (Z, Y, X) or (T, Z, Y, X)
+    dim = image.GetDimension()
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        raise MrisrInputError(f"{source}: image has {image.GetNumberOfComponentsPerPixel()} components per voxel; pass a scalar image")
+    if dim == 2:
+        raise MrisrInputError(f"{source}: image is 2-D; mrisr needs a 3-D volume or a 4-D series")
+    data = np.transpose(arr, tuple(range(arr.ndim - 1, -1, -1)))
+    spacing = np.array(image.GetSpacing()[:3])
+    origin = np.array(image.GetOrigin()[:3])
+    direction = np.array(image.GetDirection()).reshape(dim, dim)[:3, :3]
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    affine = np.eye(4)
+    affine[:3, :3] = lps_to_ras @ direction @ np.diag(spacing)
+    affine[:3, 3] = lps_to_ras @ origin
+    tr = float(image.GetSpacing()[3]) if dim == 4 else None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    _check_ndim(source or Path("<image>"), data.shape)
+    return Volume(data=np.ascontiguousarray(data), affine=affine, tr=tr, source=source)
+
+
+def volume_to_sitk(volume: Volume, frame: int | None = None):
+    """A 3-D SimpleITK image (LPS world) of a volume (or one of its frames)."""
+    import SimpleITK as sitk
+
+    data = volume.frame(frame or 0) if (volume.is_4d or frame) else np.asarray(volume.data, dtype=np.float32)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(data, (2, 1, 0))))
+    zooms = np.array(volume.zooms)
+    lps = np.diag([-1.0, -1.0, 1.0])
+    direction = lps @ volume.affine[:3, :3] / zooms
+    image.SetSpacing(tuple(float(z) for z in zooms))
+    image.SetDirection(tuple(float(v) for v in direction.ravel()))
+    image.SetOrigin(tuple(float(v) for v in lps @ volume.affine[:3, 3]))
+    return image
+
+
+def validate_values(volume: Volume, what: str = "image") -> None:
+    """Raise :class:`MrisrInputError` if data holds NaN/Inf or is all zero (eager volumes only)."""
+    data = np.asarray(volume.data)
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = int((~finite).sum())
+        where = ""
+        if data.ndim == 4:
+            frames = np.where(~finite.reshape(-1, data.shape[3]).all(axis=0))[0]
+            where = f" in frame(s) {', '.join(str(f) for f in frames[:5])}{'...' if len(frames) > 5 else ''}"
+        raise MrisrInputError(
+            f"{volume.source}: {what} contains {bad} NaN/Inf voxel(s){where}; replace them (e.g. with 0) before running mrisr"
+        )
+    if not np.any(data):
+        raise MrisrInputError(f"{volume.source}: {what} is all zero; check that the right file was given")
+
+
+def check_frame(frame: np.ndarray, source: Path | str | None, t: int) -> None:
+    """Validate one streamed frame: finite and not all zero."""
+    if not np.isfinite(frame).all():
+        raise MrisrInputError(
+            f"{source}: frame {t} contains NaN/Inf voxels; replace them (e.g. with 0) or drop the frame before running mrisr"
+        )
+
+
+def load(path: str | Path, validate: bool = True, lazy: bool = False) -> Volume:
+    """Load a 3-D or 4-D image.
+
+    NIfTI (``.nii``, ``.nii.gz``) is read with nibabel, keeping qform/sform codes and TR;
+    NRRD, MHA/MHD, Analyze and DICOM series folders are read with SimpleITK. The result is
+    always ``(X, Y, Z[, T])`` with a RAS+ affine in mm and TR in seconds.
+
+    Args:
+        path: image file or DICOM folder.
+        validate: reject NaN/Inf and all-zero data (not done when ``lazy``).
+        lazy: for NIfTI, keep the data as a nibabel array proxy so frames are read on demand
+            (streaming); ``Volume.frame(t)`` then reads only frame ``t``.
+
+    Raises:
+        MrisrInputError: with a one-line message naming the file, the problem and the fix.
+    """
+    path = Path(path)
+    _check_exists(path)
+    if is_nifti(path):
+        volume = _nifti_volume(path, lazy=lazy)
+    else:
+        volume = _sitk_volume(path)
+    if validate and not lazy:
+        validate_values(volume)
+    return volume

@@ -1,0 +1,197 @@
+"""Every image write goes through here: geometry from a reference, atomic on disk."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from mrisr.io.errors import MrisrInputError
+from mrisr.io.load import is_nifti
+from mrisr.io.volume import Volume
+
+
+def _partial_path(path: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def check_writable(path: str | Path, inputs: tuple[str | Path, ...] = ()) -> Path:
+    """Validate an output path before any work starts.
+
+    Raises:
+        MrisrInputError: if the output equals an input, its folder cannot be created or
+            written, or it is an existing folder.
+    """
+    path = Path(path)
+    for inp in inputs:
+        if inp is not None and Path(inp).resolve() == path.resolve():
+            raise MrisrInputError(f"{path}: output path is the same as the input; choose another name with -o")
+    if path.is_dir():
+        raise MrisrInputError(f"{path}: output path is a folder; give a file name such as {path / 'out.nii.gz'}")
+    if not (str(path).lower().endswith((".nii", ".nii.gz", ".nrrd", ".mha"))):
+        raise MrisrInputError(f"{path}: unsupported output extension; use .nii.gz, .nii, .nrrd or .mha")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MrisrInputError(f"{path}: cannot create output folder ({exc.strerror}); choose a writable location") from None
+    if not os.access(parent, os.W_OK):
+        raise MrisrInputError(f"{path}: output folder {parent} is not writable; choose a writable location with -o")
+    return path
+
+
+def nifti_header(
+    reference: Volume,
+    shape: tuple[int, ...],
+    affine: np.ndarray | None = None,
+    tr: float | None = None,
+    dtype: np.dtype | type = np.float32,
+):
+    """A NIfTI-1 header for data of ``shape`` with the reference's geometry codes."""
+    import nibabel as nib
+
+    affine = reference.affine if affine is None else np.asarray(affine, dtype=np.float64)
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(np.dtype(dtype))
+    hdr.set_data_shape(shape)
+    qcode = reference.qform_code or 0
+    scode = reference.sform_code or 0
+    if qcode == 0 and scode == 0:
+        # a geometry nobody claimed: still store it, marked as scanner space
+        qcode = scode = 1
+    hdr.set_qform(affine, code=int(qcode) if qcode else 0)
+    hdr.set_sform(affine, code=int(scode) if scode else 0)
+    zooms = list(np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    tr = reference.tr if tr is None else tr
+    if len(shape) == 4:
+        zooms.append(float(tr) if tr else 1.0)
+    hdr.set_zooms(tuple(zooms[: len(shape)]))
+    hdr.set_xyzt_units("mm", "sec")
+    hdr["scl_slope"] = 1.0
+    hdr["scl_inter"] = 0.0
+    hdr["descrip"] = b"mrisr"
+    if len(shape) == 4 and tr:
+        hdr["pixdim"][4] = float(tr)
+    return hdr
+
+
+def save_like(
+    path: str | Path,
+    data: np.ndarray,
+    reference: Volume,
+    affine: np.ndarray | None = None,
+    tr: float | None = None,
+    dtype: np.dtype | type | None = np.float32,
+) -> Path:
+    """Write ``data`` with the geometry of ``reference`` (or ``affine``), atomically.
+
+    Both qform and sform are written with the reference's codes, zooms follow the affine,
+    TR goes into ``pixdim[4]`` with time units in seconds. ``dtype=None`` keeps the data's
+    dtype; SR output is float32.
+
+    Args:
+        path: ``.nii``/``.nii.gz`` (any dimension), or ``.nrrd``/``.mha`` (3-D, via SimpleITK).
+        data: ``(X, Y, Z)`` or ``(X, Y, Z, T)``.
+        reference: volume whose header codes (and, by default, affine and TR) are used.
+    """
+    path = Path(path)
+    data = np.asarray(data)
+    if dtype is not None:
+        data = data.astype(dtype, copy=False)
+    affine = reference.affine if affine is None else affine
+    if is_nifti(path):
+        with FrameWriter(path, reference, data.shape[:3], data.shape[3] if data.ndim == 4 else None,
+                         affine=affine, tr=tr, dtype=data.dtype) as writer:
+            if data.ndim == 4:
+                for t in range(data.shape[3]):
+                    writer.write(data[..., t])
+            else:
+                writer.write(data)
+        return path
+    from mrisr.io.load import volume_to_sitk
+    import SimpleITK as sitk
+
+    if data.ndim != 3:
+        raise MrisrInputError(f"{path}: only NIfTI can hold a 4-D series; use .nii.gz")
+    tmp = _partial_path(path)
+    try:
+        image = volume_to_sitk(Volume(data=data, affine=affine))
+        sitk.WriteImage(image, str(tmp), imageIO="NrrdImageIO" if str(path).endswith(".nrrd") else "MetaImageIO")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+class FrameWriter:
+    """Stream a NIfTI series to disk one frame at a time (memory does not grow with T).
+
+    The file is written under a temporary name in the destination folder and renamed only
+    when every frame arrived and the context exits cleanly; an exception or Ctrl-C removes
+    it, so no half-written output is ever left.
+
+    Example:
+        >>> with FrameWriter(out, reference, (64, 64, 16), n_frames=3) as w:  # doctest: +SKIP
+        ...     for frame in frames:
+        ...         w.write(frame)
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        reference: Volume,
+        spatial_shape: tuple[int, int, int],
+        n_frames: int | None,
+        affine: np.ndarray | None = None,
+        tr: float | None = None,
+        dtype: np.dtype | type = np.float32,
+    ) -> None:
+        self.path = Path(path)
+        self.spatial_shape = tuple(int(s) for s in spatial_shape)
+        self.n_frames = n_frames
+        self.dtype = np.dtype(dtype)
+        shape = self.spatial_shape + ((n_frames,) if n_frames is not None else ())
+        self.header = nifti_header(reference, shape, affine=affine, tr=tr, dtype=self.dtype)
+        self.header.set_data_offset(352)
+        self._written = 0
+        self._tmp: Path | None = None
+        self._fh: BinaryIO | None = None
+
+    def __enter__(self) -> "FrameWriter":
+        self._tmp = _partial_path(self.path)
+        raw = open(self._tmp, "wb")
+        self._fh = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=4) if str(self.path).endswith(".gz") else raw
+        self._raw = raw
+        self.header.write_to(self._fh)
+        self._fh.write(b"\0" * 4)  # no extensions
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        frame = np.asarray(frame)
+        if frame.shape != self.spatial_shape:
+            raise ValueError(f"{self.path}: frame shape {frame.shape} != {self.spatial_shape}")
+        expected = self.n_frames or 1
+        if self._written >= expected:
+            raise ValueError(f"{self.path}: all {expected} frame(s) already written")
+        self._fh.write(np.asarray(frame, dtype=self.dtype).tobytes(order="F"))
+        self._written += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if self._fh is not self._raw:
+                self._fh.close()
+            self._raw.close()
+            if exc_type is None:
+                expected = self.n_frames or 1
+                if self._written != expected:
+                    raise ValueError(f"{self.path}: {self._written} of {expected} frame(s) written")
+                os.replace(self._tmp, self.path)
+        finally:
+            if self._tmp is not None and self._tmp.exists():
+                self._tmp.unlink()
