@@ -7,6 +7,8 @@ from mrisr.cli.app import app
 # command modules: importing registers them (keep heavy imports inside the commands)
 from mrisr.cli import simulate as _simulate  # noqa: E402,F401
 from mrisr.cli import info as _info  # noqa: E402,F401
+from mrisr.cli import phantom as _phantom  # noqa: E402,F401
+from mrisr.cli import evaluate as _evaluate  # noqa: E402,F401
 
 
 def main() -> None:

@@ -24,6 +24,9 @@ def user_errors() -> Iterator[None]:
         yield
     except MrisrInputError as exc:
         fail(str(exc))
+    except OSError as exc:
+        # a failed read or write (disk full, permissions): one line naming the file, not a traceback
+        fail(f"{exc.filename or 'file'}: {exc.strerror or exc}")
     except KeyboardInterrupt:
         typer.echo("interrupted: no output was written", err=True)
         raise typer.Exit(130) from None

@@ -31,11 +31,11 @@ def simulate(
     from mrisr.kspace import MASKS, simulate_volume
 
     if not (0 < keep <= 100):
-        fail(f"--keep {keep}: must be a percentage in (0, 100], e.g. 6.25")
+        fail(f"{hr}: --keep {keep:g} is not a percentage in (0, 100]; pass e.g. --keep 6.25")
     if mode not in MASKS:
-        fail(f"--mode {mode}: unknown mode; choose one of {', '.join(MASKS)}")
-    if noise_snr is not None and noise_snr <= 0:
-        fail(f"--noise-snr {noise_snr}: must be > 0")
+        fail(f"{hr}: --mode {mode} is unknown; choose one of {', '.join(MASKS)}")
+    if noise_snr is not None and not noise_snr > 0:
+        fail(f"{hr}: --noise-snr {noise_snr:g} must be > 0, e.g. --noise-snr 30")
     with user_errors():
         check_writable(output, inputs=(hr,))
         volume = load(hr)

@@ -15,8 +15,10 @@ from mrisr.io.load import is_nifti
 from mrisr.io.volume import Volume
 
 
-def _partial_path(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+def _partial_path(path: Path, extension: str = "") -> Path:
+    # writers that pick their format from the name (MetaImage: .mha is one file, anything else
+    # a header plus a .raw) need the real extension at the end of the temporary name
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{extension}", dir=path.parent)
     os.close(fd)
     return Path(name)
 
@@ -40,9 +42,17 @@ def check_writable(path: str | Path, inputs: tuple[str | Path, ...] = ()) -> Pat
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise MrisrInputError(f"{path}: cannot create output folder ({exc.strerror}); choose a writable location") from None
-    if not os.access(parent, os.W_OK):
-        raise MrisrInputError(f"{path}: output folder {parent} is not writable; choose a writable location with -o")
+        raise MrisrInputError(
+            f"{path}: cannot create output folder {parent} ({exc.strerror}); choose a writable location with -o"
+        ) from None
+    # os.access says yes to root everywhere (and nothing of read-only or virtual file systems):
+    # create and remove the temporary file the write will use
+    try:
+        _partial_path(path).unlink()
+    except OSError as exc:
+        raise MrisrInputError(
+            f"{path}: output folder {parent} is not writable ({exc.strerror}); choose a writable location with -o"
+        ) from None
     return path
 
 
@@ -70,7 +80,8 @@ def nifti_header(
     zooms = list(np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
     tr = reference.tr if tr is None else tr
     if len(shape) == 4:
-        zooms.append(float(tr) if tr else 1.0)
+        # 0 = unknown: an invented 1 s would read back as a real TR
+        zooms.append(float(tr) if tr else 0.0)
     hdr.set_zooms(tuple(zooms[: len(shape)]))
     hdr.set_xyzt_units("mm", "sec")
     hdr["scl_slope"] = 1.0
@@ -114,12 +125,13 @@ def save_like(
             else:
                 writer.write(data)
         return path
-    from mrisr.io.load import volume_to_sitk
     import SimpleITK as sitk
+
+    from mrisr.io.load import volume_to_sitk
 
     if data.ndim != 3:
         raise MrisrInputError(f"{path}: only NIfTI can hold a 4-D series; use .nii.gz")
-    tmp = _partial_path(path)
+    tmp = _partial_path(path, extension=path.suffix)
     try:
         image = volume_to_sitk(Volume(data=data, affine=affine))
         sitk.WriteImage(image, str(tmp), imageIO="NrrdImageIO" if str(path).endswith(".nrrd") else "MetaImageIO")
@@ -162,15 +174,29 @@ class FrameWriter:
         self._written = 0
         self._tmp: Path | None = None
         self._fh: BinaryIO | None = None
+        self._raw: BinaryIO | None = None
 
-    def __enter__(self) -> "FrameWriter":
+    def __enter__(self) -> FrameWriter:
         self._tmp = _partial_path(self.path)
-        raw = open(self._tmp, "wb")
-        self._fh = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=4) if str(self.path).endswith(".gz") else raw
-        self._raw = raw
-        self.header.write_to(self._fh)
-        self._fh.write(b"\0" * 4)  # no extensions
+        try:
+            self._open_and_write_header()
+        except BaseException:
+            self._close()
+            self._tmp.unlink(missing_ok=True)
+            raise
         return self
+
+    def _open_and_write_header(self) -> None:
+        self._raw = raw = open(self._tmp, "wb")
+        self._fh = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=4) if str(self.path).endswith(".gz") else raw
+        # nibabel writes the 348-byte header and, for single files, the 4-byte "no extensions"
+        # flag; pad up to vox_offset whatever it wrote so the data start where the header says
+        self.header.write_to(self._fh)
+        offset = int(self.header.get_data_offset())
+        written = self._fh.tell()
+        if written > offset:
+            raise ValueError(f"{self.path}: NIfTI header took {written} bytes, more than vox_offset {offset}")
+        self._fh.write(b"\0" * (offset - written))
 
     def write(self, frame: np.ndarray) -> None:
         frame = np.asarray(frame)
@@ -182,11 +208,15 @@ class FrameWriter:
         self._fh.write(np.asarray(frame, dtype=self.dtype).tobytes(order="F"))
         self._written += 1
 
+    def _close(self) -> None:
+        if self._fh is not None and self._fh is not self._raw:
+            self._fh.close()
+        if self._raw is not None:
+            self._raw.close()
+
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if self._fh is not self._raw:
-                self._fh.close()
-            self._raw.close()
+            self._close()
             if exc_type is None:
                 expected = self.n_frames or 1
                 if self._written != expected:

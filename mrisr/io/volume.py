@@ -72,7 +72,7 @@ class Volume:
         for t in range(self.n_frames):
             yield self.frame(t)
 
-    def with_data(self, data: np.ndarray, affine: np.ndarray | None = None, tr: float | None = None) -> "Volume":
+    def with_data(self, data: np.ndarray, affine: np.ndarray | None = None, tr: float | None = None) -> Volume:
         """A copy carrying new data (and optionally a new affine / TR), same header codes."""
         return Volume(
             data=data,

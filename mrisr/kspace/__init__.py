@@ -15,7 +15,15 @@ from mrisr.kspace.functional import (
     pad_kspace,
     zero_fill,
 )
-from mrisr.kspace.masks import MASKS, CenterMask, EquispacedLineMask, KspaceMask, RandomLineMask, VariableDensityMask, make_mask
+from mrisr.kspace.masks import (
+    MASKS,
+    CenterMask,
+    EquispacedLineMask,
+    KspaceMask,
+    RandomLineMask,
+    VariableDensityMask,
+    make_mask,
+)
 from mrisr.kspace.simulate import SimulationInfo, simulate_volume, undersample_array
 
 __all__ = [

@@ -9,24 +9,31 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
+import torch
+from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, Transform
+from monai.utils import ensure_tuple
 
 from mrisr.kspace.functional import center_keep_shape, crop_kspace, fftc, ifftc, pad_kspace
 from mrisr.kspace.simulate import undersample_array
 
 
 def _as_numpy(x):
-    if type(x).__module__.startswith("torch"):
-        return x.detach().cpu().numpy(), True
-    return np.asarray(x), False
+    """numpy view of the input and the tensor it came from (``None`` for numpy input)."""
+    if isinstance(x, torch.Tensor):  # MetaTensor included
+        return x.detach().cpu().numpy(), x
+    return np.asarray(x), None
 
 
-def _back(x, was_torch):
-    if was_torch:
-        import torch
-
-        return torch.as_tensor(x)
-    return x
+def _back(x, like):
+    """Return ``x`` in the input's kind: numpy, or a tensor on the input's device. A MetaTensor
+    keeps its metadata only when the grid is unchanged (a cropped matrix has another affine)."""
+    if like is None:
+        return x
+    out = torch.as_tensor(x, device=like.device)
+    if isinstance(like, MetaTensor) and out.shape == like.shape:
+        return MetaTensor(out, meta=like.meta)
+    return out
 
 
 class SimulateLowRes(Randomizable, Transform):
@@ -63,10 +70,10 @@ class SimulateLowRes(Randomizable, Transform):
     def __call__(self, img, randomize: bool = True):
         if randomize:
             self.randomize()
-        arr, was_torch = _as_numpy(img)
+        arr, like = _as_numpy(img)
         moved = np.moveaxis(arr, 0, -1)  # (X, Y, Z, C)
         out, _ = undersample_array(moved, self._keep, self.mode, self.zero_fill, self._snr, self.R)
-        return _back(np.ascontiguousarray(np.moveaxis(out, -1, 0)), was_torch)
+        return _back(np.ascontiguousarray(np.moveaxis(out, -1, 0)), like)
 
 
 class SimulateLowResd(Randomizable, MapTransform):
@@ -86,7 +93,9 @@ class SimulateLowResd(Randomizable, MapTransform):
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         self.sim = SimulateLowRes(keep, mode, zero_fill, noise_snr)
-        self.output_keys = tuple(output_keys) if output_keys is not None else self.keys
+        self.output_keys = ensure_tuple(output_keys) if output_keys is not None else self.keys
+        if len(self.output_keys) != len(self.keys):
+            raise ValueError(f"output_keys {self.output_keys} must match keys {self.keys} one to one")
         self.keep_key = keep_key
 
     def set_random_state(self, seed=None, state=None):
@@ -113,10 +122,10 @@ class ZeroFill(Transform):
         self.size = tuple(int(s) for s in size)
 
     def __call__(self, img):
-        arr, was_torch = _as_numpy(img)
+        arr, like = _as_numpy(img)
         k = fftc(arr, axes=(1, 2))
         out = np.abs(ifftc(pad_kspace(k, self.size, axes=(1, 2)), axes=(1, 2))).astype(np.float32)
-        return _back(out, was_torch)
+        return _back(out, like)
 
 
 class CenterCrop(Transform):
@@ -126,7 +135,7 @@ class CenterCrop(Transform):
         self.keep = float(keep)
 
     def __call__(self, img):
-        arr, was_torch = _as_numpy(img)
+        arr, like = _as_numpy(img)
         size = center_keep_shape(arr.shape[1:3], self.keep)
         out = np.abs(ifftc(crop_kspace(fftc(arr, axes=(1, 2)), size, axes=(1, 2)), axes=(1, 2))).astype(np.float32)
-        return _back(out, was_torch)
+        return _back(out, like)

@@ -1,0 +1,86 @@
+"""Bundled sample data and the locations of the full template volumes used for training.
+
+* :func:`sample_path` / :func:`load_sample`: a small real T1 slab shipped with the package
+  (``colin27_slab.nii.gz``, 128x144x32 at 1.5x1.5x3 mm, derived from Colin27 by
+  ``scripts/make_sample_data.py``; provenance and licence in ``mrisr/data/README.md``).
+* :func:`colin27_path`, :func:`mni152_path`: full 1 mm templates found on this machine
+  (Debian ``mricron-data``; the ``nilearn`` package), for training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mrisr.io.errors import MrisrInputError
+from mrisr.io.volume import Volume
+
+__all__ = ["SAMPLE_NAME", "colin27_path", "load_sample", "mni152_path", "sample_path"]
+
+SAMPLE_NAME = "colin27_slab.nii.gz"
+COLIN27_LOCATIONS = (
+    Path("/usr/share/mricron/templates/ch2.nii.gz"),
+    Path("/usr/share/data/mricron/templates/ch2.nii.gz"),
+)
+MNI152_T1_NAME = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+
+
+def sample_path() -> Path:
+    """Path of the bundled sample slab ``(X, Y, Z) = (128, 144, 32)``, 1.5x1.5x3 mm, int16.
+
+    Raises:
+        MrisrInputError: if the file is missing from the installation.
+    """
+    path = Path(__file__).resolve().parent / SAMPLE_NAME
+    if not path.exists():
+        raise MrisrInputError(
+            f"{path}: bundled sample is missing; recreate it with `python scripts/make_sample_data.py` "
+            "(needs Colin27 from `apt-get install mricron-data`) or reinstall mrisr"
+        )
+    return path
+
+
+def load_sample() -> Volume:
+    """The bundled sample as a float32 3-D :class:`~mrisr.io.Volume` (RAS+ affine in mm)."""
+    from mrisr.io.load import load
+
+    volume = load(sample_path())
+    volume.data = np.asarray(volume.data, dtype=np.float32)
+    return volume
+
+
+def colin27_path() -> Path:
+    """Path of the full Colin27 T1 template (181x217x181 at 1 mm, MNI space).
+
+    Raises:
+        MrisrInputError: if Debian's ``mricron-data`` is not installed.
+    """
+    for path in COLIN27_LOCATIONS:
+        if path.exists():
+            return path
+    raise MrisrInputError(
+        f"{COLIN27_LOCATIONS[0]}: Colin27 template not found; install it with `sudo apt-get install mricron-data`"
+    )
+
+
+def mni152_path() -> Path:
+    """Path of the MNI ICBM152 2009a nonlinear symmetric T1 template shipped inside ``nilearn``.
+
+    Raises:
+        MrisrInputError: if nilearn (or the template file in it) is not installed.
+    """
+    try:
+        import nilearn
+    except ImportError:
+        raise MrisrInputError(
+            f"{MNI152_T1_NAME}: MNI152 template not found because nilearn is not installed; "
+            "install it with `pip install nilearn` (or `pip install mrisr[train]`)"
+        ) from None
+    path = Path(nilearn.__file__).resolve().parent / "datasets" / "data" / MNI152_T1_NAME
+    if not path.exists():
+        raise MrisrInputError(
+            f"{path}: MNI152 T1 template missing from the nilearn installation; reinstall it with "
+            "`pip install --force-reinstall nilearn`"
+        )
+    return path

@@ -1,0 +1,51 @@
+"""Read a NIfTI series one frame at a time, in order, with memory bounded by one frame."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from mrisr.io.errors import MrisrInputError
+from mrisr.io.volume import Volume
+
+
+def iter_frames(volume: Volume) -> Iterator[np.ndarray]:
+    """Frames of ``volume`` as float32 ``(X, Y, Z)`` arrays, read sequentially.
+
+    For a lazily loaded NIfTI file the bytes are streamed (a ``.nii.gz`` is decompressed once,
+    front to back, instead of once per frame); in-memory volumes are simply sliced.
+    """
+    source = volume.source
+    if source is None or isinstance(volume.data, np.ndarray) or not str(source).lower().endswith((".nii", ".nii.gz")):
+        for t in range(volume.n_frames):
+            yield volume.frame(t)
+        return
+    import nibabel as nib
+
+    img = nib.load(str(source))
+    hdr = img.header
+    shape = img.shape
+    spatial = tuple(int(s) for s in shape[:3])
+    n_frames = int(shape[3]) if len(shape) == 4 else 1
+    dtype = hdr.get_data_dtype()
+    proxy = img.dataobj  # the image's header copy forgets vox_offset; the proxy keeps it
+    slope = float(getattr(proxy, "slope", 1.0))
+    inter = float(getattr(proxy, "inter", 0.0))
+    slope = 1.0 if not np.isfinite(slope) or slope == 0 else slope
+    inter = 0.0 if not np.isfinite(inter) else inter
+    nbytes = int(np.prod(spatial)) * dtype.itemsize
+    offset = int(proxy.offset)
+    opener = gzip.open if str(source).lower().endswith(".gz") else open
+    with opener(source, "rb") as fh:
+        fh.read(offset)
+        for t in range(n_frames):
+            raw = fh.read(nbytes)
+            if len(raw) != nbytes:
+                raise MrisrInputError(f"{source}: file ends in frame {t} of {n_frames}; the file is truncated")
+            frame = np.frombuffer(raw, dtype=dtype).reshape(spatial, order="F").astype(np.float32)
+            if slope != 1.0 or inter != 0.0:
+                frame = frame * np.float32(slope) + np.float32(inter)
+            yield frame

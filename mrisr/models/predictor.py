@@ -1,0 +1,117 @@
+"""SRModel: a loaded network with its normalisation, ready to super-resolve frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrisr.io.errors import MrisrInputError
+
+DEFAULT_PERCENTILE = 99.5
+# above this many voxels a frame is tiled (sliding window) to bound memory
+WHOLE_FRAME_MAX_VOXELS = 12_000_000
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MrisrInputError(f"--device {device}: no CUDA device is available here; use --device cpu or auto")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise MrisrInputError(f"--device {device}: unknown device; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def robust_scale(frame: np.ndarray | torch.Tensor, percentile: float = DEFAULT_PERCENTILE) -> float:
+    """Intensity that maps to ~1: a high percentile of the frame (robust to bright outliers)."""
+    if isinstance(frame, torch.Tensor):
+        flat = frame.detach().flatten().float()
+        if flat.numel() > 2_000_000:
+            flat = flat[:: flat.numel() // 2_000_000 + 1]
+        value = float(torch.quantile(flat, percentile / 100.0))
+    else:
+        flat = np.asarray(frame, dtype=np.float32).ravel()
+        if flat.size > 2_000_000:
+            flat = flat[:: flat.size // 2_000_000 + 1]
+        value = float(np.percentile(flat, percentile))
+    if not np.isfinite(value) or value <= 0:
+        value = float(np.abs(np.asarray(frame)).max()) if not isinstance(frame, torch.Tensor) else float(frame.abs().max())
+    return value if value > 0 else 1.0
+
+
+class SRModel:
+    """A super-resolution network plus the metadata that says how to feed it.
+
+    Args:
+        network: a :class:`~mrisr.models.network.PriorSRNet` (or compatible) module.
+        meta: checkpoint metadata.
+        device: torch device.
+        source: path (or bundled name) the model came from.
+    """
+
+    def __init__(self, network: torch.nn.Module, meta: dict, device: torch.device, source: str | Path = "") -> None:
+        self.network = network
+        self.meta = meta
+        self.device = device
+        self.source = str(source)
+        self.percentile = float(meta.get("normalisation", {}).get("percentile", DEFAULT_PERCENTILE))
+        self.tile: tuple[int, int, int] | None = None
+        self.tile_overlap = 0.25
+
+    @property
+    def uses_prior(self) -> bool:
+        return bool(self.meta.get("uses_prior", getattr(self.network, "use_prior", True)))
+
+    @property
+    def keep_range(self) -> tuple[float, float] | None:
+        kr = self.meta.get("keep_range")
+        return (float(kr[0]), float(kr[1])) if kr else None
+
+    def _run(self, sinc: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
+        net = self.network
+        voxels = sinc[0, 0].numel()
+        tile = self.tile
+        if tile is None and voxels > WHOLE_FRAME_MAX_VOXELS:
+            tile = (128, 128, min(int(sinc.shape[-1]), 32))
+        amp = self.device.type == "cuda"
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            if tile is None:
+                out = net(sinc, prior) if prior is not None else net(sinc)
+            else:
+                from monai.inferers import SlidingWindowInferer
+
+                roi = tuple(min(t, s) for t, s in zip(tile, sinc.shape[2:]))
+                inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=2, overlap=self.tile_overlap, mode="gaussian")
+                if prior is not None:
+                    out = inferer(sinc, lambda x, condition: net(x, condition), condition=prior)
+                else:
+                    out = inferer(sinc, net)
+        return out.float()
+
+    def predict(self, sinc: np.ndarray, prior: np.ndarray | None = None, scale: float | None = None) -> np.ndarray:
+        """Super-resolve one frame.
+
+        Args:
+            sinc: the LR frame on the HR grid (k-space zero-filled), ``(X, Y, Z)``.
+            prior: prior volume on the same grid (ignored by a no-prior model).
+            scale: intensity normalisation; default: the model's percentile of ``sinc``.
+
+        Returns:
+            SR frame ``(X, Y, Z)`` float32, in the input's intensity units.
+        """
+        if self.uses_prior and prior is None:
+            raise MrisrInputError(
+                f"model {self.source} was trained with a prior; pass --prior PLANNING or use --model default-noprior"
+            )
+        scale = robust_scale(sinc, self.percentile) if scale is None else scale
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(sinc, dtype=np.float32) / scale)[None, None].to(self.device)
+            p = None
+            if self.uses_prior:
+                p = torch.from_numpy(np.ascontiguousarray(prior, dtype=np.float32) / scale)[None, None].to(self.device)
+            out = self._run(x, p)
+        result = out[0, 0].cpu().numpy() * scale
+        return np.maximum(result, 0.0, out=result).astype(np.float32, copy=False)

@@ -1,0 +1,94 @@
+"""Bring a planning scan onto the dynamic's HR grid (physical space) and check it fits."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from mrisr.io.errors import MrisrInputError
+from mrisr.io.volume import Volume
+from mrisr.kspace.functional import crop_kspace, fftc, ifftc, pad_kspace
+
+
+@dataclass
+class PreparedPrior:
+    data: np.ndarray  # (X', Y', Z) on the HR grid
+    coverage: float  # fraction of the HR field of view the prior covers
+    intensity_factor: float  # multiplier that matched the prior to the dynamic's intensities
+    correlation: float  # of the prior (at LR resolution) with frame 0
+
+
+def resample_to_grid(volume: Volume, shape: tuple[int, int, int], affine: np.ndarray, default: float = 0.0,
+                     linear: bool = True) -> np.ndarray:
+    """Resample a 3-D volume onto a grid in physical space (SimpleITK, linear)."""
+    import SimpleITK as sitk
+
+    from mrisr.io.load import volume_to_sitk
+
+    moving = volume_to_sitk(volume)
+    reference = volume_to_sitk(Volume(data=np.zeros(shape, dtype=np.float32), affine=affine))
+    out = sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear if linear else sitk.sitkNearestNeighbor,
+                        default, sitk.sitkFloat32)
+    return np.ascontiguousarray(np.transpose(sitk.GetArrayFromImage(out), (2, 1, 0)))
+
+
+def lowpass_like(hr: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
+    """What an HR image looks like through the dynamic's central k-space (on the HR grid)."""
+    k = crop_kspace(fftc(hr, (0, 1)), lr_inplane, (0, 1))
+    return np.abs(ifftc(pad_kspace(k, hr.shape[:2], (0, 1)), (0, 1))).astype(np.float32)
+
+
+def prepare_prior(
+    prior: Volume,
+    shape: tuple[int, int, int],
+    affine: np.ndarray,
+    sinc_frame0: np.ndarray,
+    lr_inplane: tuple[int, int],
+    dynamic_name: str = "dynamic",
+) -> PreparedPrior:
+    """Resample the planning scan onto the HR grid, check coverage and contrast, match intensity.
+
+    Raises:
+        MrisrInputError: a 4-D prior, or one that covers less than half of the dynamic's field of view.
+    """
+    if prior.is_4d:
+        raise MrisrInputError(
+            f"{prior.name}: the prior is a 4-D series ({prior.n_frames} frames); pass a static 3-D planning scan "
+            "(e.g. extract one volume with `fslroi` or nibabel)"
+        )
+    ones = Volume(data=np.ones(prior.spatial_shape, dtype=np.float32), affine=prior.affine)
+    coverage = float(resample_to_grid(ones, shape, affine, linear=False).mean())
+    if coverage < 0.5:
+        raise MrisrInputError(
+            f"{prior.name}: field of view covers only {coverage:.0%} of {dynamic_name}'s; pass a planning scan of the "
+            "same region (check the orientation / headers) or run without --prior"
+        )
+    if coverage < 0.95:
+        warnings.warn(
+            f"{prior.name}: covers {coverage:.0%} of {dynamic_name}'s field of view; the uncovered part gets no prior "
+            "detail", stacklevel=2,
+        )
+    data = resample_to_grid(prior, shape, affine)
+    low = lowpass_like(data, lr_inplane)
+    fg = sinc_frame0 > 0.1 * np.percentile(sinc_frame0, 99)
+    denom = float((low[fg] ** 2).sum())
+    factor = float((sinc_frame0[fg] * low[fg]).sum() / denom) if denom > 0 else 1.0
+    corr = float(np.corrcoef(low[fg].ravel(), sinc_frame0[fg].ravel())[0, 1]) if fg.sum() > 10 else 0.0
+    if not np.isfinite(factor) or factor <= 0:
+        raise MrisrInputError(
+            f"{prior.name}: intensities do not match {dynamic_name} at all (negative fit); check that the planning "
+            "scan is the same subject and contrast"
+        )
+    if corr < 0.5:
+        warnings.warn(
+            f"{prior.name}: looks different from {dynamic_name} (correlation {corr:.2f} at the dynamic's resolution); "
+            "check contrast and registration, or use --prior-mode previous / no prior", stacklevel=2,
+        )
+    if factor > 20 or factor < 0.05:
+        warnings.warn(f"{prior.name}: intensity scale differs from {dynamic_name} by {factor:.3g}x; rescaled to match",
+                      stacklevel=2)
+    return PreparedPrior(np.ascontiguousarray(data * factor, dtype=np.float32), coverage, factor, corr)
+
+

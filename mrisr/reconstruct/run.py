@@ -1,0 +1,173 @@
+"""File-level reconstruction: stream frames from disk to disk and write a JSON sidecar."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mrisr.io import FrameWriter, check_writable, load
+from mrisr.io.errors import MrisrInputError
+from mrisr.models.checkpoint import file_sha256, save_checkpoint
+from mrisr.reconstruct.stepwise import FrameResult, Reconstruction, ReconstructOptions, choose_model_name, default_output
+
+
+@dataclass
+class ReconstructionReport:
+    output: Path
+    sidecar: Path
+    hr_affine: np.ndarray
+    hr_shape: tuple[int, int, int]
+    frame_seconds: list[float]
+    model: str
+    model_sha256: str
+    finetuned_model: Path | None
+    options: dict
+    keep: float
+    warnings: list[str] = field(default_factory=list)
+    finetune: dict | None = None
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=2, default=str)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def sidecar_path(output: Path) -> Path:
+    name = output.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return output.with_name(name[: -len(suffix)] + ".json")
+    return output.with_suffix(".json")
+
+
+def finetune_for(rec: Reconstruction, minutes: float, steps: int | None = None, lr: float = 2e-5,
+                 on_progress=None):
+    """Fine-tune ``rec``'s model on its planning scan (prepared on the HR grid)."""
+    from mrisr.io.geometry import voxel_sizes
+    from mrisr.training.finetune import finetune
+
+    if rec.prior is None:
+        raise MrisrInputError(f"{rec.dynamic.name}: fine-tuning needs the planning scan; pass --prior")
+    zooms = tuple(float(v) for v in voxel_sizes(rec.grid.hr_affine))
+    return finetune(rec.model, rec.prior.data, zooms, rec.grid.keep, minutes=minutes, steps=steps, lr=lr,
+                    on_progress=on_progress)
+
+
+def reconstruct_file(
+    dynamic_path: str | Path,
+    output: str | Path | None = None,
+    prior_path: str | Path | None = None,
+    options: ReconstructOptions | None = None,
+    on_frame: Callable[[FrameResult], None] | None = None,
+    finetuned_model_path: str | Path | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> ReconstructionReport:
+    """Reconstruct a dynamic series file into ``output`` (default ``<stem>_sr.nii.gz``), streaming.
+
+    The output is written under a temporary name and renamed at the end, so an error or Ctrl-C
+    leaves nothing behind; the sidecar (``<output stem>.json``) is written last.
+    """
+    options = options or ReconstructOptions()
+    options.validate()
+    dynamic_path = Path(dynamic_path)
+    output = Path(output) if output is not None else default_output(dynamic_path)
+    check_writable(output, inputs=(dynamic_path,) + ((prior_path,) if prior_path else ()))
+    status = on_status or (lambda message: None)
+    dynamic = load(dynamic_path, lazy=True)
+    prior = load(prior_path) if prior_path else None
+    caught: list[str] = []
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        rec = Reconstruction(dynamic, prior, options)
+        first = next(iter(_first_frame(dynamic)))
+        rec.prepare_prior(first)
+    caught += [str(r.message) for r in records]
+    for message in caught:
+        status(f"warning: {message}")
+    finetune_info = None
+    tuned_path = None
+    if options.finetune:
+        status(f"fine-tuning on {prior.name if prior else '?'} for up to {options.finetune_minutes:g} min")
+        tuned, report = finetune_for(rec, options.finetune_minutes)
+        rec.model = tuned
+        finetune_info = report.as_dict()
+        tuned_path = Path(finetuned_model_path) if finetuned_model_path else output.with_name(
+            sidecar_path(output).stem + "_model.safetensors")
+        meta = dict(tuned.meta)
+        meta.pop("sha256", None)
+        meta.update({"base_model": choose_model_name(options, prior is not None),
+                     "base_model_sha256": rec.model.meta.get("sha256"),
+                     "planning_sha256": file_sha256(prior_path), "finetune": finetune_info})
+        save_checkpoint(tuned.network, tuned_path, meta)
+        status(f"fine-tuned: {report.steps} steps in {report.seconds:.0f} s -> {tuned_path}")
+    model_path = getattr(rec.model, "path", None)
+    model_hash = rec.model.meta.get("sha256") or (file_sha256(model_path) if model_path else "")
+    if tuned_path is not None:
+        model_hash = file_sha256(tuned_path)
+    seconds: list[float] = []
+    t_start = time.time()
+    with FrameWriter(output, dynamic, rec.grid.hr_shape, dynamic.n_frames if dynamic.is_4d else None,
+                     affine=rec.grid.hr_affine, tr=dynamic.tr) as writer:
+        for result in rec.frames():
+            writer.write(result.sr)
+            seconds.append(round(result.seconds, 4))
+            if on_frame:
+                on_frame(result)
+    import mrisr
+
+    payload = {
+        "GeneratedBy": {"Name": "mrisr", "Version": mrisr.__version__},
+        "inputs": {"dynamic": str(dynamic_path.resolve()), "dynamic_sha256": file_sha256(dynamic_path),
+                   "prior": str(Path(prior_path).resolve()) if prior_path else None,
+                   "prior_sha256": file_sha256(prior_path) if prior_path else None},
+        "model": {"name": choose_model_name(options, prior is not None), "sha256": model_hash,
+                  "finetuned": str(tuned_path) if tuned_path else None, "uses_prior": rec.model.uses_prior},
+        "options": options.as_dict(),
+        "grid": rec.grid.as_dict(),
+        "prior": None if rec.prior is None else {"coverage": round(rec.prior.coverage, 4),
+                                                 "intensity_factor": rec.prior.intensity_factor,
+                                                 "correlation": round(rec.prior.correlation, 4)},
+        "finetune": finetune_info,
+        "RepetitionTime": dynamic.tr,
+        "frames": dynamic.n_frames,
+        "frame_seconds": seconds,
+        "total_seconds": round(time.time() - t_start, 3),
+        "warnings": caught,
+        "torch_threads": _threads(),
+        "machine": platform.machine(),
+    }
+    side = sidecar_path(output)
+    write_json_atomic(side, payload)
+    return ReconstructionReport(output, side, rec.grid.hr_affine, rec.grid.hr_shape, seconds,
+                                payload["model"]["name"], model_hash, tuned_path, options.as_dict(), rec.grid.keep,
+                                caught, finetune_info)
+
+
+def _first_frame(dynamic):
+    from mrisr.io.stream import iter_frames
+
+    for frame in iter_frames(dynamic):
+        yield frame
+        return
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()

@@ -1,0 +1,210 @@
+"""Step-wise temporal reconstruction: frame 0 uses the planning scan as prior, frame t the SR
+result of frame t-1. Frames stream through one at a time (memory does not grow with T)."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mrisr.io.errors import MrisrInputError
+from mrisr.io.load import check_frame
+from mrisr.io.stream import iter_frames
+from mrisr.io.volume import Volume
+from mrisr.kspace.functional import fftc, ifftc, pad_kspace, zero_fill
+from mrisr.reconstruct.grid import HRGrid, plan_grid
+from mrisr.reconstruct.prior import PreparedPrior, prepare_prior
+
+
+@dataclass
+class ReconstructOptions:
+    """Options of a reconstruction (CLI, napari and batch all fill this).
+
+    Attributes:
+        model: ``default`` (picks ``default`` or ``default-noprior`` by prior presence), a bundled
+            name or a checkpoint path.
+        prior_mode: ``previous`` (SR of frame t-1 is the prior of frame t) or ``planning``
+            (the planning scan for every frame).
+        factor / matrix: in-plane HR grid; default: the prior's voxel size, else factor 4.
+        data_consistency: put the measured central k-space back into each SR frame.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        threads: torch CPU threads (None: torch's default).
+        finetune: fine-tune the model on the planning scan first.
+        finetune_minutes: time budget of that fine-tuning.
+        tile: sliding-window tile ``(X, Y, Z)``; None: whole frames unless a frame is huge.
+    """
+
+    model: str = "default"
+    prior_mode: str = "previous"
+    factor: float | None = None
+    matrix: tuple[int, int] | None = None
+    data_consistency: bool = False
+    device: str = "auto"
+    threads: int | None = None
+    finetune: bool = False
+    finetune_minutes: float = 3.0
+    tile: tuple[int, int, int] | None = None
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["model"] = str(d["model"])
+        return d
+
+    def validate(self) -> None:
+        if self.prior_mode not in ("previous", "planning"):
+            raise MrisrInputError(f"--prior-mode {self.prior_mode}: choose previous or planning")
+        if self.factor is not None and not (1 <= self.factor <= 16):
+            raise MrisrInputError(f"--factor {self.factor}: in-plane factor must be in [1, 16]")
+        if self.matrix is not None and min(self.matrix) < 2:
+            raise MrisrInputError(f"--matrix {self.matrix}: both sizes must be >= 2")
+        if self.factor is not None and self.matrix is not None:
+            raise MrisrInputError("--factor and --matrix: give one of them, not both")
+        if self.finetune_minutes <= 0:
+            raise MrisrInputError(f"--finetune-minutes {self.finetune_minutes}: must be > 0")
+
+
+@dataclass
+class FrameResult:
+    """One reconstructed frame."""
+
+    index: int
+    total: int
+    sr: np.ndarray  # (X', Y', Z) float32 on the HR grid
+    seconds: float
+    hr_affine: np.ndarray
+    extra: dict = field(default_factory=dict)
+
+
+def data_consistency(sr: np.ndarray, lr_frame: np.ndarray) -> np.ndarray:
+    """Replace the central in-plane k-space of ``sr`` by the measured LR frame's k-space."""
+    k_sr = fftc(sr.astype(np.complex64), (0, 1))
+    k_lr = fftc(lr_frame.astype(np.complex64), (0, 1))
+    measured = pad_kspace(k_lr, sr.shape[:2], (0, 1))
+    mask = pad_kspace(np.ones(lr_frame.shape[:2], dtype=bool), sr.shape[:2], (0, 1))[:, :, None]
+    k = np.where(mask, measured, k_sr)
+    return np.abs(ifftc(k, (0, 1))).astype(np.float32)
+
+
+def choose_model_name(options: ReconstructOptions, has_prior: bool) -> str:
+    if str(options.model) == "default":
+        return "default" if has_prior else "default-noprior"
+    return str(options.model)
+
+
+def load_model_for(options: ReconstructOptions, has_prior: bool):
+    """Load the model the options name, checking it fits the presence of a prior."""
+    from mrisr.models import load
+    from mrisr.models.predictor import resolve_device
+
+    name = choose_model_name(options, has_prior)
+    model = load(name, device=str(resolve_device(options.device)))
+    if model.uses_prior and not has_prior:
+        raise MrisrInputError(
+            f"{name}: this model was trained with a prior; pass --prior PLANNING.nii.gz or use --model default-noprior"
+        )
+    if not model.uses_prior and has_prior:
+        warnings.warn(f"{name}: model has no prior channel; the planning scan is only used for the HR grid", stacklevel=2)
+    if options.tile is not None:
+        model.tile = tuple(options.tile)
+    return model
+
+
+class Reconstruction:
+    """Prepared state of one reconstruction: model, grid and prior (nothing repeated per frame)."""
+
+    def __init__(self, dynamic: Volume, prior: Volume | None, options: ReconstructOptions, model=None) -> None:
+        options.validate()
+        if options.threads:
+            import torch
+
+            torch.set_num_threads(int(options.threads))
+        self.dynamic, self.options = dynamic, options
+        self.model = model if model is not None else load_model_for(options, prior is not None)
+        try:
+            self.grid: HRGrid = plan_grid(dynamic, prior, options.factor, options.matrix)
+        except ValueError as exc:
+            raise MrisrInputError(f"{dynamic.name}: {exc}; choose a larger --factor/--matrix") from None
+        kr = self.model.keep_range
+        if kr and not (kr[0] * 0.8 <= self.grid.keep <= kr[1] * 1.2):
+            warnings.warn(
+                f"{dynamic.name}: the LR matrix is {self.grid.keep:.2f}% of the HR k-space, outside the "
+                f"{kr[0]:g}-{kr[1]:g}% the model was trained for; results may be poor", stacklevel=2,
+            )
+        self.prior_raw = prior
+        self.prior: PreparedPrior | None = None
+
+    def prepare_prior(self, first_frame: np.ndarray) -> None:
+        if self.prior_raw is None:
+            return
+        sinc0 = zero_fill(first_frame, self.grid.hr_inplane)
+        self.prior = prepare_prior(self.prior_raw, self.grid.hr_shape, self.grid.hr_affine, sinc0,
+                                   self.grid.lr_shape[:2], self.dynamic.name)
+
+    def frames(self, cancel: Callable[[], bool] | None = None) -> Iterator[FrameResult]:
+        total = self.dynamic.n_frames
+        previous: np.ndarray | None = None
+        for t, frame in enumerate(iter_frames(self.dynamic)):
+            if cancel is not None and cancel():
+                return
+            check_frame(frame, self.dynamic.source or self.dynamic.name, t)
+            start = time.perf_counter()
+            if t == 0 and self.prior is None and self.prior_raw is not None:
+                self.prepare_prior(frame)
+            sinc = zero_fill(frame, self.grid.hr_inplane)
+            prior = None
+            if self.model.uses_prior:
+                if self.prior is None:
+                    raise MrisrInputError(f"{self.dynamic.name}: the model needs a prior; pass --prior")
+                use_planning = previous is None or self.options.prior_mode == "planning"
+                prior = self.prior.data if use_planning else previous
+            sr = self.model.predict(sinc, prior)
+            if self.options.data_consistency:
+                sr = data_consistency(sr, frame)
+            previous = sr
+            yield FrameResult(t, total, sr, time.perf_counter() - start, self.grid.hr_affine)
+
+
+def iter_reconstruct(
+    dynamic: Volume,
+    prior: Volume | None = None,
+    options: ReconstructOptions | None = None,
+    cancel: Callable[[], bool] | None = None,
+    model=None,
+) -> Iterator[FrameResult]:
+    """Reconstruct a 3-D frame or a 4-D series step-wise, yielding one :class:`FrameResult` per frame.
+
+    Args:
+        dynamic: the LR series ``(X, Y, Z[, T])`` (lazy volumes are streamed).
+        prior: static HR planning scan (3-D, any orientation or matrix), or None.
+        options: see :class:`ReconstructOptions`.
+        cancel: polled before each frame; returning True stops cleanly.
+        model: an already loaded :class:`~mrisr.models.SRModel` (e.g. a fine-tuned one).
+    """
+    rec = Reconstruction(dynamic, prior, options or ReconstructOptions(), model=model)
+    yield from rec.frames(cancel)
+
+
+def reconstruct_volume(dynamic: Volume, prior: Volume | None = None, options: ReconstructOptions | None = None,
+                       model=None) -> Volume:
+    """Whole series in memory (for small data, notebooks and the napari plugin)."""
+    frames, affine = [], None
+    for result in iter_reconstruct(dynamic, prior, options, model=model):
+        frames.append(result.sr)
+        affine = result.hr_affine
+    data = np.stack(frames, axis=-1) if dynamic.is_4d else frames[0]
+    out = dynamic.with_data(data, affine=affine)
+    return out
+
+
+def default_output(dynamic_path: str | Path) -> Path:
+    """``scan.nii.gz`` -> ``scan_sr.nii.gz`` next to the input."""
+    path = Path(dynamic_path)
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+        if name.lower().endswith(suffix):
+            return path.with_name(name[: -len(suffix)] + "_sr.nii.gz")
+    return path.with_name(name + "_sr.nii.gz")

@@ -1,0 +1,171 @@
+"""Training configuration: a pydantic schema for the YAML recipes in ``configs/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mrisr.io.errors import MrisrInputError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    train: list[str] = Field(default_factory=lambda: ["colin27", "inia19"], min_length=1)
+    validation: list[str] = Field(default_factory=lambda: ["mni152"])
+    inplane_mm: list[float] = Field(default_factory=lambda: [1.0, 1.25, 1.5, 2.0])
+    slice_mm: list[float] = Field(default_factory=lambda: [2.0, 3.0, 4.0])
+    orientations: list[Literal["axial", "coronal", "sagittal"]] = Field(default_factory=lambda: ["axial", "coronal", "sagittal"])
+    patch: tuple[int, int, int] = (96, 96, 16)
+
+    @field_validator("inplane_mm", "slice_mm")
+    @classmethod
+    def _positive(cls, v):
+        if not v or any(x <= 0 or x > 10 for x in v):
+            raise ValueError("voxel sizes must be in (0, 10] mm")
+        return v
+
+    @field_validator("patch")
+    @classmethod
+    def _patch(cls, v):
+        if v[0] % 16 or v[1] % 16 or v[2] % 2 or min(v) < 8:
+            raise ValueError("patch in-plane sizes must be multiples of 16 and the slice size a multiple of 2 (>= 8)")
+        return v
+
+
+class SimulationConfig(_Strict):
+    keep_range: tuple[float, float] = (4.0, 25.0)
+    mask: Literal["center"] = "center"
+    noise_probability: float = Field(0.3, ge=0, le=1)
+    noise_snr: tuple[float, float] = (25.0, 200.0)
+
+    @field_validator("keep_range")
+    @classmethod
+    def _keep(cls, v):
+        if not (0 < v[0] <= v[1] <= 100):
+            raise ValueError("keep_range must satisfy 0 < low <= high <= 100 (percent)")
+        return v
+
+
+class MotionConfig(_Strict):
+    target_mm: float = Field(6.0, ge=0, le=30)
+    previous_mm: tuple[float, float] = (0.0, 3.0)
+    planning_mm: tuple[float, float] = (2.0, 8.0)
+    planning_probability: float = Field(0.3, ge=0, le=1)
+    contrast_change: float = Field(0.35, ge=0, le=2)
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+
+
+class PriorConfig(_Strict):
+    perturb_probability: float = Field(0.5, ge=0, le=1)
+    self_prior_probability: float = Field(0.5, ge=0, le=1)
+    self_prior_start: float = Field(0.4, ge=0, le=1, description="fraction of training after which self-priors start")
+
+
+class ModelConfig(_Strict):
+    use_prior: bool = True
+    channels: list[int] = Field(default_factory=lambda: [24, 48, 96, 192], min_length=2)
+    strides: list[tuple[int, int, int]] = Field(default_factory=lambda: [(2, 2, 1), (2, 2, 2), (2, 2, 1)])
+    num_res_units: int = Field(1, ge=0, le=4)
+    features: int = Field(16, ge=1)
+    space_to_depth: int = Field(2, ge=1, le=4)
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        if len(self.strides) != len(self.channels) - 1:
+            raise ValueError(f"model.strides needs len(channels) - 1 = {len(self.channels) - 1} entries, got {len(self.strides)}")
+        return self
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(3e-4, gt=0, le=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    batch_size: int = Field(4, ge=1, le=64)
+    steps: int = Field(4000, ge=1)
+    minutes: float | None = Field(None, gt=0, description="wall-clock budget; the schedule follows whichever ends first")
+
+
+class LossConfig(_Strict):
+    l1: float = Field(1.0, ge=0)
+    ssim: float = Field(1.0, ge=0)
+    perceptual: float = Field(0.0, ge=0)
+
+
+class ValidationConfig(_Strict):
+    every_steps: int = Field(250, ge=1)
+    samples: int = Field(4, ge=1)
+    keeps: list[float] = Field(default_factory=lambda: [4.0, 6.25, 10.0, 25.0])
+    slices: int = Field(24, ge=4)
+
+
+class TrainConfig(_Strict):
+    """The whole recipe. Every field is validated; unknown keys are errors."""
+
+    seed: int = 0
+    name: str = "mrisr-model"
+    data: DataConfig = Field(default_factory=DataConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    prior: PriorConfig = Field(default_factory=PriorConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1)
+    checkpoint_every_steps: int = Field(500, ge=1)
+    data_workers: int = Field(1, ge=0, le=16, description="background processes generating pairs (0: inline)")
+
+
+def _parse_value(text: str):
+    return yaml.safe_load(text)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise MrisrInputError(f"--set {item}: expected key=value, e.g. --set optim.steps=200")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise MrisrInputError(f"--set {item}: {part} is not a section")
+        node[parts[-1]] = _parse_value(value)
+    return raw
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    value = err.get("input")
+    return f"{source}: {key} = {value!r} is invalid: {err['msg']}"
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read, override and validate a recipe; errors name the key, the value and the rule."""
+    raw: dict = {}
+    source = str(path) if path else "<defaults>"
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise MrisrInputError(f"{p}: config not found; see configs/default.yaml for an example")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise MrisrInputError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise MrisrInputError(f"{p}: expected a mapping of settings at the top level")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise MrisrInputError(format_validation_error(source, exc)) from None

@@ -1,0 +1,46 @@
+"""Training losses: L1 + (1 - SSIM) by default, perceptual only when its weights are local."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SRLoss(nn.Module):
+    """``l1 * |pred - target| + ssim * (1 - SSIM(pred, target))`` on normalised intensities.
+
+    SSIM is MONAI's ``SSIMLoss`` (3-D Gaussian window). MONAI's ``PerceptualLoss`` downloads
+    its weights on first use, which is impossible offline, so it is only enabled when
+    ``perceptual > 0`` and the weights are already in the local cache (``TORCH_HOME``).
+    """
+
+    def __init__(self, l1: float = 1.0, ssim: float = 1.0, perceptual: float = 0.0, data_range: float = 1.0) -> None:
+        super().__init__()
+        from monai.losses import SSIMLoss
+
+        self.w_l1, self.w_ssim, self.w_perc = float(l1), float(ssim), float(perceptual)
+        self.ssim = SSIMLoss(spatial_dims=3, data_range=data_range, kernel_type="gaussian", win_size=7)
+        self.perceptual = None
+        if self.w_perc > 0:
+            from monai.losses import PerceptualLoss
+
+            try:
+                self.perceptual = PerceptualLoss(spatial_dims=3, network_type="medicalnet_resnet10_23datasets", is_fake_3d=False)
+            except Exception as exc:  # offline: no weights
+                raise RuntimeError(
+                    f"perceptual loss weights are not available locally ({type(exc).__name__}); set loss.perceptual: 0"
+                ) from None
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        l1 = (pred - target).abs().mean()
+        total = self.w_l1 * l1
+        parts = {"l1": float(l1.detach())}
+        if self.w_ssim:
+            s = self.ssim(pred, target)
+            total = total + self.w_ssim * s
+            parts["ssim_loss"] = float(s.detach())
+        if self.perceptual is not None:
+            p = self.perceptual(pred, target)
+            total = total + self.w_perc * p
+            parts["perceptual"] = float(p.detach())
+        return total, parts
