@@ -17,7 +17,13 @@ import numpy as np
 from mrisr.io import FrameWriter, check_writable, load
 from mrisr.io.errors import MrisrInputError
 from mrisr.models.checkpoint import file_sha256, save_checkpoint
-from mrisr.reconstruct.stepwise import FrameResult, Reconstruction, ReconstructOptions, choose_model_name, default_output
+from mrisr.reconstruct.stepwise import (
+    FrameResult,
+    Reconstruction,
+    ReconstructOptions,
+    choose_model_name,
+    default_output,
+)
 
 
 @dataclass

@@ -128,9 +128,15 @@ def finetune(
             if bad >= patience:
                 stopped = True
                 break
+    if step % validate_every:
+        # the steps since the last check count too (a budget shorter than validate_every kept none)
+        current = val_loss()
+        if current < best - 1e-5:
+            best, best_state, best_step = current, copy.deepcopy(net.state_dict()), step
     net.load_state_dict(best_state)
     net.eval()
     tuned = SRModel(net, copy.deepcopy(model.meta), device, source=f"{model.source} (fine-tuned)")
     tuned.tile = model.tile
-    report = FinetuneReport(step, round(time.time() - t0, 2), best, initial, best_step, lr, stopped)
+    report = FinetuneReport(step, round(time.time() - t0, 2), best, initial, best_step, opt.param_groups[0]["lr"],
+                            stopped)
     return tuned, report

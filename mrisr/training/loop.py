@@ -94,7 +94,7 @@ def build_validation(cfg: TrainConfig) -> list[ValidationCase]:
     for slab in bank:
         nz = slab.data.shape[2]
         depth = min(cfg.validation.slices, nz)
-        for i in range(cfg.validation.samples):
+        for _ in range(cfg.validation.samples):
             z0 = int(nz // 2 - depth // 2 + rng.integers(-depth // 2, depth // 2 + 1))
             z0 = max(0, min(nz - depth, z0))
             base = torch.from_numpy(np.ascontiguousarray(slab.data[:, :, z0 : z0 + depth]))
@@ -248,7 +248,7 @@ def train(
             scaler.step(opt)
             scaler.update()
             step += 1
-            running.append(float(loss))
+            running.append(float(loss.detach()))
             row = {"step": step, "elapsed_s": round(time.time() - t0, 1), "lr": opt.param_groups[0]["lr"],
                    "loss": float(loss.detach()), **{k: v for k, v in parts.items() if k in fields}}
             if step % cfg.validation.every_steps == 0 and cases:

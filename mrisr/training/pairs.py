@@ -218,7 +218,7 @@ class PairGenerator:
             sinc = sinc_lowres(target, keep, snr, self.rng)
             scale = float(torch.quantile(sinc.flatten()[:: max(1, sinc.numel() // 200_000)], 0.995).clamp_min(1e-6))
             start = self._patch_start(base)
-            crop = lambda v: _crop(v, start, s.patch) / scale  # noqa: E731
+            crop = lambda v, start=start, scale=scale: _crop(v, start, s.patch) / scale  # noqa: E731
             if self_prior:
                 prev_sinc = sinc_lowres(prior_gt, keep, snr, self.rng)
                 prev_prior = degrade_prior(crop(prev_prior_full), self.rng)

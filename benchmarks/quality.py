@@ -1,0 +1,143 @@
+"""Quality on anatomy the bundled models never trained on (MNI152 2009, held out).
+
+For each keep level: trilinear, sinc (zero-fill of the LR magnitude data), the no-prior model,
+the prior-guided model handed the ground-truth previous frame (teacher forcing), the same model
+step-wise on its own outputs, step-wise + data consistency, and step-wise + fine-tuning.
+Then the SSIM gain over sinc per frame over a long series (drift). Every number goes through
+mrisr.metrics. Run: python benchmarks/quality.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mrisr.data import load_sample, mni152_path  # noqa: E402
+from mrisr.demo import trilinear_to_grid  # noqa: E402
+from mrisr.io import Volume, load  # noqa: E402
+from mrisr.kspace.functional import zero_fill  # noqa: E402
+from mrisr.metrics import psnr, ssim  # noqa: E402
+from mrisr.models import load as load_model  # noqa: E402
+from mrisr.phantom import make_dynamic  # noqa: E402
+from mrisr.reconstruct import ReconstructOptions, data_consistency, iter_reconstruct  # noqa: E402
+from mrisr.reconstruct.prior import resample_to_grid  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def unseen_static() -> Volume:
+    """MNI152 2009 resampled onto the sample's grid (1.5 x 1.5 x 3 mm axial slab, MNI space)."""
+    sample = load_sample()
+    mni = load(mni152_path())
+    mni.data = np.asarray(mni.data, dtype=np.float32)
+    data = resample_to_grid(mni, sample.spatial_shape, sample.affine)
+    return sample.with_data(data)
+
+
+def evaluate(pred: list[np.ndarray], gt: np.ndarray) -> tuple[float, float, list[float]]:
+    s = [ssim(p, gt[..., t]) for t, p in enumerate(pred)]
+    q = [psnr(p, gt[..., t]) for t, p in enumerate(pred)]
+    return float(np.mean(s)), float(np.mean(q)), s
+
+
+def methods_for(phantom, prior_model, noprior_model, finetune_minutes: float) -> dict[str, list[np.ndarray]]:
+    lr, gt = phantom.lr, np.asarray(phantom.hr.data)
+    hr_xy = gt.shape[:2]
+    frames = [lr.frame(t) for t in range(lr.n_frames)]
+    sincs = [zero_fill(f, hr_xy) for f in frames]
+    out = {"trilinear": [trilinear_to_grid(f, gt.shape[:3]) for f in frames], "sinc": sincs}
+    out["no-prior model"] = [noprior_model.predict(s) for s in sincs]
+    planning = resample_to_grid(phantom.planning, gt.shape[:3], phantom.hr.affine)
+    teacher = []
+    for t, s in enumerate(sincs):
+        teacher.append(prior_model.predict(s, planning if t == 0 else gt[..., t - 1]))
+    out["prior model, true previous frame"] = teacher
+    opts = ReconstructOptions()
+    out["prior model, step-wise"] = [r.sr for r in iter_reconstruct(lr, phantom.planning, opts, model=prior_model)]
+    out["step-wise + data consistency"] = [data_consistency(s, f) for s, f in zip(out["prior model, step-wise"], frames)]
+    if finetune_minutes > 0:
+        from mrisr.reconstruct import Reconstruction
+        from mrisr.reconstruct.run import finetune_for
+
+        rec = Reconstruction(lr, phantom.planning, opts, model=prior_model)
+        rec.prepare_prior(frames[0])
+        tuned, report = finetune_for(rec, finetune_minutes)
+        out[f"step-wise + fine-tuning ({finetune_minutes:g} min)"] = [
+            r.sr for r in iter_reconstruct(lr, phantom.planning, opts, model=tuned)]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer frames (smoke test)")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--drift-frames", type=int, default=50)
+    parser.add_argument("--finetune-minutes", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
+    frames = 3 if args.quick else args.frames
+    drift_frames = 6 if args.quick else args.drift_frames
+    ft_minutes = 0.2 if args.quick else args.finetune_minutes
+    t_start = time.time()
+    static = unseen_static()
+    prior_model, noprior_model = load_model("default"), load_model("default-noprior")
+    rows = []
+    for keep in (25.0, 10.0, 6.25, 4.0):
+        phantom = make_dynamic(static, frames=frames, keep=keep, seed=11)
+        gt = np.asarray(phantom.hr.data)
+        results = methods_for(phantom, prior_model, noprior_model, ft_minutes if keep == 6.25 else 0.0)
+        sinc_ssim = evaluate(results["sinc"], gt)[0]
+        for name, pred in results.items():
+            s, q, _ = evaluate(pred, gt)
+            rows.append({"keep": keep, "method": name, "ssim": s, "psnr": q, "gain": s - sinc_ssim})
+            print(f"keep {keep:5g}%  {name:40s} SSIM {s:.4f} ({s - sinc_ssim:+.4f})  PSNR {q:.2f}", flush=True)
+    # drift over a long series, step-wise
+    phantom = make_dynamic(static, frames=drift_frames, keep=6.25, seed=5)
+    gt = np.asarray(phantom.hr.data)
+    sincs = [zero_fill(phantom.lr.frame(t), gt.shape[:2]) for t in range(drift_frames)]
+    srs = [r.sr for r in iter_reconstruct(phantom.lr, phantom.planning, ReconstructOptions(), model=prior_model)]
+    gains = [ssim(s, gt[..., t]) - ssim(b, gt[..., t]) for t, (s, b) in enumerate(zip(srs, sincs))]
+    plot = HERE / "quality_drift.png"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
+    ax.plot(range(drift_frames), gains, marker="o", ms=2)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("SSIM gain over sinc")
+    ax.set_title(f"step-wise on unseen anatomy (MNI152), 6.25% k-space, {drift_frames} frames")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(plot)
+    elapsed = time.time() - t_start
+    print(f"drift: gain frame 1 {gains[0]:+.4f}, last frame {gains[-1]:+.4f}, min {min(gains):+.4f}")
+    from _common import write_section  # the shared RESULTS.md writer
+
+    lines = ["| keep % | method | SSIM | gain over sinc | PSNR dB |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['keep']:g} | {r['method']} | {r['ssim']:.4f} | {r['gain']:+.4f} | {r['psnr']:.2f} |")
+    lines += ["", f"Drift ({drift_frames} frames, 6.25 %, step-wise): SSIM gain over sinc at frame 1 "
+              f"{gains[0]:+.4f}, at the last frame {gains[-1]:+.4f} (difference {gains[-1] - gains[0]:+.4f}); "
+              f"smallest gain {min(gains):+.4f}. Plot: `benchmarks/quality_drift.png`.",
+              "", f"Subject: MNI152 2009 template (nilearn), never used for training (it is the validation subject "
+              f"of the training log; the weights are the last step, not selected on it). {frames} frames per keep "
+              f"level, seed 11. Run time {elapsed:.0f} s."]
+    write_section("quality", "Quality on unseen anatomy", "\n".join(lines), command="python benchmarks/quality.py")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""`mrisr finetune`: adapt a model to one subject using its static planning scan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mrisr.cli.app import app
+from mrisr.cli.common import fail, user_errors
+
+
+@app.command()
+def finetune(
+    planning: Path = typer.Option(..., "--planning", help="Static HR planning scan of the subject (3-D)."),
+    like: Path = typer.Option(None, "--like", help="The subject's dynamic series: its matrix and k-space fraction are used."),
+    keep: float = typer.Option(None, "--keep", help="k-space percentage of the dynamic (instead of --like)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output checkpoint (.safetensors)."),
+    model: str = typer.Option("default", "--model", help="Base model: default | default-noprior | path."),
+    minutes: float = typer.Option(5.0, "--minutes", help="Time budget in minutes."),
+    steps: int = typer.Option(None, "--steps", help="Step budget (whichever ends first)."),
+    lr: float = typer.Option(2e-5, "--lr", help="Learning rate (set after any optimiser state is restored)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Fine-tune a model on one subject's planning scan (LR simulated like the dynamic)."""
+    import numpy as np
+
+    from mrisr.cli.common import set_threads
+    from mrisr.io import MrisrInputError, load
+    from mrisr.io.geometry import coarsen_affine
+    from mrisr.io.volume import Volume
+    from mrisr.kspace.functional import center_keep_shape
+    from mrisr.models.checkpoint import file_sha256, save_checkpoint
+    from mrisr.reconstruct import Reconstruction, ReconstructOptions
+    from mrisr.reconstruct.run import finetune_for
+
+    if (like is None) == (keep is None):
+        fail(f"{planning}: give exactly one of --like DYNAMIC.nii.gz or --keep PERCENT")
+    if keep is not None and not (0 < keep <= 100):
+        fail(f"{planning}: --keep {keep} must be a percentage in (0, 100]")
+    if not str(output).endswith(".safetensors"):
+        fail(f"{output}: the fine-tuned model must be a .safetensors file")
+    set_threads(threads)
+    with user_errors():
+        plan = load(planning)
+        if plan.is_4d:
+            raise MrisrInputError(f"{planning}: the planning scan is 4-D; pass a static 3-D volume")
+        if like is not None:
+            dynamic = load(like, lazy=True)
+        else:
+            # the dynamic a scanner would write at this keep: the planning grid's central k-space
+            lr_xy = center_keep_shape(plan.spatial_shape[:2], keep)
+            lr_shape = (lr_xy[0], lr_xy[1], plan.spatial_shape[2])
+            dynamic = Volume(data=np.zeros(lr_shape, np.float32), affine=coarsen_affine(plan.affine, plan.spatial_shape, lr_shape),
+                             source=Path(f"<keep {keep}%>"))
+        opts = ReconstructOptions(model=model, device=device)
+        rec = Reconstruction(dynamic, plan, opts)
+        first = np.asarray(load(like).frame(0)) if like is not None else None
+        if first is None:
+            from mrisr.kspace.functional import center_crop_lowres
+
+            first = center_crop_lowres(plan.frame(0), keep)
+        rec.prepare_prior(first)
+
+        def show(step, seconds, info):
+            if not quiet:
+                typer.echo(f"step {step:5d}  {seconds:6.1f} s  held-out loss {info['val_loss']:.5f} (best {info['best']:.5f})")
+
+        tuned, report = finetune_for(rec, minutes, steps, lr, on_progress=show)
+        meta = dict(tuned.meta)
+        meta.pop("sha256", None)
+        meta.update({"base_model": model, "base_model_sha256": rec.model.meta.get("sha256"),
+                     "planning_sha256": file_sha256(planning), "finetune": report.as_dict(),
+                     "finetune_keep_percent": rec.grid.keep})
+        save_checkpoint(tuned.network, output, meta)
+    typer.echo(
+        f"{output}: fine-tuned {report.steps} steps in {report.seconds:.0f} s at lr {lr:g} "
+        f"(held-out loss {report.initial_val_loss:.5f} -> {report.best_val_loss:.5f}, keep {rec.grid.keep:.2f}%)"
+    )
