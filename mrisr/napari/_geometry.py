@@ -1,0 +1,179 @@
+"""Between :class:`mrisr.io.Volume` and napari image layers: data axes, world geometry, metadata.
+
+Convention used by every part of the plugin:
+
+* layer data keep the stored voxel axes ``(X, Y, Z)``; a 4-D series puts time FIRST,
+  ``(T, X, Y, Z)``, so napari's frame slider is the leftmost;
+* the layer ``affine`` is the file's voxel-to-world matrix (RAS+, mm), extended to 5x5 for a
+  series with the time axis scaled by TR (seconds). napari's world axes are therefore
+  ``(t, x, y, z)`` in seconds and RAS millimetres, and ``layer.data_to_world`` gives scanner
+  coordinates, so scans of different matrices (planning scan, LR series, SR result) overlay;
+* napari shows the last two world axes as the plane (``y, z``: a sagittal reformat of an axial
+  slab); :func:`show_inplane` switches the viewer to the acquired ``(x, y)`` plane.
+
+The geometry of a layer is always read back from its transforms (``scale``, ``translate``,
+``rotate``, ``shear`` and ``affine``), so moving a layer in napari moves what is written or
+reconstructed. ``layer.metadata["mrisr"]`` keeps what napari cannot hold: TR, NIfTI codes,
+the source path and the layer's role (``planning``, ``lr``, ``ground_truth``, ``sr``, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrisr.io.errors import MrisrInputError
+from mrisr.io.volume import Volume
+
+METADATA_KEY = "mrisr"
+SPATIAL_LABELS = ("x", "y", "z")
+TIME_LABEL = "t"
+
+
+def volume_to_layer_data(
+    volume: Volume,
+    name: str,
+    role: str | None = None,
+    **layer_kwargs: Any,
+) -> tuple[np.ndarray, dict[str, Any], str]:
+    """A napari ``LayerDataTuple`` of an image volume, placed in world space.
+
+    Args:
+        volume: ``(X, Y, Z)`` or ``(X, Y, Z, T)`` volume with its RAS affine (mm) and TR (s).
+        name: layer name.
+        role: what the layer is (``planning``, ``lr``, ``ground_truth``, ``sr``, ...); the
+            widgets use it to preselect their inputs.
+        **layer_kwargs: further layer keyword arguments (colormap, contrast_limits, ...).
+
+    Returns:
+        ``(data, kwargs, "image")`` with data ``(X, Y, Z)`` or ``(T, X, Y, Z)``.
+    """
+    data = np.asarray(volume.data)
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    if volume.is_4d:
+        data = np.moveaxis(data, -1, 0)
+        full = np.eye(5)
+        full[0, 0] = float(volume.tr) if volume.tr else 1.0
+        full[1:, 1:] = affine
+        affine = full
+        labels: tuple[str, ...] = (TIME_LABEL, *SPATIAL_LABELS)
+    else:
+        labels = SPATIAL_LABELS
+    meta = {
+        "affine": affine[-4:, -4:].copy(),
+        "tr": float(volume.tr) if volume.tr else None,
+        "qform_code": int(volume.qform_code),
+        "sform_code": int(volume.sform_code),
+        "source": str(volume.source) if volume.source is not None else None,
+        "role": role,
+    }
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "affine": affine,
+        "axis_labels": labels,
+        "metadata": {METADATA_KEY: meta},
+        **layer_kwargs,
+    }
+    return data, kwargs, "image"
+
+
+def data_to_world_matrix(ndim: int, state: dict[str, Any]) -> np.ndarray:
+    """The ``(ndim+1, ndim+1)`` data-to-world matrix of a layer from its state.
+
+    napari maps data to world as ``affine @ (translate, rotate, shear, scale)``; ``state`` is a
+    layer's state dictionary (what a writer receives) or :func:`layer_state` of a layer.
+    """
+    from napari.utils.transforms import Affine
+
+    given = {key: state[key] for key in ("scale", "translate", "rotate", "shear") if state.get(key) is not None}
+    physical = Affine(ndim=ndim, **given).affine_matrix
+    affine = state.get("affine")
+    if affine is None:
+        return physical
+    if hasattr(affine, "affine_matrix"):
+        affine = affine.affine_matrix
+    return np.asarray(affine, dtype=np.float64) @ physical
+
+
+def layer_state(layer: Any) -> dict[str, Any]:
+    """The geometry part of a layer's state (without napari's private ``_get_state``)."""
+    return {
+        "scale": layer.scale,
+        "translate": layer.translate,
+        "rotate": layer.rotate,
+        "shear": layer.shear,
+        "affine": layer.affine.affine_matrix,
+        "metadata": layer.metadata,
+        "name": layer.name,
+    }
+
+
+def array_to_volume(data: Any, state: dict[str, Any], name: str = "layer") -> Volume:
+    """A :class:`Volume` from napari image data ``(X, Y, Z)``/``(T, X, Y, Z)`` and its layer state.
+
+    Raises:
+        MrisrInputError: for data that is not a 3-D volume or 4-D series, or a series whose
+            time axis is mixed with space.
+    """
+    if isinstance(data, list | tuple):  # multiscale: the full-resolution level
+        data = data[0]
+    data = np.asarray(data)
+    if data.ndim not in (3, 4):
+        raise MrisrInputError(
+            f"layer {name!r}: image is {data.ndim}-D with shape {tuple(data.shape)}; mrisr needs a 3-D volume "
+            "(X, Y, Z) or a 4-D series (T, X, Y, Z); open NIfTI files with the mrisr reader"
+        )
+    if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
+        raise MrisrInputError(f"layer {name!r}: data type {data.dtype} is not numeric; use a greyscale image layer")
+    matrix = data_to_world_matrix(data.ndim, state)
+    meta = (state.get("metadata") or {}).get(METADATA_KEY, {})
+    tr = None
+    if data.ndim == 4:
+        if np.abs(matrix[0, 1:4]).max() > 1e-9 or np.abs(matrix[1:4, 0]).max() > 1e-9:
+            raise MrisrInputError(
+                f"layer {name!r}: its transform mixes time with space; reset the layer's rotate/shear "
+                "so the first axis is time only"
+            )
+        time_scale = float(matrix[0, 0])
+        # a series read without TR got a unit time axis: keep "no TR" rather than invent 1 s
+        tr = None if (time_scale == 1.0 and "tr" in meta and meta["tr"] is None) else time_scale
+        data = np.moveaxis(data, 0, -1)
+    affine = np.asarray(matrix[-4:, -4:], dtype=np.float64)
+    source = meta.get("source")
+    return Volume(
+        data=data,
+        affine=affine,
+        tr=float(tr) if tr else None,
+        qform_code=int(meta.get("qform_code", 1)),
+        sform_code=int(meta.get("sform_code", 1)),
+        source=Path(source) if source else None,
+    )
+
+
+def layer_to_volume(layer: Any) -> Volume:
+    """A :class:`Volume` (``(X, Y, Z[, T])``, RAS affine, TR) of a napari image layer.
+
+    The data is a view (no copy) when the layer holds a NumPy array.
+    """
+    if getattr(layer, "rgb", False):
+        raise MrisrInputError(f"layer {layer.name!r}: RGB images are not MR volumes; choose a greyscale layer")
+    return array_to_volume(layer.data, layer_state(layer), name=layer.name)
+
+
+def layer_role(layer: Any) -> str | None:
+    """The role recorded by the plugin (``planning``, ``lr``, ``ground_truth``, ``sr``, ...), if any."""
+    return (getattr(layer, "metadata", None) or {}).get(METADATA_KEY, {}).get("role")
+
+
+def show_inplane(viewer: Any) -> None:
+    """Show the acquired ``(x, y)`` plane: x across, y up (neurological axial view of a RAS grid)."""
+    ndim = viewer.dims.ndim
+    if ndim < 3:
+        return
+    order = list(range(ndim))
+    x_axis, y_axis = ndim - 3, ndim - 2
+    rest = [a for a in order if a not in (x_axis, y_axis)]
+    viewer.dims.order = (*rest, y_axis, x_axis)
+    viewer.camera.orientation2d = ("up", "right")

@@ -1,0 +1,261 @@
+"""Reconstruct widget: a thin thread worker around :func:`mrisr.reconstruct.iter_reconstruct`.
+
+The layers become :class:`mrisr.io.Volume` objects (geometry from the layer transforms), the
+library computes, and every yielded frame lands in the result layer, which is created on the
+first frame (on the HR grid, in world space) and fills up frame by frame.
+"""
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton
+from psygnal import Signal
+
+from mrisr.io.errors import MrisrInputError
+from mrisr.io.volume import Volume
+from mrisr.napari._geometry import layer_to_volume, volume_to_layer_data
+from mrisr.napari._layers import chosen, layer_combo, notify_errors
+
+MODEL_FILE = "checkpoint file..."
+
+
+class _Cancelled(Exception):
+    """Raised inside fine-tuning's progress callback to stop it when the user cancels."""
+
+
+def reconstruction_steps(
+    dynamic: Volume,
+    prior: Volume | None,
+    options: Any,
+    cancel: Callable[[], bool],
+) -> Iterator[Any]:
+    """What the worker runs: status strings, then one ``FrameResult`` per frame.
+
+    Fine-tuning (``options.finetune``) adapts the model to the planning scan first and then
+    reconstructs with the tuned model; ``cancel`` is polled between frames and fine-tuning steps.
+    """
+    from mrisr.reconstruct import iter_reconstruct
+
+    model = None
+    if options.finetune:
+        from mrisr.reconstruct.run import finetune_for
+        from mrisr.reconstruct.stepwise import Reconstruction
+
+        if prior is None:
+            raise MrisrInputError("fine-tuning needs the planning scan; choose a prior layer or untick fine-tune")
+        yield "loading the model"
+        rec = Reconstruction(dynamic, prior, options)
+        rec.prepare_prior(dynamic.frame(0))
+        yield f"fine-tuning on the planning scan for up to {options.finetune_minutes:g} min"
+
+        def stop_if_cancelled(*_progress: Any) -> None:
+            if cancel():
+                raise _Cancelled
+
+        try:
+            model, report = finetune_for(rec, options.finetune_minutes, on_progress=stop_if_cancelled)
+        except _Cancelled:
+            return
+        yield f"fine-tuned: {report.steps} steps in {report.seconds:.0f} s"
+    else:
+        yield "loading the model"
+    yield from iter_reconstruct(dynamic, prior, options, cancel=cancel, model=model)
+
+
+class ReconstructWidget(Container):
+    """Choose the dynamic series, an optional prior, the model and device; run, watch, cancel."""
+
+    #: emitted with the worker after it is built and before it starts
+    worker_created = Signal(object)
+    #: emitted when a run ends: ``"done"``, ``"cancelled"`` or ``"error"``
+    run_finished = Signal(str)
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.dynamic = layer_combo(viewer, "dynamic series", ndims=(4, 3), prefer=("lr",))
+        self.prior = layer_combo(viewer, "prior (planning)", ndims=(3,), prefer=("planning",), optional=True)
+        self.model = ComboBox(label="model", choices=["default", "default-noprior", MODEL_FILE], value="default")
+        self.model_file = FileEdit(label="model file", mode="r", filter="*.safetensors", visible=False)
+        self.prior_mode = ComboBox(label="prior of frame t", choices=["previous", "planning"], value="previous")
+        self.factor = FloatSpinBox(label="in-plane factor (0: auto)", value=0.0, min=0.0, max=16.0, step=0.5)
+        self.data_consistency = CheckBox(text="data consistency (keep measured k-space)", value=False)
+        self.finetune = CheckBox(text="fine-tune on the planning scan", value=False)
+        self.finetune_minutes = FloatSpinBox(label="fine-tune minutes", value=3.0, min=0.1, max=120.0, step=0.5)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
+        self.follow = CheckBox(text="show each new frame", value=True)
+        self.run_button = PushButton(text="Reconstruct")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="frames", value=0, min=0, max=1)
+        self.status = Label(value="")
+        self.extend([self.dynamic, self.prior, self.model, self.model_file, self.prior_mode, self.factor,
+                     self.data_consistency, self.finetune, self.finetune_minutes, self.device, self.follow,
+                     self.run_button, self.cancel_button, self.progress, self.status])
+        self.model.changed.connect(lambda value: setattr(self.model_file, "visible", value == MODEL_FILE))
+        self.run_button.changed.connect(notify_errors(self.run))
+        self.cancel_button.changed.connect(self._cancel_clicked)
+        self.worker: Any = None
+        self.result_layer: Any = None
+        self._cancel = threading.Event()
+        self._frames_done = 0
+        self._total = 0
+        self._outcome = "done"
+        self._pbar: Any = None
+        self._showing = False
+        self._finish_pending = False
+
+    # ------------------------------------------------------------------ inputs
+    def options(self) -> Any:
+        """:class:`mrisr.reconstruct.ReconstructOptions` from the widget's fields."""
+        from mrisr.reconstruct import ReconstructOptions
+
+        model: str = str(self.model.value)
+        if model == MODEL_FILE:
+            path = Path(str(self.model_file.value))
+            if not path.is_file():
+                raise MrisrInputError(f"{path}: model file not found; choose an mrisr .safetensors checkpoint")
+            model = str(path)
+        factor = float(self.factor.value) or None
+        return ReconstructOptions(model=model, prior_mode=str(self.prior_mode.value), factor=factor,
+                                  data_consistency=bool(self.data_consistency.value), device=str(self.device.value),
+                                  finetune=bool(self.finetune.value),
+                                  finetune_minutes=float(self.finetune_minutes.value))
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    # ------------------------------------------------------------------ run / cancel
+    def run(self) -> Any:
+        """Start the reconstruction in a thread; returns the worker."""
+        from napari.qt.threading import create_worker
+
+        if self.running:
+            raise MrisrInputError("a reconstruction is already running; cancel it first")
+        dynamic_layer = chosen(self.dynamic, "dynamic series")
+        dynamic = layer_to_volume(dynamic_layer)
+        prior = layer_to_volume(self.prior.value) if self.prior.value is not None else None
+        options = self.options()
+        options.validate()
+        self._cancel.clear()
+        self._frames_done, self._total, self._outcome, self._error = 0, dynamic.n_frames, "done", ""
+        self._dynamic, self._name = dynamic, f"{dynamic_layer.name} SR"
+        self.result_layer = None
+        worker = create_worker(reconstruction_steps, dynamic, prior, options, self._cancel.is_set,
+                               _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self._on_yielded)
+        worker.errored.connect(self._on_errored)
+        worker.warned.connect(self._on_warned)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.progress.max, self.progress.value = self._total, 0
+        self.status.value = "starting"
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self._pbar = napari.utils.progress(total=self._total, desc=f"mrisr: {self._name}")
+        self.worker_created.emit(worker)
+        worker.start()
+        return worker
+
+    def request_cancel(self) -> None:
+        """Ask the running reconstruction to stop after the current frame (safe from any thread)."""
+        self._cancel.set()
+        worker = self.worker
+        if worker is not None:
+            worker.quit()
+
+    def _cancel_clicked(self, *_: Any) -> None:
+        if self.running:
+            self.status.value = f"cancelling after frame {self._frames_done}/{self._total}"
+            self.request_cancel()
+
+    # ------------------------------------------------------------------ worker signals (main thread)
+    def _on_yielded(self, item: Any) -> None:
+        # adding a layer or updating napari's progress can process events, so "finished" may
+        # arrive while a frame is being shown: finish only after the frame is in
+        self._showing = True
+        try:
+            self._show_item(item)
+        finally:
+            self._showing = False
+        if self._finish_pending:
+            self._finish_pending = False
+            self._on_finished()
+
+    def _show_item(self, item: Any) -> None:
+        if isinstance(item, str):
+            self.status.value = item
+            return
+        if self.result_layer is None:
+            self.result_layer = self._create_layer(item)
+        data = self.result_layer.data
+        if data.ndim == 4:
+            data[item.index] = item.sr
+        else:
+            data[...] = item.sr
+        self.result_layer.refresh()
+        self._frames_done = item.index + 1
+        self.progress.value = self._frames_done
+        if self._pbar is not None:
+            self._pbar.update(1)
+        self.status.value = f"frame {self._frames_done}/{item.total} ({item.seconds:.2f} s)"
+        if self.follow.value and data.ndim == 4:
+            self._show_frame(item.index)
+
+    def _create_layer(self, first: Any) -> Any:
+        shape = first.sr.shape
+        dynamic = self._dynamic
+        if dynamic.is_4d:
+            # (T, X, Y, Z) contiguous, handed over as (X, Y, Z, T) so volume_to_layer_data returns it unchanged
+            data = np.moveaxis(np.zeros((self._total, *shape), dtype=np.float32), 0, -1)
+        else:
+            data = np.zeros(shape, dtype=np.float32)
+        result = Volume(data=data, affine=first.hr_affine, tr=dynamic.tr, qform_code=dynamic.qform_code,
+                        sform_code=dynamic.sform_code)
+        high = float(np.percentile(first.sr, 99.9)) or 1.0
+        array, kwargs, _ = volume_to_layer_data(result, self._name, role="sr", colormap="gray",
+                                                contrast_limits=(0.0, high))
+        return self._viewer.add_image(array, **kwargs)
+
+    def _show_frame(self, index: int) -> None:
+        axis = self._viewer.dims.ndim - 4
+        world = self.result_layer.data_to_world((index, 0, 0, 0))
+        self._viewer.dims.set_point(axis, world[0])
+
+    def _on_warned(self, warning: Any) -> None:
+        from napari.utils.notifications import show_warning
+
+        show_warning(str(warning[0]))
+
+    def _on_errored(self, exc: Exception) -> None:
+        from napari.utils.notifications import show_error
+
+        self._outcome = "error"
+        if isinstance(exc, MrisrInputError):
+            show_error(str(exc))
+        else:
+            show_error(f"reconstruction failed: {type(exc).__name__}: {exc}")
+        self._error = f"{type(exc).__name__}: {exc}"
+
+    def _on_finished(self) -> None:
+        if self._showing:
+            self._finish_pending = True
+            return
+        if self._outcome != "error" and self._cancel.is_set() and self._frames_done < self._total:
+            self._outcome = "cancelled"
+            self.status.value = f"cancelled after {self._frames_done}/{self._total} frame(s)"
+        elif self._outcome == "done":
+            self.status.value = f"done: {self._frames_done} frame(s) -> layer {self._name!r}"
+        else:
+            self.status.value = f"failed after {self._frames_done}/{self._total} frame(s): {self._error}"
+        if self._outcome != "done" and self.result_layer is not None:
+            self.result_layer.name = f"{self._name} (partial {self._frames_done}/{self._total})"
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self.worker = None
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+        self.run_finished.emit(self._outcome)
