@@ -16,7 +16,7 @@ def demo(
     frames: int = typer.Option(8, "--frames", min=1, help="Frames of the dynamic phantom."),
     keep: float = typer.Option(6.25, "--keep", help="Percentage of k-space acquired per frame."),
     finetune_minutes: float = typer.Option(1.0, "--finetune-minutes", help="Fine-tuning budget (0 skips it)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the phantom (motion, contrast region)."),
 ) -> None:
     """Make a dynamic phantom from the bundled sample, reconstruct it step-wise (with and without
     fine-tuning), evaluate against ground truth and baselines, and write a figure."""

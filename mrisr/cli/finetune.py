@@ -22,7 +22,7 @@ def finetune(
     lr: float = typer.Option(2e-5, "--lr", help="Learning rate (set after any optimiser state is restored)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Fine-tune a model on one subject's planning scan (LR simulated like the dynamic)."""
     import numpy as np

@@ -66,7 +66,7 @@ def reconstruct(
 
         def on_status(message: str):
             if not quiet or message.startswith("warning"):
-                progress.console.print(message)
+                progress.console.print(message, soft_wrap=True, markup=False, highlight=False)
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

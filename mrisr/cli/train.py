@@ -16,7 +16,7 @@ def train(
     output: Path = typer.Option(None, "-o", "--output", help="Output checkpoint (default: runs/<name>.safetensors)."),
     overrides: list[str] = typer.Option([], "--set", help="Override a setting: --set optim.steps=200 (repeatable)."),
     resume: Path = typer.Option(None, "--resume", help="Resume from a checkpoint written by an earlier run."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Train a prior-guided (or single-frame) SR model on pairs simulated from static HR volumes.
 

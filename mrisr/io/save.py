@@ -23,6 +23,23 @@ def _partial_path(path: Path, extension: str = "") -> Path:
     return Path(name)
 
 
+def _read_umask() -> int:
+    # read once at import: changing the umask later, even briefly, races with other threads
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _publish(tmp: Path | str, path: Path) -> None:
+    """Give the finished temporary file normal permissions (mkstemp makes it owner-only) and
+    move it into place atomically."""
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.replace(tmp, path)
+
+
 def check_writable(path: str | Path, inputs: tuple[str | Path, ...] = ()) -> Path:
     """Validate an output path before any work starts.
 
@@ -135,7 +152,7 @@ def save_like(
     try:
         image = volume_to_sitk(Volume(data=data, affine=affine))
         sitk.WriteImage(image, str(tmp), imageIO="NrrdImageIO" if str(path).endswith(".nrrd") else "MetaImageIO")
-        os.replace(tmp, path)
+        _publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -221,7 +238,7 @@ class FrameWriter:
                 expected = self.n_frames or 1
                 if self._written != expected:
                     raise ValueError(f"{self.path}: {self._written} of {expected} frame(s) written")
-                os.replace(self._tmp, self.path)
+                _publish(self._tmp, self.path)
         finally:
             if self._tmp is not None and self._tmp.exists():
                 self._tmp.unlink()

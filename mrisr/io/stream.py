@@ -41,7 +41,13 @@ def iter_frames(volume: Volume) -> Iterator[np.ndarray]:
     with opener(source, "rb") as fh:
         fh.read(offset)
         for t in range(n_frames):
-            raw = fh.read(nbytes)
+            try:
+                raw = fh.read(nbytes)
+            except (EOFError, OSError, gzip.BadGzipFile) as exc:
+                raise MrisrInputError(
+                    f"{source}: cannot read frame {t} of {n_frames} ({type(exc).__name__}: the file is truncated or "
+                    "corrupt); replace it with a complete copy"
+                ) from None
             if len(raw) != nbytes:
                 raise MrisrInputError(f"{source}: file ends in frame {t} of {n_frames}; the file is truncated")
             frame = np.frombuffer(raw, dtype=dtype).reshape(spatial, order="F").astype(np.float32)

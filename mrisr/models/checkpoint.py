@@ -50,7 +50,9 @@ def save_checkpoint(network: nn.Module, path: str | Path, meta: dict) -> Path:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"mrisr": json.dumps(full)})
-        os.replace(tmp, path)
+        from mrisr.io.save import _publish
+
+        _publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -94,6 +94,9 @@ def reconstruct_file(
     dynamic_path = Path(dynamic_path)
     output = Path(output) if output is not None else default_output(dynamic_path)
     check_writable(output, inputs=(dynamic_path,) + ((prior_path,) if prior_path else ()))
+    if not output.name.lower().endswith((".nii.gz", ".nii")):
+        # frames are streamed into a NIfTI file; any other extension would name NIfTI bytes wrongly
+        raise MrisrInputError(f"{output}: reconstruction writes NIfTI; name the output .nii.gz or .nii")
     status = on_status or (lambda message: None)
     dynamic = load(dynamic_path, lazy=True)
     prior = load(prior_path) if prior_path else None

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from mrisr.io.errors import MrisrInputError
 from mrisr.models.checkpoint import save_checkpoint
 from mrisr.models.network import PriorSRNet
 from mrisr.models.predictor import resolve_device
@@ -194,6 +195,11 @@ def train(
         from mrisr.models.checkpoint import load_network
 
         resumed, meta = load_network(resume, device)
+        if meta.get("arguments") != net.config():
+            raise MrisrInputError(
+                f"{resume}: checkpoint model {meta.get('arguments')} differs from the recipe's model {net.config()}; "
+                "resume with the model settings it was trained with"
+            )
         net.load_state_dict(resumed.state_dict())
         rstate = Path(resume).with_suffix(".state.pt")
         if rstate.exists():

@@ -92,8 +92,9 @@ def sinc_lowres(target: torch.Tensor, keep: float, noise_snr: float | None, rng:
         )
         image = image + noise
     size = center_keep_shape(target.shape[:2], keep)
-    k = crop_kspace(fftc(image, (0, 1)), size, (0, 1))
-    return ifftc(pad_kspace(k, target.shape[:2], (0, 1)), (0, 1)).abs().float()
+    # a user has the LR *magnitude* image, and reconstruction zero-fills that: take the magnitude first
+    lowres = ifftc(crop_kspace(fftc(image, (0, 1)), size, (0, 1)), (0, 1)).abs()
+    return ifftc(pad_kspace(fftc(lowres, (0, 1)), target.shape[:2], (0, 1)), (0, 1)).abs().float()
 
 
 def degrade_prior(prior: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:

@@ -1,0 +1,41 @@
+"""Cohort processing: BIDS or manifest in, a resumable BIDS derivatives dataset out.
+
+* :mod:`mrisr.batch.config`: the batch recipe (``configs/batch.yaml``): how inputs are found, options.
+* :mod:`mrisr.batch.inputs`: discovery and up-front validation (every problem reported at once).
+* :mod:`mrisr.batch.derivatives`: derivatives layout, ``dataset_description.json``, sidecars, ``summary.tsv``.
+* :mod:`mrisr.batch.runner`: the resumable, failure-isolated runner (``mrisr batch``, ``pipelines/Snakefile``).
+
+Importing this package does not import torch (the Snakefile imports it to build its job graph).
+"""
+
+from mrisr.batch.config import BatchConfig, load_batch_config
+from mrisr.batch.derivatives import SUMMARY_COLUMNS, SeriesOutputs, series_outputs, write_summary
+from mrisr.batch.inputs import BatchValidationError, Cohort, SeriesInputs, SubjectInputs, discover
+from mrisr.batch.runner import (
+    RunSettings,
+    SubjectResult,
+    collect_summary,
+    run_batch,
+    validate_batch,
+    write_collected_summary,
+)
+
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "BatchConfig",
+    "BatchValidationError",
+    "Cohort",
+    "RunSettings",
+    "SeriesInputs",
+    "SeriesOutputs",
+    "SubjectInputs",
+    "SubjectResult",
+    "collect_summary",
+    "discover",
+    "load_batch_config",
+    "run_batch",
+    "series_outputs",
+    "validate_batch",
+    "write_collected_summary",
+    "write_summary",
+]

@@ -1,0 +1,126 @@
+"""Batch configuration: which files are the inputs and what is run (schema of ``configs/batch.yaml``).
+
+Every key has a default, so ``mrisr batch`` works without a config file; the defaults are the
+ones written in ``configs/batch.yaml`` (a test keeps the two equal). Unknown keys are errors.
+
+BIDS matching works on each file's path relative to its session folder (or subject folder when
+the dataset has no sessions), e.g. ``func/sub-01_task-rest_bold.nii.gz``, with shell-style
+patterns (``*`` also matches ``/``). Only ``.nii``/``.nii.gz`` files that are not hidden are
+candidates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mrisr.io.errors import MrisrInputError
+
+__all__ = ["BatchConfig", "BidsMatching", "ManifestNaming", "ReconstructSettings", "load_batch_config"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BidsMatching(_Strict):
+    """How the dynamic series, planning scan and optional ground truth are found in a BIDS subject."""
+
+    dynamic: list[str] = Field(
+        default_factory=lambda: ["func/*_bold.nii*", "*_acq-dynamic_*.nii*"],
+        min_length=1,
+        description="every file matching any pattern is one dynamic series to super-resolve",
+    )
+    planning: list[str] = Field(
+        default_factory=lambda: ["*_acq-planning_*.nii*", "anat/*_T1w.nii*"],
+        min_length=1,
+        description="tried in order; the first pattern with a match in the session (else the subject) wins",
+    )
+    ground_truth: list[str] = Field(
+        default_factory=lambda: ["*_acq-groundtruth_*.nii*"],
+        description="optional HR reference; paired with a dynamic series by the entities other than acq/rec",
+    )
+    exclude: list[str] = Field(
+        default_factory=lambda: ["*_acq-groundtruth_*"],
+        description="never a dynamic series or planning scan",
+    )
+
+    @field_validator("dynamic", "planning", "ground_truth", "exclude")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not pattern or pattern.startswith("/"):
+                raise ValueError(f"pattern {pattern!r} must be relative to the session folder, e.g. 'func/*_bold.nii*'")
+        return value
+
+
+class ManifestNaming(_Strict):
+    """BIDS names of the outputs of manifest rows whose dynamic file is not BIDS-named."""
+
+    datatype: Literal["func", "anat", "perf", "dwi"] = "func"
+    suffix: str = Field("bold", pattern=r"^[A-Za-z0-9]+$")
+
+
+class ReconstructSettings(_Strict):
+    """The :class:`mrisr.reconstruct.ReconstructOptions` fields that change the result.
+
+    ``device`` and ``threads`` are CLI flags (``--device``, torch threads follow ``--jobs``):
+    they decide where the work runs, not what it computes, so changing them reruns nothing.
+    """
+
+    model: str = "default"
+    prior_mode: Literal["previous", "planning"] = "previous"
+    factor: float | None = Field(None, gt=1, le=16)
+    matrix: tuple[int, int] | None = None
+    data_consistency: bool = False
+    finetune: bool = False
+    finetune_minutes: float = Field(3.0, gt=0, le=600)
+
+    @field_validator("matrix")
+    @classmethod
+    def _matrix(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 2:
+            raise ValueError("matrix needs two sizes >= 2, e.g. [256, 256]")
+        return value
+
+
+class BatchConfig(_Strict):
+    """The whole batch recipe."""
+
+    bids: BidsMatching = Field(default_factory=BidsMatching)
+    manifest: ManifestNaming = Field(default_factory=ManifestNaming)
+    reconstruct: ReconstructSettings = Field(default_factory=ReconstructSettings)
+    desc: str = Field("sr", pattern=r"^[A-Za-z0-9]+$", description="desc- entity of the SR series")
+    planning_required: bool = Field(
+        True, description="a series without a planning scan is a validation error (else it runs without a prior)"
+    )
+
+
+def load_batch_config(path: str | Path | None = None) -> BatchConfig:
+    """Read and validate a batch config; ``None`` gives the defaults.
+
+    Raises:
+        MrisrInputError: naming the file, the key, the bad value and the rule.
+    """
+    if path is None:
+        return BatchConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise MrisrInputError(f"{path}: batch config not found; see configs/batch.yaml for an example")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise MrisrInputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise MrisrInputError(f"{path}: expected a mapping of settings at the top level, see configs/batch.yaml")
+    try:
+        return BatchConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            problems.append(f"{key} = {err.get('input')!r}: {err['msg']}")
+        raise MrisrInputError(f"{path}: invalid batch config: " + "; ".join(problems)) from None

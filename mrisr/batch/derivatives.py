@@ -1,0 +1,250 @@
+"""The BIDS derivatives dataset a batch run writes, and the provenance that makes it resumable.
+
+Layout of ``OUTPUT_DIR``::
+
+    dataset_description.json                  Name, BIDSVersion, DatasetType "derivative", GeneratedBy, SourceDatasets
+    summary.tsv                               one row per subject: status, seconds, frames, metrics, error
+    sub-01/[ses-1/]func/
+        sub-01_task-x_desc-sr_bold.nii.gz     SR series (X', Y', Z, T), geometry and TR from the library
+        sub-01_task-x_desc-sr_bold.json       sidecar: sources + sha256, model + sha256, options, timings, metrics
+        sub-01_task-x_desc-finetuned_model.safetensors   with --finetune
+    sub-01/log/sub-01_mrisr.log               per-subject log (appended run after run)
+    sub-01/log/sub-01_status.json             why the last run of the subject failed (removed on success)
+
+Every file is written under a temporary name and renamed; the sidecar is written last and is
+the completion marker: a series is finished exactly when its sidecar holds the batch
+fingerprint (inputs, model and options) and the files it lists exist.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mrisr.batch.inputs import Cohort, SeriesInputs
+
+__all__ = [
+    "BATCH_KEY",
+    "BIDS_VERSION",
+    "SUMMARY_COLUMNS",
+    "SeriesOutputs",
+    "bids_uri",
+    "file_sha256",
+    "read_json",
+    "read_summary",
+    "series_outputs",
+    "status_path",
+    "subject_log_path",
+    "write_dataset_description",
+    "write_json_atomic",
+    "write_summary",
+]
+
+BIDS_VERSION = "1.10.0"
+#: key of the batch provenance block inside each sidecar
+BATCH_KEY = "MrisrBatch"
+SUMMARY_COLUMNS = ("subject", "status", "seconds", "frames", "ssim_mean", "psnr_mean", "error")
+SUMMARY_NAME = "summary.tsv"
+MISSING = "n/a"
+
+
+@dataclass(frozen=True)
+class SeriesOutputs:
+    """Where one series' results go.
+
+    Attributes:
+        series: the SR series (``.nii.gz``).
+        sidecar: its JSON sidecar (written last: the completion marker).
+        finetuned_model: the subject's fine-tuned checkpoint (only with fine-tuning).
+    """
+
+    series: Path
+    sidecar: Path
+    finetuned_model: Path | None
+
+
+def _bids_name(entities: tuple[tuple[str, str], ...], desc: str, suffix: str, extension: str) -> str:
+    parts = [f"{key}-{value}" for key, value in entities if key != "desc"] + [f"desc-{desc}"]
+    return "_".join(parts) + f"_{suffix}{extension}"
+
+
+def series_folder(output_dir: Path, series: SeriesInputs) -> Path:
+    folder = Path(output_dir) / f"sub-{series.subject}"
+    if series.session:
+        folder = folder / f"ses-{series.session}"
+    return folder / series.datatype
+
+
+def series_outputs(
+    output_dir: str | Path, series: SeriesInputs, desc: str = "sr", finetune: bool = False
+) -> SeriesOutputs:
+    """The derivative paths of a series: ``sub-XX/[ses-YY/]<datatype>/<entities>_desc-<desc>_<suffix>.nii.gz``."""
+    folder = series_folder(Path(output_dir), series)
+    image = folder / _bids_name(series.entities, desc, series.suffix, ".nii.gz")
+    sidecar = folder / _bids_name(series.entities, desc, series.suffix, ".json")
+    model = folder / _bids_name(series.entities, "finetuned", "model", ".safetensors") if finetune else None
+    return SeriesOutputs(series=image, sidecar=sidecar, finetuned_model=model)
+
+
+def subject_log_path(output_dir: str | Path, label: str) -> Path:
+    return Path(output_dir) / f"sub-{label}" / "log" / f"sub-{label}_mrisr.log"
+
+
+def status_path(output_dir: str | Path, label: str) -> Path:
+    return Path(output_dir) / f"sub-{label}" / "log" / f"sub-{label}_status.json"
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file (a DICOM folder: of its sorted files' names and contents)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode())
+        with open(file, "rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):
+        return _jsonable(value.tolist())
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def write_json_atomic(path: str | Path, data: dict) -> Path:
+    """Write JSON under a temporary name in the same folder, then rename (never half-written).
+
+    Non-finite floats become ``null`` / ``"inf"`` so the file stays strict JSON.
+    """
+    return _atomic_text(Path(path), json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> dict | None:
+    """The JSON object in ``path``, or ``None`` if it is missing or unreadable."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def bids_uri(path: Path, root: Path | None) -> str:
+    """``bids:raw:<relative path>`` for a file inside the source dataset ``root``, else a ``file://`` URI.
+
+    ``raw`` is declared in ``DatasetLinks`` of ``dataset_description.json``.
+    """
+    resolved = Path(path).resolve()
+    if root is not None and resolved.is_relative_to(Path(root).resolve()):
+        return f"bids:raw:{resolved.relative_to(Path(root).resolve()).as_posix()}"
+    return resolved.as_uri()
+
+
+def dataset_description(cohort: Cohort) -> dict:
+    """``dataset_description.json`` of the derivatives dataset."""
+    import mrisr
+
+    return {
+        "Name": f"mrisr super-resolution of {cohort.name}",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [
+            {
+                "Name": "mrisr",
+                "Version": mrisr.__version__,
+                "Description": "Prior-guided super-resolution of dynamic MRI, step-wise over frames",
+            }
+        ],
+        "SourceDatasets": [{"URL": cohort.root.resolve().as_uri()}],
+        "DatasetLinks": {"raw": cohort.root.resolve().as_uri()},
+    }
+
+
+def write_dataset_description(output_dir: str | Path, cohort: Cohort) -> Path:
+    """Write (or refresh) ``dataset_description.json``; unchanged content is not rewritten."""
+    path = Path(output_dir) / "dataset_description.json"
+    wanted = dataset_description(cohort)
+    if read_json(path) != wanted:
+        write_json_atomic(path, wanted)
+    return path
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return MISSING
+    if isinstance(value, float):
+        if math.isnan(value):
+            return MISSING
+        if math.isinf(value):
+            return "inf"
+        return f"{value:.6g}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
+    return " ".join(str(value).split())  # one line, no tabs
+
+
+def read_summary(path: str | Path) -> dict[str, dict[str, str]]:
+    """Rows of an existing ``summary.tsv`` by subject (empty if missing or unreadable)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")), delimiter="\t")
+        return {row["subject"]: row for row in reader if row.get("subject")}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def write_summary(output_dir: str | Path, rows: list[dict[str, Any]], merge: bool = True) -> Path:
+    """Write ``summary.tsv`` (one row per subject, sorted), atomically.
+
+    Args:
+        output_dir: the derivatives folder.
+        rows: dicts with the keys of :data:`SUMMARY_COLUMNS` (missing values become ``n/a``).
+        merge: keep the rows of subjects not in ``rows`` from an existing ``summary.tsv``
+            (a run over some participants does not forget the others).
+    """
+    path = Path(output_dir) / SUMMARY_NAME
+    merged: dict[str, dict[str, Any]] = dict(read_summary(path)) if merge else {}
+    for row in rows:
+        merged[str(row["subject"])] = row
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+    writer.writerow(SUMMARY_COLUMNS)
+    for subject in sorted(merged):
+        writer.writerow([_cell(merged[subject].get(column)) for column in SUMMARY_COLUMNS])
+    return _atomic_text(path, buffer.getvalue())
