@@ -17,7 +17,7 @@ Fixtures:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -28,52 +28,19 @@ from mrisr.io import Volume
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-SHAPE_3D = (32, 28, 12)
-N_FRAMES = 3
-TR = 0.45
-ZOOMS = (0.9, 1.1, 3.0)
-ORIGIN = (-40.5, 12.25, 30.0)
-ANGLES = (12.0, -7.0, 25.0)
-QFORM_CODE = 1
-SFORM_CODE = 2
-
-
-def rotation(angles_deg: Sequence[float]) -> np.ndarray:
-    """Rotation matrix ``Rz @ Ry @ Rx`` for angles (degrees) about X, Y and Z."""
-    ax, ay, az = np.deg2rad(angles_deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def oblique(
-    zooms: Sequence[float] = ZOOMS, origin: Sequence[float] = ORIGIN, angles_deg: Sequence[float] = ANGLES
-) -> np.ndarray:
-    """Voxel-to-world affine: rotation times anisotropic voxel sizes, plus an origin (mm)."""
-    affine = np.eye(4)
-    affine[:3, :3] = rotation(angles_deg) @ np.diag(zooms)
-    affine[:3, 3] = origin
-    return affine
-
-
-def head_phantom(shape: Sequence[int], seed: int = 0, shift: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
-    """Smooth positive ellipsoid with texture and a zero background, float32 ``(X, Y, Z)``."""
-    rng = np.random.default_rng(seed)
-    grids = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
-    centre = [(n - 1) / 2 + s for n, s in zip(shape, shift)]
-    radii = [0.38 * n for n in shape]
-    r2 = sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre, radii))
-    # soft edge so the object is smooth in k-space
-    body = 1.0 / (1.0 + np.exp((np.sqrt(r2) - 1.0) * 12.0))
-    texture = np.zeros(shape)
-    for _ in range(4):
-        pos = [c + rng.uniform(-0.4, 0.4) * r for c, r in zip(centre, radii)]
-        width = rng.uniform(1.5, 3.0)
-        texture += rng.uniform(0.3, 0.8) * np.exp(-sum((g - p) ** 2 for g, p in zip(grids, pos)) / (2 * width**2))
-    data = body * (1.0 + texture) * 100.0
-    data[data < 1e-3] = 0.0
-    return data.astype(np.float32)
+from mrisr_testdata import (  # noqa: E402,F401
+    ANGLES,
+    N_FRAMES,
+    ORIGIN,
+    QFORM_CODE,
+    SFORM_CODE,
+    SHAPE_3D,
+    TR,
+    ZOOMS,
+    head_phantom,
+    oblique,
+    rotation,
+)
 
 
 @pytest.fixture

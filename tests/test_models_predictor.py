@@ -16,7 +16,7 @@ HR_SHAPE = (32, 28, 6)
 @pytest.fixture(scope="module")
 def frame_pair():
     """(sinc input, prior) on a 32x28x6 grid: a real k-space crop of a head-like phantom."""
-    from conftest import head_phantom
+    from mrisr_testdata import head_phantom
 
     target = head_phantom(HR_SHAPE, seed=1)
     prior = head_phantom(HR_SHAPE, seed=1, shift=(0.8, -0.5, 0.0))

@@ -20,7 +20,7 @@ FRAMES = 6
 @pytest.fixture(scope="module")
 def sample_crop() -> Volume:
     """A small crop of the real sample, placed on an oblique grid (1.5 x 1.5 x 3 mm)."""
-    from conftest import oblique
+    from mrisr_testdata import oblique
 
     data = np.ascontiguousarray(load_sample().data[CROP])
     return Volume(data=data, affine=oblique(zooms=(1.5, 1.5, 3.0)), qform_code=1, sform_code=2)
