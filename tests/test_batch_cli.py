@@ -98,7 +98,7 @@ def test_bids_cohort_end_to_end_resume_and_reruns(cohort, tmp_path):
         for role, key in (("dynamic", "lr"), ("planning", "planning"), ("ground_truth", "hr")):
             assert block["inputs"][role]["sha256"] == sha256(bids / names[key])
         assert block["model"]["sha256"] == model_sha
-        assert block["options"]["prior_mode"] == "previous" and block["runtime"]["device"] == "cpu"
+        assert block["options"]["prior_mode"] == "planning" and block["runtime"]["device"] == "cpu"
         assert block["output"]["sha256"] == sha256(sr_path(out, label))
         assert block["frames"] == 3 and len(block["timings"]["frame_s"]) == 3 and block["timings"]["total_s"] > 0
         expected = summarise(evaluate_frames(predicted.data, truth.data))
@@ -123,11 +123,11 @@ def test_bids_cohort_end_to_end_resume_and_reruns(cohort, tmp_path):
     assert summary(out)["01"]["ssim_mean"] == rows["01"]["ssim_mean"]
 
     # a changed option reruns every subject; the same option again skips them
-    config = tmp_path / "planning-prior.yaml"
-    config.write_text("reconstruct:\n  prior_mode: planning\n")
+    config = tmp_path / "previous-prior.yaml"
+    config.write_text("reconstruct:\n  prior_mode: previous\n")
     result = batch(bids, out, *common, "--config", config)
     assert "3 done, 0 skipped" in result.stdout, result.output
-    assert sidecar(out, "01")["MrisrBatch"]["options"]["prior_mode"] == "planning"
+    assert sidecar(out, "01")["MrisrBatch"]["options"]["prior_mode"] == "previous"
     result = batch(bids, out, *common, "--config", config, "--quiet")
     assert "0 done, 3 skipped" in result.stdout, result.output
 

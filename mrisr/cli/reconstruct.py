@@ -20,7 +20,7 @@ def reconstruct(
     finetune_minutes: float = typer.Option(3.0, "--finetune-minutes", help="Time budget of --finetune."),
     factor: float = typer.Option(None, "--factor", help="In-plane upsampling factor (default: prior's voxel size, else 4)."),
     matrix: tuple[int, int] | None = typer.Option(None, "--matrix", help="In-plane HR matrix NX NY."),
-    prior_mode: str = typer.Option("previous", "--prior-mode", help="previous: SR of frame t-1 guides frame t; planning: the planning scan guides every frame."),
+    prior_mode: str = typer.Option("planning", "--prior-mode", help="planning (default): the planning scan guides every frame; previous: the SR of frame t-1 guides frame t (step-wise; drifts over long series with the bundled model, see benchmarks/RESULTS.md)."),
     data_consistency: bool = typer.Option(False, "--data-consistency/--no-data-consistency", help="Put the measured central k-space back into each SR frame."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
@@ -29,7 +29,8 @@ def reconstruct(
 ) -> None:
     """Super-resolve a dynamic series frame by frame.
 
-    Frame 0 uses the planning scan as prior, frame t the SR result of frame t-1. Frames are
+    By default the planning scan is the prior of every frame; with --prior-mode previous, frame 0
+    uses the planning scan and frame t the SR result of frame t-1 (step-wise). Frames are
     streamed: memory does not grow with the number of frames. Writes OUTPUT and a JSON sidecar.
     """
     import warnings

@@ -27,8 +27,8 @@ class ReconstructOptions:
     Attributes:
         model: ``default`` (picks ``default`` or ``default-noprior`` by prior presence), a bundled
             name or a checkpoint path.
-        prior_mode: ``previous`` (SR of frame t-1 is the prior of frame t) or ``planning``
-            (the planning scan for every frame).
+        prior_mode: ``planning`` (default: the planning scan is the prior of every frame) or ``previous``
+            (step-wise: the SR of frame t-1 is the prior of frame t; drifts over long series with the bundled model).
         factor / matrix: in-plane HR grid; default: the prior's voxel size, else factor 4.
         data_consistency: put the measured central k-space back into each SR frame.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -39,7 +39,7 @@ class ReconstructOptions:
     """
 
     model: str = "default"
-    prior_mode: str = "previous"
+    prior_mode: str = "planning"
     factor: float | None = None
     matrix: tuple[int, int] | None = None
     data_consistency: bool = False
