@@ -1,0 +1,472 @@
+"""Per-frame latency of step-wise reconstruction, against the anchor architecture and the machine's
+conv3d ceiling, measured in one run; plus the speed levers (inference mode, memory format,
+torch.compile, threads, tiling, bf16) with the largest output difference each one causes.
+
+Usage:
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/speed.py            # full (~8 min on 2 cores)
+    MRISR_BENCH_QUICK=1 .venv/bin/python benchmarks/speed.py          # toy sizes, seconds
+
+Sizes are ``(X, Y, Z)`` HR frames; the LR frame is the central 6.25 % of in-plane k-space
+(64x64x32 for 256x256x32) and the prior lies on the HR grid, as in ``mrisr reconstruct``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    cpu_flags,
+    log,
+    markdown_table,
+    print_table,
+    quick,
+    static_slab,
+    time_call,
+    write_section,
+)
+
+KEEP = 6.25
+#: budget for torch.compile's first call (compilation) before we call it a failure
+COMPILE_BUDGET_S = 60.0
+#: hard limit of the compile child (it still reports the compiled speed when compilation overruns the budget)
+COMPILE_TIMEOUT_S = 240.0
+#: hard limit of the bf16 probe on its small input
+BF16_TIMEOUT_S = 60.0
+
+
+# --------------------------------------------------------------------------- the anchor replica
+
+
+def _double_conv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv3d(cout, cout, 3, padding=1), nn.ReLU(inplace=True),
+    )
+
+
+class AnchorUNet(nn.Module):
+    """Replica of the anchors' network: plain 3-D UNet, depth 3, 64/128/256 channels.
+
+    Two 3x3x3 conv + ReLU per level, average pooling, transposed-conv upsampling, skip
+    concatenation, no normalisation, no global residual, 1x1x1 output conv. Input
+    ``(B, 2, X, Y, Z)`` (LR frame on the HR grid + prior), output ``(B, 1, X, Y, Z)``; X, Y, Z
+    must be multiples of 4. About 5.4 M parameters.
+    """
+
+    def __init__(self, in_channels: int = 2, out_channels: int = 1, channels: tuple[int, int, int] = (64, 128, 256)):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.enc1 = _double_conv(in_channels, c1)
+        self.enc2 = _double_conv(c1, c2)
+        self.bottom = _double_conv(c2, c3)
+        self.pool = nn.AvgPool3d(2)
+        self.up2 = nn.ConvTranspose3d(c3, c2, 2, stride=2)
+        self.dec2 = _double_conv(2 * c2, c2)
+        self.up1 = nn.ConvTranspose3d(c2, c1, 2, stride=2)
+        self.dec1 = _double_conv(2 * c1, c1)
+        self.out = nn.Conv3d(c1, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(self.pool(e1))
+        b = self.bottom(self.pool(e2))
+        d2 = self.dec2(torch.cat([self.up2(b), e2], dim=1))
+        del e2, b
+        d1 = self.dec1(torch.cat([self.up1(d2), e1], dim=1))
+        return self.out(d1)
+
+
+# --------------------------------------------------------------------------- FLOP counting
+
+
+def conv_flops(net: nn.Module, call) -> int:
+    """FLOPs (2 x multiply-adds) of every Conv3d / ConvTranspose3d in one forward pass ``call()``."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        kernel = math.prod(module.kernel_size)
+        if isinstance(module, nn.ConvTranspose3d):
+            x = inputs[0]
+            positions = x.shape[0] * math.prod(x.shape[2:])
+            total += 2 * module.in_channels * (module.out_channels // module.groups) * kernel * positions
+        else:
+            positions = output.shape[0] * math.prod(output.shape[2:])
+            total += 2 * (module.in_channels // module.groups) * module.out_channels * kernel * positions
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))]
+    try:
+        with torch.inference_mode():
+            call()
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def n_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def conv_ceiling(shape: tuple[int, ...], repeats: int) -> dict:
+    """GFLOP/s of one large-channel 3x3x3 conv (64 -> 64) on ``shape`` ``(B, C, X, Y, Z)``."""
+    gen = torch.Generator().manual_seed(0)
+    conv = nn.Conv3d(shape[1], 64, 3, padding=1)
+    x = torch.randn(shape, generator=gen)
+    flops = 2 * shape[1] * 64 * 27 * math.prod(shape[2:]) * shape[0]
+    with torch.inference_mode():
+        median, _ = time_call(lambda: conv(x), repeats=repeats, warmup=2)
+    return {"shape": shape, "seconds": median, "gflops": flops / 1e9, "gflop_s": flops / 1e9 / median}
+
+
+def make_case(shape: tuple[int, int, int], frames: int, seed: int = 0):
+    """A dynamic phantom whose HR frames are ``shape`` (real anatomy, breathing, contrast)."""
+    from mrisr.phantom import make_dynamic
+
+    return make_dynamic(static_slab(shape), frames=frames, keep=KEEP, seed=seed)
+
+
+def stepwise(model, phantom, threads: int) -> dict:
+    """Step-wise reconstruction of the whole phantom; frame 0 (prior preparation, warm-up) untimed."""
+    from mrisr.metrics import ssim
+    from mrisr.reconstruct import ReconstructOptions
+    from mrisr.reconstruct.stepwise import Reconstruction
+
+    rec = Reconstruction(phantom.lr, phantom.planning, ReconstructOptions(device="cpu", threads=threads), model=model)
+    seconds, ssims, srs = [], [], []
+    for result in rec.frames():
+        srs.append(result.sr)
+        if result.index > 0:
+            seconds.append(result.seconds)
+            ssims.append(ssim(result.sr, phantom.hr.data[..., result.index]))
+    return {"seconds": float(np.median(seconds)), "all_seconds": seconds, "ssim": float(np.mean(ssims)),
+            "srs": srs, "grid": rec.grid}
+
+
+def measure_size(model, anchor: nn.Module, shape: tuple[int, int, int], frames: int, threads: int, repeats: int,
+                 anchor_repeats: int) -> dict:
+    """Step-wise latency, network and anchor forward times and FLOPs on one HR frame size."""
+    from mrisr.kspace.functional import zero_fill
+    from mrisr.models import robust_scale
+
+    net = model.network
+    log(f"phantom {shape} ({frames} frames)")
+    phantom = make_case(shape, frames)
+    step = stepwise(model, phantom, threads)
+    log(f"step-wise {shape}: {step['seconds']:.3f} s/frame (frames {[round(s, 3) for s in step['all_seconds']]})")
+    sinc = zero_fill(phantom.lr.data[..., 1], step["grid"].hr_inplane).astype(np.float32)
+    scale = robust_scale(sinc, model.percentile)
+    x = torch.from_numpy(sinc / scale)[None, None].contiguous()
+    p = torch.from_numpy(step["srs"][0] / scale)[None, None].contiguous()
+    with torch.inference_mode():
+        network_s, _ = time_call(lambda: net(x, p), repeats=repeats, warmup=1)
+        reference = net(x, p)
+    flops = conv_flops(net, lambda: net(x, p))
+    log(f"network forward {shape}: {network_s:.3f} s, {flops / 1e9:.1f} GFLOP")
+    both = torch.cat([x, p], dim=1)
+    anchor_flops = conv_flops(anchor, lambda: anchor(both))  # doubles as the warm-up pass
+    with torch.inference_mode():
+        anchor_s, anchor_all = time_call(lambda: anchor(both), repeats=anchor_repeats, warmup=0)
+    log(f"anchor replica {shape}: {anchor_s:.2f} s ({[round(a, 2) for a in anchor_all]}), {anchor_flops / 1e9:.0f} GFLOP")
+    return {"stepwise_s": step["seconds"], "network_s": network_s, "anchor_s": anchor_s, "ours_gflop": flops / 1e9,
+            "anchor_gflop": anchor_flops / 1e9, "ssim": step["ssim"], "sinc_ssim": sinc_ssim(phantom, step["grid"]),
+            "x": x, "p": p, "scale": scale, "reference": reference, "target": phantom.hr.data[..., 1].copy()}
+
+
+def channels_last_run(net: nn.Module, x: torch.Tensor, p: torch.Tensor, repeats: int) -> tuple[float, torch.Tensor]:
+    """Median time and output of a channels-last-3-D copy of ``net`` (the UNet's input converted too)."""
+    net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last_3d)
+    net_cl.unet.register_forward_pre_hook(lambda _m, a: (a[0].contiguous(memory_format=torch.channels_last_3d),) + a[1:])
+    with torch.inference_mode():
+        seconds, _ = time_call(lambda: net_cl(x, p), repeats=repeats, warmup=1)
+        out = net_cl(x, p).contiguous()
+    return seconds, out
+
+
+def sinc_ssim(phantom, grid) -> float:
+    from mrisr.kspace.functional import zero_fill
+    from mrisr.metrics import ssim
+
+    values = [ssim(zero_fill(phantom.lr.data[..., t], grid.hr_inplane), phantom.hr.data[..., t])
+              for t in range(1, phantom.lr.data.shape[3])]
+    return float(np.mean(values))
+
+
+def _worker_compile(data_dir: Path, threads: int, repeats: int) -> None:
+    """Child process: torch.compile the default model, time compilation and calls, save the output."""
+    from mrisr.models import load
+
+    torch.set_num_threads(threads)
+    net = load("default").network.eval()
+    x = torch.from_numpy(np.load(data_dir / "x.npy"))
+    p = torch.from_numpy(np.load(data_dir / "p.npy"))
+    info: dict = {"cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR", "default")}
+    compiled = torch.compile(net)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = compiled(x, p)
+    info["compile_s"] = time.perf_counter() - t0
+    (data_dir / "compile.json").write_text(json.dumps(info))
+    with torch.inference_mode():
+        info["seconds"], _ = time_call(lambda: compiled(x, p), repeats=repeats, warmup=1)
+        out = compiled(x, p)
+    np.save(data_dir / "compile_out.npy", out.numpy())
+    (data_dir / "compile.json").write_text(json.dumps(info))
+
+
+def _worker_bf16(data_dir: Path, threads: int) -> None:
+    """Child process: fp32 vs bf16 autocast of the default model on a small input."""
+    from mrisr.models import load
+
+    torch.set_num_threads(threads)
+    net = load("default").network.eval()
+    x = torch.from_numpy(np.load(data_dir / "x_small.npy"))
+    p = torch.from_numpy(np.load(data_dir / "p_small.npy"))
+    info: dict = {}
+    with torch.inference_mode():
+        info["fp32_s"], _ = time_call(lambda: net(x, p), repeats=3, warmup=1)
+        ref = net(x, p)
+        (data_dir / "bf16.json").write_text(json.dumps(info))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            t0 = time.perf_counter()
+            out = net(x, p)
+            info["bf16_s"] = time.perf_counter() - t0
+    info["max_abs_diff"] = float((out.float() - ref).abs().max())
+    (data_dir / "bf16.json").write_text(json.dumps(info))
+
+
+def run_child(kind: str, data_dir: Path, threads: int, timeout: float, extra: list[str] | None = None) -> tuple[str, float]:
+    """Run this script as a worker; returns (status, wall seconds)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--data", str(data_dir),
+           "--threads", str(threads)] + (extra or [])
+    # a fresh inductor cache: compilation is timed cold, as on a user's first run
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(data_dir / "inductor-cache"))
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout:.0f} s", time.perf_counter() - t0
+    if proc.returncode != 0:
+        last = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        return f"failed: {last[-1][:200] if last else 'exit ' + str(proc.returncode)}", time.perf_counter() - t0
+    return "ok", time.perf_counter() - t0
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f}"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target is 2 cores)")
+    parser.add_argument("--worker", choices=("compile", "bf16"), help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (median)")
+    args = parser.parse_args()
+    if args.worker == "compile":
+        return _worker_compile(args.data, args.threads, args.repeats or 3)
+    if args.worker == "bf16":
+        return _worker_bf16(args.data, args.threads)
+
+    from mrisr.metrics import ssim
+    from mrisr.models import load
+
+    is_quick = quick()
+    threads = args.threads
+    torch.set_num_threads(threads)
+    repeats = args.repeats or (2 if is_quick else 5)
+    main_shape = (64, 64, 16) if is_quick else (256, 256, 32)
+    slab_shape = (48, 48, 8) if is_quick else (192, 192, 16)
+    frames = 3 if is_quick else 6
+    anchor_repeats = 1 if is_quick else 2
+    ceiling_shape = (1, 64, 24, 24, 16) if is_quick else (1, 64, 64, 64, 32)
+    log(f"speed benchmark on {threads} threads; HR frames {main_shape} and {slab_shape}; quick={is_quick}")
+
+    model = load("default", device="cpu")
+    net = model.network.eval()
+    ceiling = conv_ceiling(ceiling_shape, repeats)
+    log(f"conv3d ceiling: {ceiling['gflop_s']:.1f} GFLOP/s (64->64 3x3x3 on {ceiling_shape})")
+
+    with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG untouched
+        torch.manual_seed(0)
+        anchor = AnchorUNet().eval()
+    anchor_params = n_params(anchor)
+    headline_rows, per_size = [], {}
+    for shape in (main_shape, slab_shape):
+        size = measure_size(model, anchor, shape, frames, threads, repeats, anchor_repeats)
+        per_size[shape] = size
+        ours_gfs = size["ours_gflop"] / size["network_s"]
+        anchor_gfs = size["anchor_gflop"] / size["anchor_s"]
+        headline_rows.append([
+            "x".join(map(str, shape)), fmt(size["stepwise_s"]), fmt(size["network_s"]), fmt(size["anchor_s"], 2),
+            f"{size['anchor_s'] / size['stepwise_s']:.1f}x", f"{size['ours_gflop']:.1f}", f"{ours_gfs:.1f}",
+            f"{100 * ours_gfs / ceiling['gflop_s']:.0f} %", f"{size['anchor_gflop']:.0f}",
+            f"{anchor_gfs:.1f}", fmt(size["ssim"]), fmt(size["sinc_ssim"]),
+        ])
+        size["ours_gflop_s"] = ours_gfs
+
+    # ---------------------------------------------------------------- levers on the main size
+    m = per_size[main_shape]
+    x, p, scale, reference, ref_s, target_frame = (m[k] for k in ("x", "p", "scale", "reference", "network_s", "target"))
+    ref_ssim = ssim(reference[0, 0].numpy() * scale, target_frame)
+    lever_rows: list[list[str]] = []
+
+    def add(name: str, seconds: float | None, out: torch.Tensor | None, verdict: str, note: str = "") -> None:
+        diff = "" if out is None else f"{float((out.float() - reference).abs().max()):.1e}"
+        q = "" if out is None else fmt(ssim(np.asarray(out[0, 0].float().numpy()) * scale, target_frame))
+        speed = "" if seconds is None else f"{ref_s / seconds:.2f}x"
+        lever_rows.append([name, "" if seconds is None else fmt(seconds), speed, diff, q, verdict, note])
+        log(f"lever {name}: {lever_rows[-1][1:]}")
+
+    add("reference: eager fp32, inference_mode, contiguous, whole frame, "
+        f"{threads} threads", ref_s, reference, "kept", "the path `mrisr reconstruct` runs")
+
+    with torch.no_grad():
+        s, _ = time_call(lambda: net(x, p), repeats=repeats, warmup=1)
+        out = net(x, p)
+    add("torch.no_grad instead of inference_mode", s, out, "kept" if s < ref_s * 0.97 else "dropped (no gain)")
+
+    s, _ = time_call(lambda: net(x, p), repeats=max(1, repeats // 2), warmup=1)
+    out = net(x, p).detach()
+    add("autograd on (neither)", s, out, "dropped", "for reference")
+
+    s, out = channels_last_run(net, x, p, repeats)
+    add("channels_last_3d (weights + UNet input)", s, out, "kept" if s < ref_s * 0.95 else "dropped (slower or no gain)")
+
+    other = 1 if threads != 1 else 2
+    torch.set_num_threads(other)
+    with torch.inference_mode():
+        s, _ = time_call(lambda: net(x, p), repeats=repeats, warmup=1)
+        out = net(x, p)
+    torch.set_num_threads(threads)
+    add(f"{other} thread(s) instead of {threads}", s, out, "reference" if other < threads else "n/a",
+        f"{threads}-thread speed-up {s / ref_s:.2f}x" if other < threads else "")
+
+    for tile, overlap in (((128, 128, 32), 0.25), ((128, 128, 32), 0.0), ((96, 96, 16), 0.25)):
+        tile_use = tuple(min(t, n) for t, n in zip(tile, x.shape[2:])) if not is_quick else tuple(max(8, n // 2) for n in x.shape[2:])
+        model.tile, model.tile_overlap = tile_use, overlap
+        with torch.inference_mode():
+            s, _ = time_call(lambda: model._run(x, p), repeats=repeats, warmup=1)
+            out = model._run(x, p)
+        model.tile, model.tile_overlap = None, 0.25
+        add(f"sliding-window tiles {'x'.join(map(str, tile_use))}, overlap {overlap}, batch 2", s, out,
+            "kept for huge frames only" if s > ref_s else "kept", "bounds memory; whole frame is faster")
+
+    with tempfile.TemporaryDirectory(prefix="mrisr-bench-") as tmp:
+        tmp = Path(tmp)
+        np.save(tmp / "x.npy", x.numpy())
+        np.save(tmp / "p.npy", p.numpy())
+        status, wall = run_child("compile", tmp, threads, timeout=COMPILE_TIMEOUT_S + 10 * ref_s * (repeats + 3),
+                                 extra=["--repeats", str(repeats)])
+        info = json.loads((tmp / "compile.json").read_text()) if (tmp / "compile.json").exists() else {}
+        if status == "ok" and "seconds" in info:
+            out = torch.from_numpy(np.load(tmp / "compile_out.npy"))
+            in_budget = info["compile_s"] <= COMPILE_BUDGET_S
+            verdict = ("kept" if info["seconds"] < ref_s * 0.9 else "dropped (gain < 10 %)") if in_budget else \
+                f"dropped (compilation > {COMPILE_BUDGET_S:.0f} s)"
+            add("torch.compile (inductor)", info["seconds"], out, verdict,
+                f"first call (compilation, cold cache) {info['compile_s']:.0f} s, per process and input shape")
+        elif "compile_s" in info:
+            add("torch.compile (inductor)", None, None, "dropped",
+                f"compiled in {info['compile_s']:.0f} s, then {status}")
+        else:
+            add("torch.compile (inductor)", None, None, "dropped", f"{status} (wall {wall:.0f} s)")
+
+        # bf16: only worth anything with native bf16 (avx512_bf16 / amx); probe once, small input, timeout
+        flags = cpu_flags()
+        native = bool({"avx512_bf16", "amx_bf16"} & flags) or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        small = tuple(min(n, m) for n, m in zip(x.shape[2:], (64, 64, 16)))
+        np.save(tmp / "x_small.npy", x[..., : small[0], : small[1], : small[2]].contiguous().numpy())
+        np.save(tmp / "p_small.npy", p[..., : small[0], : small[1], : small[2]].contiguous().numpy())
+        status, wall = run_child("bf16", tmp, threads, timeout=BF16_TIMEOUT_S)
+        info = json.loads((tmp / "bf16.json").read_text()) if (tmp / "bf16.json").exists() else {}
+        why = "native bf16 reported" if native else "no native bf16 on this CPU (no avx512_bf16/amx_bf16; oneDNN bf16 unsupported)"
+        size = "x".join(map(str, small))
+        if status == "ok" and "bf16_s" in info:
+            note = (f"{why}; on {size}: fp32 {info['fp32_s']:.3f} s, bf16 {info['bf16_s']:.2f} s "
+                    f"({info['bf16_s'] / info['fp32_s']:.0f}x slower), max abs diff {info['max_abs_diff']:.1e}")
+            verdict = "kept" if info["bf16_s"] < info["fp32_s"] * 0.9 else "dropped (slower)"
+        else:
+            fp32 = f"fp32 {info['fp32_s']:.3f} s, " if "fp32_s" in info else ""
+            note = f"{why}; on {size}: {fp32}bf16 {status}"
+            verdict = "dropped"
+        add("bf16 autocast (probe on a small input)", None, None, verdict, note)
+
+    import importlib.util
+
+    missing = [name for name in ("onnxruntime", "openvino") if importlib.util.find_spec(name) is None]
+    if missing:
+        add("ONNX Runtime / OpenVINO backend", None, None, "not measured",
+            f"{' and '.join(missing)} not installed (no new dependency for an unproven gain)")
+
+    # ---------------------------------------------------------------- predict overhead
+    sinc_np = (x[0, 0].numpy() * scale).astype(np.float32)
+    prior_np = (p[0, 0].numpy() * scale).astype(np.float32)
+    pred_s, _ = time_call(lambda: model.predict(sinc_np, prior_np), repeats=repeats, warmup=1)
+
+    # ---------------------------------------------------------------- report
+    headers = ["HR frame (X x Y x Z)", "step-wise s/frame", "network s", "anchor s", "x faster than anchor",
+               "our GFLOP", "our GFLOP/s", "% of conv ceiling", "anchor GFLOP", "anchor GFLOP/s",
+               "SSIM step-wise", "SSIM sinc"]
+    lever_headers = ["lever (on the main frame)", "s", "speed vs reference", "max abs diff (normalised)",
+                     "SSIM", "verdict", "note"]
+    print()
+    print_table(headers, headline_rows)
+    print()
+    print_table(lever_headers, lever_rows)
+    targets = [
+        [f"<= 0.5 s per {'x'.join(map(str, main_shape))} frame on {threads} threads", f"{m['stepwise_s']:.3f} s/frame",
+         "met" if m["stepwise_s"] <= 0.5 else "missed"],
+        [">= 30x faster than the anchor replica", f"{m['anchor_s'] / m['stepwise_s']:.1f}x",
+         "met" if m["anchor_s"] / m["stepwise_s"] >= 30 else "missed"],
+        [">= 40 % of the conv3d ceiling", f"{100 * m['ours_gflop_s'] / ceiling['gflop_s']:.0f} %",
+         "met" if m["ours_gflop_s"] / ceiling["gflop_s"] >= 0.4 else "missed"],
+    ]
+    print()
+    print_table(["target", "measured", "status"], targets)
+    body = "\n\n".join([
+        f"Default model `{model.source}` ({n_params(net) / 1e6:.2f} M parameters, "
+        f"{json.dumps(model.meta.get('arguments', {}))}); anchor replica {anchor_params / 1e6:.2f} M parameters "
+        "(random weights: speed only). LR = central 6.25 % of in-plane k-space, prior on the HR grid; "
+        f"step-wise = `Reconstruction.frames()` (zero-fill + normalise + network), median of frames 1-{frames - 1} "
+        f"of a {frames}-frame phantom (frame 0 prepares the prior); network and anchor times: median of "
+        f"{repeats} (anchor {anchor_repeats}) forward passes after a warm-up, `torch.inference_mode`, "
+        f"{threads} threads. x faster = anchor forward / our step-wise frame (conservative: ours includes "
+        "pre- and post-processing). FLOPs count Conv3d/ConvTranspose3d only (forward hooks).",
+        f"Conv3d ceiling: 64->64 channels, 3x3x3, input {tuple(ceiling['shape'])}: "
+        f"{ceiling['seconds']:.3f} s, **{ceiling['gflop_s']:.1f} GFLOP/s** on {threads} threads.",
+        markdown_table(headers, headline_rows),
+        markdown_table(["target", "measured", "status"], targets),
+        "### Levers\n\nEach lever changes one thing of the reference path on the main frame "
+        f"({'x'.join(map(str, main_shape))}, frame 1, prior = SR of frame 0); max abs diff is against the "
+        f"reference output (1.0 = the frame's 99.5th percentile); SSIM against the ground-truth frame "
+        f"(reference path: {ref_ssim:.4f}). `model.predict` (numpy in/out, normalisation) costs "
+        f"{pred_s:.3f} s against {ref_s:.3f} s for the bare network.",
+        markdown_table(lever_headers, lever_rows),
+    ])
+    path = write_section("speed", "Speed: per-frame latency, anchor replica, conv3d ceiling, levers", body)
+    log(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
