@@ -148,7 +148,7 @@ def main() -> None:
         f"Unseen subject: MNI152 2009a template (nilearn) as an axial slab {'x'.join(map(str, shape))} at "
         f"{'x'.join(f'{v:g}' for v in voxel)} mm; `make_dynamic(frames={frames}, keep={KEEP}, seed={SEED})`; "
         f"`reconstruct_file(..., ReconstructOptions(finetune=True, finetune_minutes=m, threads={args.threads}))`, "
-        "step-wise with the planning scan as the first prior. SSIM (whole volume, per frame, then mean ± std "
+        "default prior mode (the planning scan as the prior of every frame). SSIM (whole volume, per frame, then mean ± std "
         "over frames) against the ground-truth HR frames. `fine-tune s` is the tuning loop alone; `total wall s` "
         "includes prior preparation, the reconstruction and writing.",
         markdown_table(headers, rows),
