@@ -33,6 +33,44 @@ RESULTS_TITLE = "# mrisr benchmark results\n\nWritten by `make bench` (`benchmar
 COMMAND_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MRISR_BENCH_QUICK", "MRISR_BENCH_RESULTS")
 
 
+def _cpu_busy_seconds() -> float | None:
+    """Busy CPU time of the whole machine (all processes, all cores) from /proc/stat, in seconds."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+_START = (time.time(), _cpu_busy_seconds(), _own_cpu_seconds())
+
+
+def other_load() -> str:
+    """How much CPU other processes took since this process started (timings are noisy if it is high).
+
+    Machine-wide busy time (/proc/stat) minus this process's and its waited-for children's CPU
+    time, as a percentage of the machine's capacity over the wall time, plus the load average.
+    """
+    wall = time.time() - _START[0]
+    busy = _cpu_busy_seconds()
+    if busy is None or _START[1] is None or wall <= 0:
+        return "unknown (no /proc/stat)"
+    other = max(0.0, (busy - _START[1]) - (_own_cpu_seconds() - _START[2]))
+    share = 100.0 * other / (wall * (os.cpu_count() or 1))
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    verdict = "quiet" if share < 5 else "BUSY: timings are inflated" if share >= 15 else "some contention"
+    return f"{share:.0f} % of the CPUs used by other processes during this run ({verdict}); load average {load}"
+
+
 def quick() -> bool:
     """True when ``MRISR_BENCH_QUICK=1``: every benchmark runs at toy sizes."""
     return os.environ.get("MRISR_BENCH_QUICK", "") not in ("", "0")
@@ -116,6 +154,7 @@ def write_section(key: str, title: str, body: str, path: Path | None = None, com
         f"{start}\n## {title}\n\n"
         f"- machine: {machine_line()}\n"
         f"- command: `{command or command_line()}`\n"
+        f"- other load: {other_load()}\n"
         + ("- **quick mode** (toy sizes; not a measurement)\n" if quick() else "")
         + f"\n{body.rstrip()}\n{end}\n"
     )

@@ -119,7 +119,7 @@ def main() -> None:
         paths = build_inputs(folder, shape, large, frames, large_frames)
         log(f"inputs in {folder}: " + ", ".join(f"{k} {v.stat().st_size / 1e6:.1f} MB" for k, v in paths.items()))
         base = baseline_rss()
-        rows.append(["baseline: import mrisr + torch, load the model", "-", "-", "-", f"{base:.0f}", "-", "-"])
+        rows.append(["baseline: import mrisr + torch, load the model", "-", "-", "-", f"{base:.0f}", "-", "-", "-"])
         cli = mrisr_command()
         runs = [
             (f"{frames[0]} frames", paths[f"lr{frames[0]}"], paths["planning"], shape, None),
@@ -138,10 +138,11 @@ def main() -> None:
             side = json.loads(out.with_name(out.name.replace(".nii.gz", ".json")).read_text())
             n = int(side["frames"])
             per_frame = float(np.median(side["frame_seconds"]))
+            end_to_end = float(side["total_seconds"]) / n  # reading, SR and writing (.nii.gz) of each frame
             results[label] = mb
             commands.append("mrisr " + " ".join(cmd[len(cli):]).replace(str(folder) + "/", ""))
             rows.append([label, "x".join(map(str, hr)), n, "x".join(map(str, tile_arg)) if tile_arg else "whole",
-                         f"{mb:.0f}", f"{per_frame:.2f}", f"{wall:.0f}"])
+                         f"{mb:.0f}", f"{per_frame:.2f}", f"{end_to_end:.2f}", f"{wall:.0f}"])
             log(f"{label}: peak RSS {mb:.0f} MB, {per_frame:.2f} s/frame, {wall:.0f} s wall")
             out.unlink(missing_ok=True)
     finally:
@@ -154,7 +155,8 @@ def main() -> None:
     for label, hr in ((short, shape), (long_, shape), ("large, whole frame", large), ("large, tiled", large)):
         targets.append([f"peak RSS <= 1.5 GB: {label} ({'x'.join(map(str, hr))})", f"{results[label]:.0f} MB",
                         "met" if results[label] <= ABSOLUTE_TARGET_MB else "missed"])
-    headers = ["run", "HR frame", "frames", "tiles", "peak RSS (MB)", "s/frame (median)", "wall s"]
+    headers = ["run", "HR frame", "frames", "tiles", "peak RSS (MB)", "SR s/frame (median)", "read+SR+write s/frame",
+               "process wall s"]
     print()
     print_table(headers, rows)
     print()

@@ -44,6 +44,8 @@ KEEP = 6.25
 COMPILE_BUDGET_S = 60.0
 #: hard limit of the compile child (it still reports the compiled speed when compilation overruns the budget)
 COMPILE_TIMEOUT_S = 240.0
+#: largest abs difference (normalised intensity) for an optimised path to count as matching the reference
+MATCH_TOL = 1e-3
 #: hard limit of the bf16 probe on its small input
 BF16_TIMEOUT_S = 60.0
 
@@ -331,27 +333,36 @@ def main() -> None:
     ref_ssim = ssim(reference[0, 0].numpy() * scale, target_frame)
     lever_rows: list[list[str]] = []
 
-    def add(name: str, seconds: float | None, out: torch.Tensor | None, verdict: str, note: str = "") -> None:
+    def judge(seconds: float, out: torch.Tensor) -> str:
+        """win / loss / no gain against the reference, and whether the output still matches it."""
+        ratio = ref_s / seconds
+        word = "win" if ratio >= 1.1 else "loss" if ratio <= 0.9 else "no gain (within 10 %)"
+        differs = float((out.float() - reference).abs().max()) > MATCH_TOL
+        return word + ("; output differs from the reference" if differs else "")
+
+    def add(name: str, seconds: float | None, out: torch.Tensor | None, verdict: str | None = None,
+            note: str = "") -> None:
         diff = "" if out is None else f"{float((out.float() - reference).abs().max()):.1e}"
+        verdict = verdict if verdict is not None else judge(seconds, out)
         q = "" if out is None else fmt(ssim(np.asarray(out[0, 0].float().numpy()) * scale, target_frame))
         speed = "" if seconds is None else f"{ref_s / seconds:.2f}x"
         lever_rows.append([name, "" if seconds is None else fmt(seconds), speed, diff, q, verdict, note])
         log(f"lever {name}: {lever_rows[-1][1:]}")
 
     add("reference: eager fp32, inference_mode, contiguous, whole frame, "
-        f"{threads} threads", ref_s, reference, "kept", "the path `mrisr reconstruct` runs")
+        f"{threads} threads", ref_s, reference, "reference", "the path `mrisr reconstruct` runs")
 
     with torch.no_grad():
         s, _ = time_call(lambda: net(x, p), repeats=repeats, warmup=1)
         out = net(x, p)
-    add("torch.no_grad instead of inference_mode", s, out, "kept" if s < ref_s * 0.97 else "dropped (no gain)")
+    add("torch.no_grad instead of inference_mode", s, out)
 
     s, _ = time_call(lambda: net(x, p), repeats=max(1, repeats // 2), warmup=1)
     out = net(x, p).detach()
-    add("autograd on (neither)", s, out, "dropped", "for reference")
+    add("autograd on (neither)", s, out, note="what a forgotten inference_mode costs")
 
     s, out = channels_last_run(net, x, p, repeats)
-    add("channels_last_3d (weights + UNet input)", s, out, "kept" if s < ref_s * 0.95 else "dropped (slower or no gain)")
+    add("channels_last_3d (weights + UNet input)", s, out)
 
     other = 1 if threads != 1 else 2
     torch.set_num_threads(other)
@@ -359,8 +370,8 @@ def main() -> None:
         s, _ = time_call(lambda: net(x, p), repeats=repeats, warmup=1)
         out = net(x, p)
     torch.set_num_threads(threads)
-    add(f"{other} thread(s) instead of {threads}", s, out, "reference" if other < threads else "n/a",
-        f"{threads}-thread speed-up {s / ref_s:.2f}x" if other < threads else "")
+    add(f"{other} thread(s) instead of {threads}", s, out, None,
+        f"{threads} threads are {s / ref_s:.2f}x as fast as {other}" if other < threads else "")
 
     for tile, overlap in (((128, 128, 32), 0.25), ((128, 128, 32), 0.0), ((96, 96, 16), 0.25)):
         tile_use = tuple(min(t, n) for t, n in zip(tile, x.shape[2:])) if not is_quick else tuple(max(8, n // 2) for n in x.shape[2:])
@@ -369,8 +380,10 @@ def main() -> None:
             s, _ = time_call(lambda: model._run(x, p), repeats=repeats, warmup=1)
             out = model._run(x, p)
         model.tile, model.tile_overlap = None, 0.25
-        add(f"sliding-window tiles {'x'.join(map(str, tile_use))}, overlap {overlap}, batch 2", s, out,
-            "kept for huge frames only" if s > ref_s else "kept", "bounds memory; whole frame is faster")
+        auto = overlap == 0.25 and tile_use[:2] == (128, 128)
+        add(f"sliding-window tiles {'x'.join(map(str, tile_use))}, overlap {overlap}, batch 2, gaussian", s, out, None,
+            "what frames > 12 M voxels use (bounds memory)" if auto else
+            "seams: overlap 0 changes the output" if overlap == 0 else "")
 
     with tempfile.TemporaryDirectory(prefix="mrisr-bench-") as tmp:
         tmp = Path(tmp)
@@ -382,15 +395,14 @@ def main() -> None:
         if status == "ok" and "seconds" in info:
             out = torch.from_numpy(np.load(tmp / "compile_out.npy"))
             in_budget = info["compile_s"] <= COMPILE_BUDGET_S
-            verdict = ("kept" if info["seconds"] < ref_s * 0.9 else "dropped (gain < 10 %)") if in_budget else \
-                f"dropped (compilation > {COMPILE_BUDGET_S:.0f} s)"
+            verdict = judge(info["seconds"], out) + ("" if in_budget else f"; compilation > {COMPILE_BUDGET_S:.0f} s")
             add("torch.compile (inductor)", info["seconds"], out, verdict,
                 f"first call (compilation, cold cache) {info['compile_s']:.0f} s, per process and input shape")
         elif "compile_s" in info:
-            add("torch.compile (inductor)", None, None, "dropped",
+            add("torch.compile (inductor)", None, None, "failed",
                 f"compiled in {info['compile_s']:.0f} s, then {status}")
         else:
-            add("torch.compile (inductor)", None, None, "dropped", f"{status} (wall {wall:.0f} s)")
+            add("torch.compile (inductor)", None, None, "failed", f"{status} (wall {wall:.0f} s)")
 
         # bf16: only worth anything with native bf16 (avx512_bf16 / amx); probe once, small input, timeout
         flags = cpu_flags()
@@ -405,11 +417,11 @@ def main() -> None:
         if status == "ok" and "bf16_s" in info:
             note = (f"{why}; on {size}: fp32 {info['fp32_s']:.3f} s, bf16 {info['bf16_s']:.2f} s "
                     f"({info['bf16_s'] / info['fp32_s']:.0f}x slower), max abs diff {info['max_abs_diff']:.1e}")
-            verdict = "kept" if info["bf16_s"] < info["fp32_s"] * 0.9 else "dropped (slower)"
+            verdict = "win" if info["bf16_s"] < info["fp32_s"] * 0.9 else "loss"
         else:
             fp32 = f"fp32 {info['fp32_s']:.3f} s, " if "fp32_s" in info else ""
             note = f"{why}; on {size}: {fp32}bf16 {status}"
-            verdict = "dropped"
+            verdict = "loss (did not finish)"
         add("bf16 autocast (probe on a small input)", None, None, verdict, note)
 
     import importlib.util
@@ -460,7 +472,8 @@ def main() -> None:
         "### Levers\n\nEach lever changes one thing of the reference path on the main frame "
         f"({'x'.join(map(str, main_shape))}, frame 1, prior = SR of frame 0); max abs diff is against the "
         f"reference output (1.0 = the frame's 99.5th percentile); SSIM against the ground-truth frame "
-        f"(reference path: {ref_ssim:.4f}). `model.predict` (numpy in/out, normalisation) costs "
+        f"(reference path: {ref_ssim:.4f}). Verdict: win / loss = at least 10 % faster / slower than the "
+        f"reference; an output that differs by more than {MATCH_TOL:g} does not match it. `model.predict` (numpy in/out, normalisation) costs "
         f"{pred_s:.3f} s against {ref_s:.3f} s for the bare network.",
         markdown_table(lever_headers, lever_rows),
     ])
