@@ -139,3 +139,28 @@ def test_bundled_model_loads_when_shipped(name, frame_pair):
     out = model.predict(sinc, prior_frame)
     assert out.shape == HR_SHAPE
     assert np.isfinite(out).all()
+
+
+def test_cpu_models_run_channels_last_and_match_the_contiguous_layout(frame_pair):
+    """The CPU default (channels-last 3-D, measured faster) gives the contiguous layout's output."""
+    sinc, prior = frame_pair
+    fast = load("default")
+    plain = load("default", channels_last=False)
+    assert fast.network.memory_format == torch.channels_last_3d
+    conv = next(m for m in fast.network.modules() if isinstance(m, torch.nn.Conv3d) and m.weight.shape[2:] == (3, 3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert plain.network.memory_format == torch.contiguous_format
+    a, b = fast.predict(sinc, prior), plain.predict(sinc, prior)
+    assert a.flags.c_contiguous or a.ndim == 3
+    np.testing.assert_allclose(a, b, atol=1e-5 * float(np.abs(b).max()))
+
+
+def test_channels_last_model_saves_a_normal_checkpoint(tmp_path, frame_pair):
+    from mrisr.models import read_metadata
+    from mrisr.models.checkpoint import save_checkpoint
+
+    sinc, prior = frame_pair
+    model = load("default")
+    path = save_checkpoint(model.network, tmp_path / "copy.safetensors", dict(read_metadata(model.path)))
+    again = load(path, channels_last=False)
+    np.testing.assert_allclose(again.predict(sinc, prior), model.predict(sinc, prior), atol=1e-5 * float(sinc.max()))

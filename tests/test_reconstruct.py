@@ -241,3 +241,15 @@ def test_lr_is_the_kspace_centre_of_the_truth(case):
     phantom, _ = case
     np.testing.assert_allclose(phantom.lr.data[..., 0], center_crop_lowres(phantom.hr.data[..., 0], 6.25),
                                atol=1e-3 * float(phantom.hr.data.max()))
+
+
+def test_frame_to_grid_torch_and_numpy_backends_agree():
+    from mrisr.reconstruct.stepwise import frame_to_grid
+
+    rng = np.random.default_rng(0)
+    frame = (rng.random((33, 30, 5)) * 100).astype(np.float32)
+    fast, ref = frame_to_grid(frame, (130, 120)), frame_to_grid(frame, (130, 120), backend="numpy")
+    assert fast.dtype == ref.dtype == np.float32 and fast.shape == ref.shape == (130, 120, 5)
+    np.testing.assert_allclose(fast, ref, atol=1e-5 * float(ref.max()))
+    # a float64 input comes back as float32
+    assert frame_to_grid(frame.astype(np.float64), (66, 60)).dtype == np.float32

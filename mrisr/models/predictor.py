@@ -50,9 +50,16 @@ class SRModel:
         meta: checkpoint metadata.
         device: torch device.
         source: path (or bundled name) the model came from.
+        channels_last: run the network in the channels-last 3-D memory layout (default: on the
+            CPU, where it was measured to be faster; the output differs by ~1e-7 of the scale).
     """
 
-    def __init__(self, network: torch.nn.Module, meta: dict, device: torch.device, source: str | Path = "") -> None:
+    def __init__(self, network: torch.nn.Module, meta: dict, device: torch.device, source: str | Path = "",
+                 channels_last: bool | None = None) -> None:
+        if channels_last is None:
+            channels_last = device.type == "cpu"
+        if channels_last and hasattr(network, "set_memory_format"):
+            network.set_memory_format(torch.channels_last_3d)
         self.network = network
         self.meta = meta
         self.device = device

@@ -30,17 +30,20 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
     return Path(name_or_path)
 
 
-def load(name_or_path: str | Path = "default", device: str = "cpu") -> SRModel:
+def load(name_or_path: str | Path = "default", device: str = "cpu", channels_last: bool | None = None) -> SRModel:
     """Load a bundled model by name or any mrisr checkpoint by path.
 
     Example:
         >>> model = load("default")  # doctest: +SKIP
         >>> sr = model.predict(sinc_frame, prior_frame)  # doctest: +SKIP
+
+    ``channels_last``: memory layout of the network (default: channels-last 3-D on the CPU,
+    contiguous elsewhere; see :class:`~mrisr.models.predictor.SRModel`).
     """
     path = resolve_model_path(name_or_path)
     dev = resolve_device(device)
     network, meta = load_network(path, dev)
-    model = SRModel(network, meta, dev, source=name_or_path)
+    model = SRModel(network, meta, dev, source=name_or_path, channels_last=channels_last)
     model.meta.setdefault("sha256", file_sha256(path))
     model.path = path
     return model

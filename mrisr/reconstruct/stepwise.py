@@ -89,6 +89,20 @@ def data_consistency(sr: np.ndarray, lr_frame: np.ndarray) -> np.ndarray:
     return np.abs(ifftc(k, (0, 1))).astype(np.float32)
 
 
+def frame_to_grid(frame: np.ndarray, hr_inplane: tuple[int, int], backend: str = "torch") -> np.ndarray:
+    """An LR frame ``(X, Y, Z)`` on the HR grid by in-plane k-space zero-filling (sinc), float32.
+
+    ``backend="torch"`` (torch.fft, complex64) is about 2.5x faster than ``"numpy"`` on a
+    256x256x32 grid and agrees with it within ~1e-6 of the intensity scale (``benchmarks/speed.py``).
+    """
+    if backend == "numpy":
+        return zero_fill(frame, hr_inplane).astype(np.float32, copy=False)
+    import torch
+
+    data = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32))
+    return zero_fill(data, hr_inplane).numpy()
+
+
 def choose_model_name(options: ReconstructOptions, has_prior: bool) -> str:
     if str(options.model) == "default":
         return "default" if has_prior else "default-noprior"
@@ -136,11 +150,13 @@ class Reconstruction:
             )
         self.prior_raw = prior
         self.prior: PreparedPrior | None = None
+        #: zero-fill backend of :func:`frame_to_grid` (``numpy`` only to benchmark against)
+        self.fft_backend = "torch"
 
     def prepare_prior(self, first_frame: np.ndarray) -> None:
         if self.prior_raw is None:
             return
-        sinc0 = zero_fill(first_frame, self.grid.hr_inplane)
+        sinc0 = frame_to_grid(first_frame, self.grid.hr_inplane, self.fft_backend)
         self.prior = prepare_prior(self.prior_raw, self.grid.hr_shape, self.grid.hr_affine, sinc0,
                                    self.grid.lr_shape[:2], self.dynamic.name)
 
@@ -154,7 +170,7 @@ class Reconstruction:
             start = time.perf_counter()
             if t == 0 and self.prior is None and self.prior_raw is not None:
                 self.prepare_prior(frame)
-            sinc = zero_fill(frame, self.grid.hr_inplane)
+            sinc = frame_to_grid(frame, self.grid.hr_inplane, self.fft_backend)
             prior = None
             if self.model.uses_prior:
                 if self.prior is None:

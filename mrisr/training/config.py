@@ -67,6 +67,26 @@ class PriorConfig(_Strict):
     self_prior_start: float = Field(0.4, ge=0, le=1, description="fraction of training after which self-priors start")
 
 
+class ChainConfig(_Strict):
+    """Recurrent training on simulated series (see :mod:`mrisr.training.chains`)."""
+
+    probability: float = Field(0.0, ge=0, le=1, description="fraction of steps that train on chain frames (0: off)")
+    start: float = Field(0.0, ge=0, le=1, description="fraction of training after which chain steps start")
+    length: tuple[int, int] = (8, 48)
+    period: tuple[float, float] = (6.0, 24.0)
+    irregular_mm: tuple[float, float] = (0.0, 1.0)
+    planning_fraction: float = Field(0.25, ge=0, le=1)
+    pool: int = Field(16, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        if not (1 <= self.length[0] <= self.length[1]):
+            raise ValueError("chains.length must satisfy 1 <= shortest <= longest")
+        if not (1 <= self.period[0] <= self.period[1]):
+            raise ValueError("chains.period must satisfy 1 <= shortest <= longest (frames)")
+        return self
+
+
 class ModelConfig(_Strict):
     use_prior: bool = True
     channels: list[int] = Field(default_factory=lambda: [24, 48, 96, 192], min_length=2)
@@ -113,10 +133,12 @@ class TrainConfig(_Strict):
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     motion: MotionConfig = Field(default_factory=MotionConfig)
     prior: PriorConfig = Field(default_factory=PriorConfig)
+    chains: ChainConfig = Field(default_factory=ChainConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    init: str | None = Field(None, description="start from these weights (bundled name or checkpoint path)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)
     checkpoint_every_steps: int = Field(500, ge=1)

@@ -19,10 +19,39 @@ from mrisr.io.errors import MrisrInputError
 from mrisr.models.checkpoint import save_checkpoint
 from mrisr.models.network import PriorSRNet
 from mrisr.models.predictor import resolve_device
+from mrisr.training.chains import ChainMemory, ChainSettings, ChainStream
 from mrisr.training.config import TrainConfig
 from mrisr.training.losses import SRLoss
 from mrisr.training.pairs import PairGenerator, PairSettings, degrade_prior, random_field, sinc_lowres, warp
 from mrisr.training.sources import SlabVolume, build_bank
+
+
+def chain_settings(cfg: TrainConfig) -> ChainSettings:
+    c = cfg.chains
+    return ChainSettings(length=tuple(c.length), period=tuple(c.period), irregular_mm=tuple(c.irregular_mm),
+                         planning_fraction=c.planning_fraction, pool=c.pool)
+
+
+def initial_weights(cfg: TrainConfig, net: PriorSRNet, device: torch.device) -> dict | None:
+    """Load ``cfg.init`` (a bundled name or checkpoint path) into ``net``; its provenance for the metadata."""
+    if not cfg.init:
+        return None
+    from mrisr.models.checkpoint import file_sha256, load_network
+    from mrisr.models.registry import resolve_model_path
+
+    path = resolve_model_path(cfg.init)
+    loaded, meta = load_network(path, device)
+    if meta.get("arguments") != net.config():
+        raise MrisrInputError(
+            f"{path}: init checkpoint model {meta.get('arguments')} differs from the recipe's model {net.config()}; "
+            "set the recipe's model section to the checkpoint's settings"
+        )
+    net.load_state_dict(loaded.state_dict())
+    return {"source": str(cfg.init), "sha256": file_sha256(path), "steps": meta.get("training", {}).get("steps")}
+
+
+def _loader(dataset, workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=4 if workers else None)
 
 
 def pair_settings(cfg: TrainConfig) -> PairSettings:
@@ -188,6 +217,7 @@ def train(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     net = PriorSRNet(**cfg.model.model_dump()).to(device)
+    init_info = initial_weights(cfg, net, device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     start_step, elapsed_before = 0, 0.0
     state_path = output.with_suffix(".state.pt")
@@ -210,17 +240,26 @@ def train(
             start_step = int(meta.get("training", {}).get("steps", 0))
     loss_fn = SRLoss(cfg.loss.l1, cfg.loss.ssim, cfg.loss.perceptual).to(device)
     bank = build_bank(cfg.data.train, cfg.data.inplane_mm, cfg.data.slice_mm, list(cfg.data.orientations))
-    stream = PairStream(bank, pair_settings(cfg), cfg.optim.batch_size,
-                        cfg.prior.self_prior_probability if cfg.model.use_prior else 0.0, cfg.seed + start_step)
-    workers = 0 if cfg.data_workers == 0 else cfg.data_workers
-    loader = DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=4 if workers else None)
+    workers = cfg.data_workers
+    use_chains = cfg.model.use_prior and cfg.chains.probability > 0
+    pairs = None
+    if not use_chains or cfg.chains.probability < 1 or cfg.chains.start > 0:
+        pairs = iter(_loader(PairStream(bank, pair_settings(cfg), cfg.optim.batch_size,
+                                        cfg.prior.self_prior_probability if cfg.model.use_prior else 0.0,
+                                        cfg.seed + start_step), workers))
+    chains = None
+    if use_chains:
+        chains = iter(_loader(ChainStream(bank, pair_settings(cfg), chain_settings(cfg), cfg.optim.batch_size,
+                                          cfg.seed + 31 + start_step), workers))
+    memory = ChainMemory()
+    pick = np.random.default_rng(cfg.seed + 97 + start_step)
     cases = build_validation(cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     budget_s = cfg.optim.minutes * 60 if cfg.optim.minutes else None
     t0 = time.time() - elapsed_before
     step = start_step
     last_val: dict = {}
-    fields = ["step", "elapsed_s", "lr", "loss", "l1", "ssim_loss", "val_sinc_ssim", "val_ssim", "val_gain"]
+    fields = ["step", "elapsed_s", "lr", "loss", "l1", "ssim_loss", "chain", "val_sinc_ssim", "val_ssim", "val_gain"]
     new_log = not (resume and log_path.exists())
     with open(log_path, "a" if not new_log else "w", newline="") as log_fh:
         writer = csv.DictWriter(log_fh, fieldnames=fields)
@@ -228,17 +267,24 @@ def train(
             writer.writeheader()
         net.train()
         running: list[float] = []
-        for batch in loader:
+        while True:
             elapsed = time.time() - t0
             progress = max(step / cfg.optim.steps, elapsed / budget_s if budget_s else 0.0)
             if progress >= 1.0:
                 break
             for group in opt.param_groups:
                 group["lr"] = cfg.optim.lr * _lr_factor(progress, step, cfg.optim.warmup_steps)
+            chain_step = chains is not None and progress >= cfg.chains.start and (
+                pairs is None or pick.uniform() < cfg.chains.probability)
+            batch = next(chains if chain_step else pairs)
             sinc = batch["sinc"].to(device)
-            prior = batch["prior"].to(device)
             target = batch["target"].to(device)
-            if cfg.model.use_prior and progress >= cfg.prior.self_prior_start and bool(batch["self_prior"].any()):
+            if chain_step:
+                prior = memory.priors(batch, device)
+            else:
+                prior = batch["prior"].to(device)
+            if (not chain_step and cfg.model.use_prior and progress >= cfg.prior.self_prior_start
+                    and bool(batch["self_prior"].any())):
                 sel = batch["self_prior"].to(device)
                 with torch.no_grad():
                     own = net(batch["prev_sinc"].to(device)[sel], batch["prev_prior"].to(device)[sel]).clamp_min(0)
@@ -247,6 +293,8 @@ def train(
             with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
                 pred = net(sinc, prior) if cfg.model.use_prior else net(sinc)
             loss, parts = loss_fn(pred.float(), target)
+            if chain_step:
+                memory.remember(batch, pred)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -256,7 +304,8 @@ def train(
             step += 1
             running.append(float(loss.detach()))
             row = {"step": step, "elapsed_s": round(time.time() - t0, 1), "lr": opt.param_groups[0]["lr"],
-                   "loss": float(loss.detach()), **{k: v for k, v in parts.items() if k in fields}}
+                   "loss": float(loss.detach()), "chain": int(chain_step),
+                   **{k: v for k, v in parts.items() if k in fields}}
             if step % cfg.validation.every_steps == 0 and cases:
                 last_val = validate(net, cases, device)
                 gains = [v["ssim"] - v["sinc_ssim"] for k, v in last_val.items() if k.startswith("keep")]
@@ -269,11 +318,11 @@ def train(
             if on_progress:
                 on_progress(step, cfg.optim.steps, {"loss": float(np.mean(running[-20:])), "progress": progress, **row})
             if step % cfg.checkpoint_every_steps == 0:
-                save_checkpoint(net, output, checkpoint_meta(cfg, net, step, last_val, {"partial": True}))
+                save_checkpoint(net, output, checkpoint_meta(cfg, net, step, last_val, {"partial": True, "init": init_info}))
                 torch.save({"optimizer": opt.state_dict(), "step": step, "elapsed": time.time() - t0}, state_path)
     if cases:
         last_val = validate(net, cases, device)
     save_checkpoint(net, output, checkpoint_meta(cfg, net, step, last_val,
-                                                 {"training_seconds": round(time.time() - t0, 1)}))
+                                                 {"training_seconds": round(time.time() - t0, 1), "init": init_info}))
     torch.save({"optimizer": opt.state_dict(), "step": step, "elapsed": time.time() - t0}, state_path)
     return output
