@@ -38,13 +38,17 @@ def make_case(shape: tuple[int, int, int], frames: int, seed: int = 0):
     return make_dynamic(static_slab(shape), frames=frames, keep=KEEP, seed=seed)
 
 
-def stepwise(model, phantom, threads: int, fft_backend: str = "torch") -> dict:
-    """Step-wise reconstruction of the whole phantom; frame 0 (prior preparation, warm-up) untimed."""
+def stepwise(model, phantom, threads: int, fft_backend: str = "torch", prior_mode: str | None = None) -> dict:
+    """Step-wise reconstruction of the whole phantom; frame 0 (prior preparation, warm-up) untimed.
+    ``prior_mode`` None: the default options."""
     from mrisr.metrics import ssim
     from mrisr.reconstruct import ReconstructOptions
     from mrisr.reconstruct.stepwise import Reconstruction
 
-    rec = Reconstruction(phantom.lr, phantom.planning, ReconstructOptions(device="cpu", threads=threads), model=model)
+    options = ReconstructOptions(device="cpu", threads=threads)
+    if prior_mode:
+        options.prior_mode = prior_mode
+    rec = Reconstruction(phantom.lr, phantom.planning, options, model=model)
     rec.fft_backend = fft_backend
     seconds, ssims, srs = [], [], []
     for result in rec.frames():
@@ -74,15 +78,17 @@ def measure_size(model, anchor: nn.Module, shape: tuple[int, int, int], frames: 
     log(f"phantom {shape} ({frames} frames)")
     phantom = make_case(shape, frames)
     before = before_optimisation(model)
-    shipped_s, before_s = [], []
-    for _ in range(2):  # alternate, so a change in machine load hits both alike
-        before_run = stepwise(before, phantom, threads, fft_backend="numpy")
+    shipped_s, planning_s, before_s = [], [], []
+    for _ in range(2):  # alternate, so a change in machine load hits all alike
+        before_run = stepwise(before, phantom, threads, fft_backend="numpy", prior_mode="planning")
+        planning_run = stepwise(model, phantom, threads, prior_mode="planning")
         step = stepwise(model, phantom, threads)
         before_s += before_run["seconds"]
+        planning_s += planning_run["seconds"]
         shipped_s += step["seconds"]
-    step_s, old_s = float(np.median(shipped_s)), float(np.median(before_s))
-    log(f"step-wise {shape}: {step_s:.3f} s/frame, before optimisation {old_s:.3f} s/frame "
-        f"(frames {[round(s, 3) for s in shipped_s]} / {[round(s, 3) for s in before_s]})")
+    step_s, plan_s, old_s = (float(np.median(v)) for v in (shipped_s, planning_s, before_s))
+    log(f"step-wise {shape}: default {step_s:.3f} s/frame, planning prior {plan_s:.3f}, before optimisation "
+        f"{old_s:.3f} (frames {[round(s, 3) for s in shipped_s]} / {[round(s, 3) for s in before_s]})")
     sinc = frame_to_grid(phantom.lr.data[..., 1], step["grid"].hr_inplane)
     scale = robust_scale(sinc, model.percentile)
     x = torch.from_numpy(sinc / scale)[None, None].contiguous()
@@ -97,10 +103,11 @@ def measure_size(model, anchor: nn.Module, shape: tuple[int, int, int], frames: 
     with torch.inference_mode():
         anchor_s, anchor_all = time_call(lambda: anchor(both), repeats=anchor_repeats, warmup=0)
     log(f"anchor replica {shape}: {anchor_s:.2f} s ({[round(a, 2) for a in anchor_all]}), {anchor_flops / 1e9:.0f} GFLOP")
-    max_diff = max(float(np.abs(a - b).max()) for a, b in zip(step["srs"], before_run["srs"])) / scale
-    return {"stepwise_s": step_s, "before_s": old_s, "network_s": network_s, "anchor_s": anchor_s,
-            "ours_gflop": flops / 1e9, "anchor_gflop": anchor_flops / 1e9, "ssim": step["ssim"],
-            "before_ssim": before_run["ssim"], "before_diff": max_diff, "sinc_ssim": sinc_ssim(phantom, step["grid"]),
+    max_diff = max(float(np.abs(a - b).max()) for a, b in zip(planning_run["srs"], before_run["srs"])) / scale
+    return {"stepwise_s": step_s, "planning_s": plan_s, "before_s": old_s, "network_s": network_s,
+            "anchor_s": anchor_s, "ours_gflop": flops / 1e9, "anchor_gflop": anchor_flops / 1e9, "ssim": step["ssim"],
+            "planning_ssim": planning_run["ssim"], "before_ssim": before_run["ssim"], "before_diff": max_diff,
+            "sinc_ssim": sinc_ssim(phantom, step["grid"]),
             "x": x, "p": p, "scale": scale, "reference": reference, "target": phantom.hr.data[..., 1].copy(),
             "lr_frame": phantom.lr.data[..., 1].copy(), "hr_inplane": step["grid"].hr_inplane}
 
@@ -151,11 +158,12 @@ def main() -> None:
         ours_gfs = size["ours_gflop"] / size["network_s"]
         anchor_gfs = size["anchor_gflop"] / size["anchor_s"]
         headline_rows.append([
-            "x".join(map(str, shape)), fmt(size["stepwise_s"]), fmt(size["before_s"]), fmt(size["network_s"]),
-            fmt(size["anchor_s"], 2), f"{size['anchor_s'] / size['stepwise_s']:.1f}x", f"{size['ours_gflop']:.1f}",
+            "x".join(map(str, shape)), fmt(size["stepwise_s"]), fmt(size["planning_s"]), fmt(size["before_s"]),
+            fmt(size["network_s"]), fmt(size["anchor_s"], 2), f"{size['anchor_s'] / size['stepwise_s']:.1f}x",
+            f"{size['anchor_s'] / size['planning_s']:.1f}x", f"{size['ours_gflop']:.1f}",
             f"{ours_gfs:.1f}", f"{100 * ours_gfs / ceiling['gflop_s']:.0f} %", f"{size['anchor_gflop']:.0f}",
-            f"{anchor_gfs:.1f}", fmt(size["ssim"], 4), fmt(size["before_ssim"], 4), f"{size['before_diff']:.1e}",
-            fmt(size["sinc_ssim"], 4),
+            f"{anchor_gfs:.1f}", fmt(size["ssim"], 4), fmt(size["planning_ssim"], 4), fmt(size["before_ssim"], 4),
+            f"{size['before_diff']:.1e}", fmt(size["sinc_ssim"], 4),
         ])
         size["ours_gflop_s"] = ours_gfs
 
@@ -163,22 +171,26 @@ def main() -> None:
     levers = measure_levers(model, m, threads, repeats, is_quick)
 
     prior_mode = ReconstructOptions().prior_mode
-    headers = ["HR frame (X x Y x Z)", "step-wise s/frame", "before optimisation s/frame", "network s", "anchor s",
-               "x faster than anchor", "our GFLOP", "our GFLOP/s", "% of conv ceiling", "anchor GFLOP",
-               "anchor GFLOP/s", f"SSIM (prior mode {prior_mode})", "SSIM before optimisation",
-               "max abs diff to before (normalised)", "SSIM sinc"]
+    headers = ["HR frame (X x Y x Z)", f"s/frame, default prior mode ({prior_mode})", "s/frame, planning prior",
+               "s/frame, planning prior before optimisation", "network s", "anchor s",
+               f"x faster than anchor ({prior_mode})", "x faster than anchor (planning)", "our GFLOP", "our GFLOP/s",
+               "% of conv ceiling", "anchor GFLOP", "anchor GFLOP/s", f"SSIM ({prior_mode})", "SSIM (planning)",
+               "SSIM (planning, before optimisation)", "max abs diff planning vs before (normalised)", "SSIM sinc"]
     lever_headers = ["lever (on the main frame)", "s", "reference s (interleaved)", "speed vs reference",
                      "max abs diff (normalised)", "SSIM", "verdict", "note"]
     print()
     print_table(headers, headline_rows)
     print()
     print_table(lever_headers, levers["rows"])
-    quality_kept = m["before_diff"] <= MATCH_TOL and m["ssim"] >= m["before_ssim"] - 1e-4
+    quality_kept = m["before_diff"] <= MATCH_TOL and m["planning_ssim"] >= m["before_ssim"] - 1e-4
+    frame = "x".join(map(str, main_shape))
     targets = [
-        [f"<= 0.5 s per {'x'.join(map(str, main_shape))} frame on {threads} threads", f"{m['stepwise_s']:.3f} s/frame",
-         "met" if m["stepwise_s"] <= 0.5 else "missed"],
-        ["no loss of quality against the model before optimisation",
-         f"SSIM {m['ssim']:.4f} vs {m['before_ssim']:.4f}, max abs diff {m['before_diff']:.1e}",
+        [f"<= 0.5 s per {frame} frame on {threads} threads, default prior mode ({prior_mode})",
+         f"{m['stepwise_s']:.3f} s/frame", "met" if m["stepwise_s"] <= 0.5 else "missed"],
+        [f"<= 0.5 s per {frame} frame on {threads} threads, planning prior", f"{m['planning_s']:.3f} s/frame",
+         "met" if m["planning_s"] <= 0.5 else "missed"],
+        ["no loss of quality against the model before optimisation (planning prior)",
+         f"SSIM {m['planning_ssim']:.4f} vs {m['before_ssim']:.4f}, max abs diff {m['before_diff']:.1e}",
          "met" if quality_kept else "missed"],
         [">= 30x faster than the anchor replica", f"{m['anchor_s'] / m['stepwise_s']:.1f}x",
          "met" if m["anchor_s"] / m["stepwise_s"] >= 30 else "missed"],
@@ -192,9 +204,11 @@ def main() -> None:
         f"Default model `{model.source}` ({n_params(net) / 1e6:.2f} M parameters, "
         f"{json.dumps(model.meta.get('arguments', {}))}); anchor replica {anchor_params / 1e6:.2f} M parameters "
         "(random weights: speed only). LR = central 6.25 % of in-plane k-space, prior on the HR grid; "
-        f"step-wise = `Reconstruction.frames()` with the default options (prior mode `{prior_mode}`; zero-fill + "
-        f"normalise + network), median of frames 1-{frames - 1} of a {frames}-frame phantom, two runs alternating "
-        "with the path before optimisation (contiguous memory layout, numpy zero-fill); frame 0 prepares the prior. "
+        f"s/frame = `Reconstruction.frames()` (zero-fill + prior + normalise + network) with the default options "
+        f"(prior mode `{prior_mode}`, which includes registering the planning scan to each frame) and with the "
+        "planning scan as the prior, median of frames "
+        f"1-{frames - 1} of a {frames}-frame phantom, two runs each, alternating with the path before optimisation "
+        "(planning prior, contiguous memory layout, numpy zero-fill); frame 0 prepares the prior. "
         f"Network and anchor times: median of {repeats} (anchor {anchor_repeats}) forward passes after a warm-up, "
         f"`torch.inference_mode`, {threads} threads. x faster = anchor forward / our step-wise frame "
         "(conservative: ours includes pre- and post-processing). FLOPs count Conv3d/ConvTranspose3d only "

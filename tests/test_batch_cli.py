@@ -98,7 +98,7 @@ def test_bids_cohort_end_to_end_resume_and_reruns(cohort, tmp_path):
         for role, key in (("dynamic", "lr"), ("planning", "planning"), ("ground_truth", "hr")):
             assert block["inputs"][role]["sha256"] == sha256(bids / names[key])
         assert block["model"]["sha256"] == model_sha
-        assert block["options"]["prior_mode"] == "planning" and block["runtime"]["device"] == "cpu"
+        assert block["options"]["prior_mode"] == "tracked" and block["runtime"]["device"] == "cpu"
         assert block["output"]["sha256"] == sha256(sr_path(out, label))
         assert block["frames"] == 3 and len(block["timings"]["frame_s"]) == 3 and block["timings"]["total_s"] > 0
         expected = summarise(evaluate_frames(predicted.data, truth.data))

@@ -148,7 +148,7 @@ def test_output_equal_to_input(case, work):
 
 def test_bogus_prior_mode(case, work):
     result = _invoke(work / "scan.nii.gz", "--model", case["tiny_noprior"], "--prior-mode", "bogus")
-    _assert_failed_cleanly(result, work, "bogus", "choose previous or planning")
+    _assert_failed_cleanly(result, work, "bogus", "choose one of tracked, planning, previous")
 
 
 def test_finetune_without_prior(case, work):

@@ -138,7 +138,7 @@ def test_stepwise_uses_the_previous_result_as_prior(case):
 
 def test_prior_mode_and_options_are_validated(case):
     phantom, files = case
-    with pytest.raises(MrisrInputError, match="--prior-mode bogus: choose previous or planning"):
+    with pytest.raises(MrisrInputError, match="--prior-mode bogus: choose one of tracked, planning, previous"):
         ReconstructOptions(prior_mode="bogus").validate()
     with pytest.raises(MrisrInputError, match="--prior-mode bogus"):
         next(iter_reconstruct(phantom.lr, phantom.planning, ReconstructOptions(model=str(files["tiny"]),

@@ -72,7 +72,7 @@ class ReconstructSettings(_Strict):
     """
 
     model: str = "default"
-    prior_mode: Literal["previous", "planning"] = "planning"
+    prior_mode: Literal["tracked", "planning", "previous"] = "tracked"
     factor: float | None = Field(None, gt=1, le=16)
     matrix: tuple[int, int] | None = None
     data_consistency: bool = False

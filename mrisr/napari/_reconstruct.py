@@ -81,7 +81,7 @@ class ReconstructWidget(Container):
         self.prior = layer_combo(viewer, "prior (planning)", ndims=(3,), prefer=("planning",), optional=True)
         self.model = ComboBox(label="model", choices=["default", "default-noprior", MODEL_FILE], value="default")
         self.model_file = FileEdit(label="model file", mode="r", filter="*.safetensors", visible=False)
-        self.prior_mode = ComboBox(label="prior of frame t", choices=["previous", "planning"], value="planning")
+        self.prior_mode = ComboBox(label="prior of frame t", choices=["tracked", "planning", "previous"], value="tracked")
         self.factor = FloatSpinBox(label="in-plane factor (0: auto)", value=0.0, min=0.0, max=16.0, step=0.5)
         self.data_consistency = CheckBox(text="data consistency (keep measured k-space)", value=False)
         self.finetune = CheckBox(text="fine-tune on the planning scan", value=False)

@@ -19,6 +19,9 @@ from mrisr.kspace.functional import fftc, ifftc, pad_kspace, zero_fill
 from mrisr.reconstruct.grid import HRGrid, plan_grid
 from mrisr.reconstruct.prior import PreparedPrior, prepare_prior
 
+#: the prior modes, the default first
+PRIOR_MODES = ("tracked", "planning", "previous")
+
 
 @dataclass
 class ReconstructOptions:
@@ -27,8 +30,11 @@ class ReconstructOptions:
     Attributes:
         model: ``default`` (picks ``default`` or ``default-noprior`` by prior presence), a bundled
             name or a checkpoint path.
-        prior_mode: ``planning`` (default: the planning scan is the prior of every frame) or ``previous``
-            (step-wise: the SR of frame t-1 is the prior of frame t; drifts over long series with the bundled model).
+        prior_mode: the prior of each frame: ``tracked`` (the planning scan deformed to the frame's
+            motion state, registered to its LR data; see :mod:`mrisr.reconstruct.motion`),
+            ``planning`` (the planning scan as it is) or ``previous`` (step-wise: the SR of frame
+            t-1; the network's errors feed back and grow over long series). Frame 0 always uses
+            the planning scan (tracked to frame 0 in ``tracked`` mode).
         factor / matrix: in-plane HR grid; default: the prior's voxel size, else factor 4.
         data_consistency: put the measured central k-space back into each SR frame.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -39,7 +45,7 @@ class ReconstructOptions:
     """
 
     model: str = "default"
-    prior_mode: str = "planning"
+    prior_mode: str = "tracked"
     factor: float | None = None
     matrix: tuple[int, int] | None = None
     data_consistency: bool = False
@@ -55,8 +61,8 @@ class ReconstructOptions:
         return d
 
     def validate(self) -> None:
-        if self.prior_mode not in ("previous", "planning"):
-            raise MrisrInputError(f"--prior-mode {self.prior_mode}: choose previous or planning")
+        if self.prior_mode not in PRIOR_MODES:
+            raise MrisrInputError(f"--prior-mode {self.prior_mode}: choose one of {', '.join(PRIOR_MODES)}")
         if self.factor is not None and not (1 <= self.factor <= 16):
             raise MrisrInputError(f"--factor {self.factor}: in-plane factor must be in [1, 16]")
         if self.matrix is not None and min(self.matrix) < 2:
@@ -152,6 +158,7 @@ class Reconstruction:
         self.prior: PreparedPrior | None = None
         #: zero-fill backend of :func:`frame_to_grid` (``numpy`` only to benchmark against)
         self.fft_backend = "torch"
+        self.tracker = None  # the motion tracker of the ``tracked`` prior mode
 
     def prepare_prior(self, first_frame: np.ndarray) -> None:
         if self.prior_raw is None:
@@ -159,6 +166,10 @@ class Reconstruction:
         sinc0 = frame_to_grid(first_frame, self.grid.hr_inplane, self.fft_backend)
         self.prior = prepare_prior(self.prior_raw, self.grid.hr_shape, self.grid.hr_affine, sinc0,
                                    self.grid.lr_shape[:2], self.dynamic.name)
+        if self.options.prior_mode == "tracked" and self.model.uses_prior:
+            from mrisr.reconstruct.motion import MotionTracker
+
+            self.tracker = MotionTracker(self.prior.data, self.grid.lr_shape, device=self.model.device)
 
     def frames(self, cancel: Callable[[], bool] | None = None) -> Iterator[FrameResult]:
         total = self.dynamic.n_frames
@@ -175,8 +186,12 @@ class Reconstruction:
             if self.model.uses_prior:
                 if self.prior is None:
                     raise MrisrInputError(f"{self.dynamic.name}: the model needs a prior; pass --prior")
-                use_planning = previous is None or self.options.prior_mode == "planning"
-                prior = self.prior.data if use_planning else previous
+                if self.tracker is not None:
+                    prior = self.tracker.prior_for(frame)
+                elif previous is None or self.options.prior_mode == "planning":
+                    prior = self.prior.data
+                else:
+                    prior = previous
             sr = self.model.predict(sinc, prior)
             if self.options.data_consistency:
                 sr = data_consistency(sr, frame)

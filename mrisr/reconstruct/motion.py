@@ -1,0 +1,127 @@
+"""Motion-tracked planning prior: the planning scan deformed to each frame's motion state.
+
+The planning scan carries the subject's true fine detail, but it was acquired at another motion
+state (and without contrast); a previous SR frame is at nearly the right motion state, but it
+carries the network's own errors, which come back and grow from frame to frame. The ``tracked``
+prior mode takes the best of both: for every frame, the planning scan, brought to the dynamic's
+k-space band (central k-space crop, magnitude, on the LR matrix), is registered to the measured LR
+frame with symmetric-forces demons (:mod:`mrisr.reconstruct.demons`, smooth displacement field),
+starting from the previous frame's displacement; the full-resolution planning scan is then warped
+with that field, upsampled to the HR grid. Each frame's prior depends only on
+the planning scan and that frame's own data, so nothing accumulates over the series.
+
+Everything happens in the dynamic's voxel frame: HR index ``N // 2`` and LR index ``M // 2``
+coincide (the k-space zero-fill convention of :mod:`mrisr.io`), so the LR and HR images overlay
+exactly without their world affines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mrisr.kspace.functional import crop_kspace, fftc, ifftc
+from mrisr.reconstruct.demons import demons, match_histogram, warp_to
+
+
+@dataclass
+class TrackingSettings:
+    """Registration knobs (measured on unseen anatomy, see ``benchmarks/quality.py``).
+
+    Attributes:
+        iterations: demons iterations per frame after the first (which starts from the previous
+            frame's motion, so few are needed).
+        first_iterations: demons iterations for the first frame (from no motion).
+        smoothing_voxels: Gaussian smoothing of the displacement, in LR voxels.
+        histogram_match: match the planning scan's intensities to each frame first (contrast
+            uptake and coil shading differ between the scans).
+        max_inplane: largest in-plane registration matrix; a larger LR matrix is registered on a
+            coarser one (a further central k-space crop, same convention), which costs less and
+            loses little, as breathing motion is smooth.
+    """
+
+    iterations: int = 10
+    first_iterations: int = 40
+    smoothing_voxels: float = 1.0
+    histogram_match: bool = True
+    max_inplane: int = 40
+
+
+def band_limit(volume: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
+    """What the dynamic sequence would measure of ``volume``: its central in-plane k-space on the
+    LR matrix, as a magnitude image (the same operation that made the LR data)."""
+    k = crop_kspace(fftc(volume.astype(np.complex64), (0, 1)), tuple(lr_inplane), (0, 1))
+    return np.abs(ifftc(k, (0, 1))).astype(np.float32)
+
+
+def _interp_matrix(n_out: int, n_in: int) -> torch.Tensor:
+    """``(n_out, n_in)`` linear interpolation weights: output index ``i`` lies at input index
+    ``(i - n_out // 2) * n_in / n_out + n_in // 2`` (clamped to the grid)."""
+    pos = ((torch.arange(n_out, dtype=torch.float64) - n_out // 2) * (n_in / n_out) + n_in // 2).clamp(0, n_in - 1)
+    low = pos.floor().long().clamp(max=n_in - 1)
+    high = (low + 1).clamp(max=n_in - 1)
+    w = (pos - low).float()
+    mat = torch.zeros(n_out, n_in)
+    mat[torch.arange(n_out), low] += 1 - w
+    mat[torch.arange(n_out), high] += w
+    return mat
+
+
+class MotionTracker:
+    """Warps one planning scan to the motion state of each LR frame in turn.
+
+    Args:
+        planning: the planning scan on the HR grid ``(X', Y', Z)``.
+        lr_shape: the dynamic's matrix ``(X, Y, Z)`` (same Z as the HR grid).
+        settings: registration settings.
+        device: torch device for the registration and the warp.
+    """
+
+    def __init__(self, planning: np.ndarray, lr_shape, settings: TrackingSettings | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        self.settings = settings or TrackingSettings()
+        self.device = torch.device(device)
+        planning = np.asarray(planning, dtype=np.float32)
+        self.hr_shape = tuple(planning.shape)
+        if int(lr_shape[2]) != self.hr_shape[2]:
+            raise ValueError(f"LR {tuple(lr_shape)} and HR {self.hr_shape} grids must have the same number of slices")
+        self.lr_shape = (int(lr_shape[0]), int(lr_shape[1]), int(lr_shape[2]))
+        self._planning_hr = torch.from_numpy(planning).to(self.device)
+        factor = max(1, -(-max(self.lr_shape[:2]) // int(self.settings.max_inplane)))
+        self.reg_shape = (max(2, self.lr_shape[0] // factor), max(2, self.lr_shape[1] // factor), self.lr_shape[2])
+        self._planning_reg = band_limit(planning, self.reg_shape[:2])
+        self._up = [_interp_matrix(self.hr_shape[a], self.reg_shape[a]).to(self.device) for a in range(2)]
+        self._field: torch.Tensor | None = None  # the previous frame's displacement (registration grid and voxels)
+
+    def displacement(self, lr_frame: np.ndarray) -> torch.Tensor:
+        """Register the band-limited planning scan to ``lr_frame`` ``(X, Y, Z)`` (magnitude, LR
+        matrix); the displacement ``(3, *reg_shape)`` on the registration grid, in its voxels."""
+        fixed_np = np.abs(np.asarray(lr_frame, dtype=np.float32))
+        if self.reg_shape[:2] != self.lr_shape[:2]:
+            fixed_np = band_limit(fixed_np, self.reg_shape[:2])
+        planning = self._planning_reg
+        moving_np = match_histogram(planning, fixed_np) if self.settings.histogram_match else planning
+        fixed = torch.from_numpy(np.ascontiguousarray(fixed_np)).to(self.device)
+        moving = torch.from_numpy(np.ascontiguousarray(moving_np)).to(self.device)
+        s = self.settings
+        iterations = s.first_iterations if self._field is None else s.iterations
+        with torch.inference_mode():
+            self._field = demons(fixed, moving, iterations, s.smoothing_voxels, init=self._field)
+        return self._field
+
+    def prior_for(self, lr_frame: np.ndarray) -> np.ndarray:
+        """The planning scan warped to ``lr_frame``'s motion state, on the HR grid ``(X', Y', Z)``."""
+        field = self.displacement(lr_frame)
+        with torch.inference_mode():
+            # the field on the HR grid (separable linear interpolation, k-space centre convention), in HR voxels
+            field_hr = torch.einsum("cxyz,Xx,Yy->cXYz", field, self._up[0], self._up[1])
+            field_hr = field_hr * torch.tensor([h / r for h, r in zip(self.hr_shape, self.reg_shape)],
+                                               device=self.device).view(3, 1, 1, 1)
+            warped = warp_to(self._planning_hr, field_hr, self.hr_shape)
+        return warped.clamp_min(0).cpu().numpy()
+
+    def reset(self) -> None:
+        """Forget the previous frame's motion (the next frame is registered from scratch)."""
+        self._field = None
