@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, nargs="+", default=None, help="fine-tuning budgets (default 0.5 1 2 4)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--no-stop-minutes", type=float, nargs="*", default=None,
-                        help="budgets run with early stopping off (default 1 4; none: skip)")
+                        help="budgets run with early stopping off (default 2; none: skip)")
     args = parser.parse_args()
 
     import torch
@@ -118,7 +118,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     is_quick = quick()
     budgets = args.minutes or ([0.05, 0.1] if is_quick else [0.5, 1.0, 2.0, 4.0])
-    no_stop = args.no_stop_minutes if args.no_stop_minutes is not None else ([0.1] if is_quick else [1.0, 4.0])
+    no_stop = args.no_stop_minutes if args.no_stop_minutes is not None else ([0.1] if is_quick else [2.0])
     shape, voxel = ((64, 72, 16), (3.0, 3.0, 6.0)) if is_quick else ((128, 144, 32), (1.5, 1.5, 3.0))
     frames = 3 if is_quick else FRAMES
     log(f"fine-tuning benchmark: MNI152 slab {shape} at {voxel} mm, {frames} frames, keep {KEEP} %, budgets {budgets} min")
