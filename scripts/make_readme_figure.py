@@ -2,8 +2,8 @@
 
 The data are a dynamic phantom made from the bundled sample (the Colin27 slab, see
 ``mrisr/data/README.md``): breathing motion and contrast uptake on the HR grid, the LR series
-keeping the central ``--keep`` % of k-space. The SR series is the bundled model run with its default options (the planning scan as the prior of every frame)
-(with ``--prior-mode previous`` frame t would be guided by the SR result of frame t-1). Every number in
+keeping the central ``--keep`` % of k-space. The SR series is the bundled model run with its default
+options (the ``tracked`` prior: the planning scan deformed to each frame's motion state). Every number in
 the figure is computed by :mod:`mrisr.metrics` against the phantom's ground truth.
 
 Note: Colin27 is one of the bundled model's training subjects, so this picture shows what the
@@ -34,7 +34,7 @@ def make_figure(
     seed: int = 0,
     model: str = "default",
 ) -> dict[str, float]:
-    """Phantom -> sinc baseline and SR (default: planning prior) -> figure. Returns the mean SSIM of each series."""
+    """Phantom -> sinc baseline and SR (default options: tracked planning prior) -> figure. Returns the mean SSIM of each series."""
     from mrisr.data import load_sample
     from mrisr.figures import comparison_figure
     from mrisr.kspace import zero_fill
@@ -54,13 +54,13 @@ def make_figure(
     if sr.shape != truth.shape or not np.allclose(sr_volume.affine, phantom.hr.affine, atol=1e-4):
         raise RuntimeError(f"SR grid {sr.shape} does not match the ground truth's {truth.shape}")
     curves = {name: [row["ssim"] for row in evaluate_frames(data, truth)] for name, data in
-              (("sinc (k-space zero-fill)", sinc), ("mrisr (planning prior)", sr))}
+              (("sinc (k-space zero-fill)", sinc), ("mrisr (tracked prior)", sr))}
     means = {name: summarise([{"ssim": v} for v in values], ("ssim",))["ssim_mean"] for name, values in curves.items()}
     shown = [0, frames - 1] if frames > 1 else [0]
     title = (
         f"Dynamic phantom from the bundled Colin27 slab: {phantom.keep_actual:.2f}% of k-space per frame, "
         f"{frames} frames; mean SSIM sinc {means['sinc (k-space zero-fill)']:.3f}, "
-        f"mrisr {means['mrisr (planning prior)']:.3f}"
+        f"mrisr {means['mrisr (tracked prior)']:.3f}"
     )
     columns = {"LR (acquired)": lr, "sinc": sinc, "SR (mrisr)": sr, "ground truth": truth}
     comparison_figure(output, columns, shown, sr_key="SR (mrisr)", ssim_curves=curves, title=title)
