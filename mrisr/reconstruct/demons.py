@@ -15,36 +15,36 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+_SMOOTH: dict[tuple, torch.Tensor] = {}
 
-def _gaussian_kernel(sigma: float) -> torch.Tensor:
-    radius = max(1, int(math.ceil(2.5 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    return k / k.sum()
+
+def _smooth_matrix(n: int, sigma: float, device) -> torch.Tensor:
+    """``(n, n)`` Gaussian smoothing along one axis with replicated borders (rows sum to 1): as a
+    dense matrix product it is much faster on small 3-D images than a 1-channel convolution."""
+    key = (n, round(float(sigma), 6), str(device))
+    if key not in _SMOOTH:
+        radius = max(1, int(math.ceil(2.5 * sigma)))
+        taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
+        weights = torch.exp(-(taps**2) / (2 * sigma**2))
+        weights = weights / weights.sum()
+        mat = torch.zeros(n, n, dtype=torch.float64)
+        rows = torch.arange(n)
+        for t, w in zip(taps.long().tolist(), weights.tolist()):
+            mat[rows, (rows + t).clamp(0, n - 1)] += w
+        if len(_SMOOTH) > 32:
+            _SMOOTH.clear()
+        _SMOOTH[key] = mat.float().to(device)
+    return _SMOOTH[key]
 
 
 def smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian smoothing of ``(C, X, Y, Z)`` (replicate borders), ``sigma`` in voxels."""
+    """Separable Gaussian smoothing of ``(C, X, Y, Z)`` (replicated borders), ``sigma`` in voxels."""
     if sigma <= 0:
         return field
-    k = _gaussian_kernel(sigma).to(field)
-    r = (k.numel() - 1) // 2
-    out = field[:, None]
-    for axis in range(3):
-        if out.shape[2 + axis] == 1:
-            continue
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = k.numel()
-        pad = [0, 0, 0, 0, 0, 0]
-        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = min(r, out.shape[2 + axis] - 1)
-        if pad[2 * (2 - axis)] < r:  # replicate padding needs a longer axis: shrink the kernel
-            rr = pad[2 * (2 - axis)]
-            kk = k[r - rr : r + rr + 1]
-            shape[2 + axis] = kk.numel()
-            out = F.conv3d(F.pad(out, pad, mode="replicate"), (kk / kk.sum()).view(shape))
-        else:
-            out = F.conv3d(F.pad(out, pad, mode="replicate"), k.view(shape))
-    return out[:, 0]
+    _, nx, ny, nz = field.shape
+    out = torch.einsum("cxyz,Xx->cXyz", field, _smooth_matrix(nx, sigma, field.device))
+    out = torch.einsum("cxyz,Yy->cxYz", out, _smooth_matrix(ny, sigma, field.device))
+    return torch.einsum("cxyz,Zz->cxyZ", out, _smooth_matrix(nz, sigma, field.device))
 
 
 def gradient(volume: torch.Tensor) -> torch.Tensor:
@@ -96,6 +96,24 @@ def warp_to(volume: torch.Tensor, disp: torch.Tensor | None, shape) -> torch.Ten
     return out[0] if squeeze else out
 
 
+def warp_rows(volume: torch.Tensor, disp: torch.Tensor, x0: int) -> torch.Tensor:
+    """Rows ``x0 .. x0 + disp.shape[1]`` of ``volume(x + disp(x))`` (``volume`` ``(X, Y, Z)``, ``disp``
+    ``(3, rows, Y, Z)`` in voxels): a block of :func:`warp` that needs memory for the block only."""
+    n = volume.shape
+    rows = disp.shape[1]
+    idx = [torch.arange(x0, x0 + rows, dtype=torch.float32, device=volume.device),
+           torch.arange(n[1], dtype=torch.float32, device=volume.device),
+           torch.arange(n[2], dtype=torch.float32, device=volume.device)]
+    coords = []
+    for a in (2, 1, 0):  # grid_sample wants (W, H, D) = (Z, Y, X) last
+        shape = [1, 1, 1]
+        shape[a] = -1
+        pos = idx[a].view(shape) + disp[a]
+        coords.append(pos * (2.0 / max(n[a] - 1, 1)) - 1.0)
+    grid = torch.stack(coords, dim=-1)[None]
+    return F.grid_sample(volume[None, None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0, 0]
+
+
 def match_histogram(moving: np.ndarray, fixed: np.ndarray, points: int = 15) -> np.ndarray:
     """Map ``moving``'s intensities so its quantiles (above a background threshold) match ``fixed``'s."""
     def fg(a):
@@ -125,10 +143,10 @@ def demons(fixed: torch.Tensor, moving: torch.Tensor, iterations: int, sigma: fl
     for _ in range(int(iterations)):
         mw = warp(moving, u)
         diff = (mw - fixed) / scale
-        g = 0.5 * (grad_f + gradient(mw)) / scale
-        denom = (g * g).sum(0) + diff * diff
-        step = torch.where(denom > 1e-9, -diff / denom.clamp_min(1e-9), torch.zeros_like(diff)) * g
-        norm = step.norm(dim=0, keepdim=True)
-        step = step * torch.clamp(max_step / norm.clamp_min(1e-9), max=1.0)
-        u = smooth(u + step, sigma)
+        g = (grad_f + gradient(mw)) * (0.5 / scale)
+        g2 = g[0] * g[0] + g[1] * g[1] + g[2] * g[2]
+        amount = -diff / (g2 + diff * diff + 1e-12)  # the step is amount * g
+        # limit the step length |amount| * |g| to max_step voxels
+        amount = amount * torch.clamp(max_step / (amount.abs() * g2.sqrt() + 1e-12), max=1.0)
+        u = smooth(u + amount * g, sigma)
     return u

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from mrisr.kspace.functional import crop_kspace, fftc, ifftc
-from mrisr.reconstruct.demons import demons, match_histogram, warp_to
+from mrisr.reconstruct.demons import demons, match_histogram, warp_rows
 
 
 @dataclass
@@ -117,15 +117,23 @@ class MotionTracker:
         return self._field
 
     def prior_for(self, lr_frame: np.ndarray) -> np.ndarray:
-        """The planning scan warped to ``lr_frame``'s motion state, on the HR grid ``(X', Y', Z)``."""
+        """The planning scan warped to ``lr_frame``'s motion state, on the HR grid ``(X', Y', Z)``.
+
+        The warp runs in blocks of rows (about 1 M voxels each), so its temporaries stay small
+        whatever the frame size.
+        """
         field = self.displacement(lr_frame)
+        nx, ny, nz = self.hr_shape
+        units = torch.tensor([h / r for h, r in zip(self.hr_shape, self.reg_shape)], device=self.device).view(3, 1, 1, 1)
+        out = torch.empty(self.hr_shape, dtype=torch.float32, device=self.device)
+        rows_per_block = max(1, (1 << 20) // (ny * nz))
         with torch.inference_mode():
-            # the field on the HR grid (separable linear interpolation, k-space centre convention), in HR voxels
-            field_hr = torch.einsum("cxyz,Xx,Yy->cXYz", field, self._up[0], self._up[1])
-            field_hr = field_hr * torch.tensor([h / r for h, r in zip(self.hr_shape, self.reg_shape)],
-                                               device=self.device).view(3, 1, 1, 1)
-            warped = warp_to(self._planning_hr, field_hr, self.hr_shape)
-        return warped.clamp_min(0).cpu().numpy()
+            for x0 in range(0, nx, rows_per_block):
+                rows = slice(x0, min(nx, x0 + rows_per_block))
+                # the field on these HR rows (separable linear interpolation, k-space centre convention), in HR voxels
+                disp = torch.einsum("cxyz,Xx,Yy->cXYz", field, self._up[0][rows], self._up[1]) * units
+                out[rows] = warp_rows(self._planning_hr, disp, rows.start)
+        return out.clamp_min_(0).cpu().numpy()
 
     def reset(self) -> None:
         """Forget the previous frame's motion (the next frame is registered from scratch)."""
