@@ -30,6 +30,7 @@ def finetune(
     from mrisr.cli.common import set_threads
     from mrisr.io import MrisrInputError, load
     from mrisr.io.geometry import coarsen_affine
+    from mrisr.io.stream import iter_frames
     from mrisr.io.volume import Volume
     from mrisr.kspace.functional import center_keep_shape
     from mrisr.models.checkpoint import file_sha256, save_checkpoint
@@ -57,7 +58,8 @@ def finetune(
                              source=Path(f"<keep {keep}%>"))
         opts = ReconstructOptions(model=model, device=device)
         rec = Reconstruction(dynamic, plan, opts)
-        first = np.asarray(load(like).frame(0)) if like is not None else None
+        # frame 0 only, streamed: a long series is never read whole
+        first = next(iter_frames(dynamic)) if like is not None else None
         if first is None:
             from mrisr.kspace.functional import center_crop_lowres
 
