@@ -75,7 +75,7 @@ def test_notebook_runs_top_to_bottom(tmp_path):
         assert (out / name).is_file(), f"the notebook did not write {name}"
     text = _text_outputs(nb)
     assert "same grid as the ground truth: True" in text
-    assert "step-wise + fine-tuning" in text
+    assert "tracked + fine-tuning" in text and "step-wise (previous)" in text
     figures = sum(
         "image/png" in output.get("data", {}) for cell in nb.cells for output in cell.get("outputs", [])
     )
