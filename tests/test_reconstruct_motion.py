@@ -109,3 +109,23 @@ def test_tracked_mode_feeds_the_tracked_planning_scan_to_every_frame(tmp_path):
     planning = list(iter_reconstruct(phantom.lr, phantom.planning, ReconstructOptions(prior_mode="planning"),
                                      model=model))
     assert not np.allclose(results[1].sr, planning[1].sr)
+
+
+def test_sidecar_records_the_tracking(tmp_path):
+    import json
+
+    from mrisr.reconstruct import reconstruct_file
+
+    sample = load_sample()
+    crop = sample.with_data(np.ascontiguousarray(sample.data[32:96, 40:104, 12:20]))
+    files = make_dynamic(crop, frames=2, keep=6.25, seed=4).save(tmp_path / "phantom")
+    tiny = make_tiny_checkpoint(tmp_path / "tiny.safetensors", prior=True)
+    report = reconstruct_file(files["lr"], tmp_path / "sr.nii.gz", files["planning"], ReconstructOptions(model=str(tiny)))
+    side = json.loads(report.sidecar.read_text())
+    assert side["options"]["prior_mode"] == "tracked"
+    tracking = side["prior"]["tracking"]
+    assert tracking["iterations"] == TrackingSettings().iterations and tracking["lr_shape"] == [16, 16, 8]
+    assert tracking["registration_shape"] == [16, 16, 8] and tracking["hr_shape"] == [64, 64, 8]
+    planning = reconstruct_file(files["lr"], tmp_path / "sr_planning.nii.gz", files["planning"],
+                                ReconstructOptions(model=str(tiny), prior_mode="planning"))
+    assert json.loads(planning.sidecar.read_text())["prior"]["tracking"] is None

@@ -135,6 +135,14 @@ class MotionTracker:
                 out[rows] = warp_rows(self._planning_hr, disp, rows.start)
         return out.clamp_min_(0).cpu().numpy()
 
+    def describe(self) -> dict:
+        """Settings and grids of the registration (for the reconstruction's sidecar)."""
+        from dataclasses import asdict
+
+        return {"method": "symmetric-forces demons on the LR band", **asdict(self.settings),
+                "registration_shape": list(self.reg_shape), "lr_shape": list(self.lr_shape),
+                "hr_shape": list(self.hr_shape)}
+
     def reset(self) -> None:
         """Forget the previous frame's motion (the next frame is registered from scratch)."""
         self._field = None
