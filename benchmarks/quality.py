@@ -121,8 +121,8 @@ def main() -> None:
                                           model=prior_model)]
     gains = [ssim(s, gt[..., t]) - b for t, (s, b) in enumerate(zip(srs, sinc_ssims))]
     masks = [foreground_mask(gt[..., t]) for t in range(drift_frames)]
-    head_gains = [ssim(s, gt[..., t], mask=masks[t]) - ssim(b, gt[..., t], mask=masks[t])
-                  for t, (s, b) in enumerate(zip(srs, sincs))]
+    sinc_head = [ssim(b, gt[..., t], mask=masks[t]) for t, b in enumerate(sincs)]
+    head_gains = [ssim(s, gt[..., t], mask=masks[t]) - sinc_head[t] for t, s in enumerate(srs)]
     del srs
     planning_srs = [r.sr for r in iter_reconstruct(phantom.lr, phantom.planning, ReconstructOptions(prior_mode="planning"),
                                                    model=prior_model)]
@@ -131,8 +131,7 @@ def main() -> None:
     tracked_srs = [r.sr for r in iter_reconstruct(phantom.lr, phantom.planning, ReconstructOptions(prior_mode="tracked"),
                                                   model=prior_model)]
     tracked_gains = [ssim(s, gt[..., t]) - b for t, (s, b) in enumerate(zip(tracked_srs, sinc_ssims))]
-    tracked_head = [ssim(s, gt[..., t], mask=masks[t]) - ssim(b, gt[..., t], mask=masks[t])
-                    for t, (s, b) in enumerate(zip(tracked_srs, sincs))]
+    tracked_head = [ssim(s, gt[..., t], mask=masks[t]) - sinc_head[t] for t, s in enumerate(tracked_srs)]
     del tracked_srs
     plot = HERE / "quality_drift.png"
     import matplotlib

@@ -126,15 +126,20 @@ def _real_dtype(x):
     return np.float32 if x.dtype in (np.float32, np.complex64) else np.float64
 
 
+def crop_lowres(image, size: Sequence[int], axes: Axes = (0, 1), magnitude: bool = True):
+    """The image reconstructed from the central ``size`` block of ``image``'s k-space: the smaller
+    matrix over the same field of view (larger voxels), index ``N // 2`` <-> ``M // 2``."""
+    out = ifftc(crop_kspace(fftc(image, axes), size, axes), axes)
+    return _abs(out).astype(_real_dtype(image)) if not _is_torch(out) and magnitude else (_abs(out) if magnitude else out)
+
+
 def center_crop_lowres(image, keep: float, axes: Axes = (0, 1), magnitude: bool = True):
     """LR image a scanner acquiring only the central ``keep`` % of k-space would reconstruct.
 
     Returns the genuinely smaller matrix (same field of view, larger voxels); use
     :func:`mrisr.io.coarsen_affine` for its affine.
     """
-    size = center_keep_shape([image.shape[a] for a in axes], keep)
-    out = ifftc(crop_kspace(fftc(image, axes), size, axes), axes)
-    return _abs(out).astype(_real_dtype(image)) if not _is_torch(out) and magnitude else (_abs(out) if magnitude else out)
+    return crop_lowres(image, center_keep_shape([image.shape[a] for a in axes], keep), axes, magnitude)
 
 
 def zero_fill(image, size: Sequence[int], axes: Axes = (0, 1), magnitude: bool = True):

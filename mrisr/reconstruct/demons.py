@@ -59,41 +59,9 @@ def gradient(volume: torch.Tensor) -> torch.Tensor:
 
 
 def warp(volume: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
-    """``volume(x + disp(x))`` for ``(X, Y, Z)`` (or ``(C, X, Y, Z)``) and a displacement
-    ``(3, X, Y, Z)`` in voxels; trilinear, border values outside."""
-    return warp_to(volume, disp, volume.shape[-3:])
-
-
-_BASE: dict[tuple, torch.Tensor] = {}
-
-
-def _base_positions(n_in, n_out, device) -> torch.Tensor:
-    """Input-grid positions ``(3, *n_out)`` of the output voxels: output index ``i`` lies at input
-    index ``(i - n_out // 2) * n_in / n_out + n_in // 2`` (the k-space zero-fill convention)."""
-    key = (tuple(n_in), tuple(n_out), str(device))
-    if key not in _BASE:
-        axes = [(torch.arange(o, dtype=torch.float32, device=device) - o // 2) * (i / o) + i // 2
-                for i, o in zip(n_in, n_out)]
-        if len(_BASE) > 16:
-            _BASE.clear()
-        _BASE[key] = torch.stack(torch.meshgrid(*axes, indexing="ij"))
-    return _BASE[key]
-
-
-def warp_to(volume: torch.Tensor, disp: torch.Tensor | None, shape) -> torch.Tensor:
-    """Sample ``volume`` (``(X, Y, Z)`` or ``(C, X, Y, Z)``) on a grid of ``shape`` covering the same
-    field of view, displaced by ``disp`` (``(3, *shape)`` in voxels of *that* grid, or None)."""
-    squeeze = volume.dim() == 3
-    vol = volume[None] if squeeze else volume
-    n_in, n_out = tuple(vol.shape[-3:]), tuple(int(s) for s in shape)
-    pos = _base_positions(n_in, n_out, vol.device)
-    if disp is not None:
-        pos = pos + disp * torch.tensor([i / o for i, o in zip(n_in, n_out)], device=vol.device).view(3, 1, 1, 1)
-    scale = torch.tensor([2.0 / max(n - 1, 1) for n in n_in], device=vol.device).view(3, 1, 1, 1)
-    norm = pos * scale - 1.0
-    grid = norm.flip(0).permute(1, 2, 3, 0)[None]  # grid_sample wants (W, H, D) = (Z, Y, X) last
-    out = F.grid_sample(vol[None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
-    return out[0] if squeeze else out
+    """``volume(x + disp(x))`` for ``(X, Y, Z)`` and a displacement ``(3, X, Y, Z)`` in voxels;
+    trilinear, border values outside."""
+    return warp_rows(volume, disp, 0)
 
 
 def warp_rows(volume: torch.Tensor, disp: torch.Tensor, x0: int) -> torch.Tensor:

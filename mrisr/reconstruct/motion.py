@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mrisr.kspace.functional import crop_kspace, fftc, ifftc
+from mrisr.kspace.functional import crop_lowres
 from mrisr.reconstruct.demons import demons, match_histogram, warp_rows
 
 
@@ -50,11 +50,9 @@ class TrackingSettings:
     max_inplane: int = 128
 
 
-def band_limit(volume: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
-    """What the dynamic sequence would measure of ``volume``: its central in-plane k-space on the
-    LR matrix, as a magnitude image (the same operation that made the LR data)."""
-    k = crop_kspace(fftc(volume.astype(np.complex64), (0, 1)), tuple(lr_inplane), (0, 1))
-    return np.abs(ifftc(k, (0, 1))).astype(np.float32)
+def _band(volume: np.ndarray, inplane) -> np.ndarray:
+    """What the dynamic sequence would measure of ``volume`` on an ``inplane`` matrix (magnitude)."""
+    return crop_lowres(np.asarray(volume, dtype=np.float32), tuple(inplane))
 
 
 def _interp_matrix(n_out: int, n_in: int) -> torch.Tensor:
@@ -94,9 +92,9 @@ class MotionTracker:
         self.reg_shape = (max(2, self.lr_shape[0] // factor), max(2, self.lr_shape[1] // factor), self.lr_shape[2])
         # the planning scan as the registration sees the frames: LR band (magnitude), then the
         # registration grid's band, the same two steps the frames go through
-        self._planning_reg = band_limit(planning, self.lr_shape[:2])
+        self._planning_reg = _band(planning, self.lr_shape[:2])
         if self.reg_shape[:2] != self.lr_shape[:2]:
-            self._planning_reg = band_limit(self._planning_reg, self.reg_shape[:2])
+            self._planning_reg = _band(self._planning_reg, self.reg_shape[:2])
         self._up = [_interp_matrix(self.hr_shape[a], self.reg_shape[a]).to(self.device) for a in range(2)]
         self._field: torch.Tensor | None = None  # the previous frame's displacement (registration grid and voxels)
 
@@ -105,7 +103,7 @@ class MotionTracker:
         matrix); the displacement ``(3, *reg_shape)`` on the registration grid, in its voxels."""
         fixed_np = np.abs(np.asarray(lr_frame, dtype=np.float32))
         if self.reg_shape[:2] != self.lr_shape[:2]:
-            fixed_np = band_limit(fixed_np, self.reg_shape[:2])
+            fixed_np = _band(fixed_np, self.reg_shape[:2])
         planning = self._planning_reg
         moving_np = match_histogram(planning, fixed_np) if self.settings.histogram_match else planning
         fixed = torch.from_numpy(np.ascontiguousarray(fixed_np)).to(self.device)

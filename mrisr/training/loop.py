@@ -36,18 +36,25 @@ def initial_weights(cfg: TrainConfig, net: PriorSRNet, device: torch.device) -> 
     """Load ``cfg.init`` (a bundled name or checkpoint path) into ``net``; its provenance for the metadata."""
     if not cfg.init:
         return None
-    from mrisr.models.checkpoint import file_sha256, load_network
+    from mrisr.models.checkpoint import file_sha256
     from mrisr.models.registry import resolve_model_path
 
     path = resolve_model_path(cfg.init)
+    meta = _load_weights(net, path, device, "init checkpoint", "set the recipe's model section to the checkpoint's settings")
+    return {"source": str(cfg.init), "sha256": file_sha256(path), "steps": meta.get("training", {}).get("steps")}
+
+
+def _load_weights(net: PriorSRNet, path: str | Path, device: torch.device, what: str, fix: str) -> dict:
+    """Load a checkpoint's weights into ``net`` after checking it has the recipe's architecture; its metadata."""
+    from mrisr.models.checkpoint import load_network
+
     loaded, meta = load_network(path, device)
     if meta.get("arguments") != net.config():
         raise MrisrInputError(
-            f"{path}: init checkpoint model {meta.get('arguments')} differs from the recipe's model {net.config()}; "
-            "set the recipe's model section to the checkpoint's settings"
+            f"{path}: {what} model {meta.get('arguments')} differs from the recipe's model {net.config()}; {fix}"
         )
     net.load_state_dict(loaded.state_dict())
-    return {"source": str(cfg.init), "sha256": file_sha256(path), "steps": meta.get("training", {}).get("steps")}
+    return meta
 
 
 def _loader(dataset, workers: int) -> DataLoader:
@@ -222,15 +229,7 @@ def train(
     start_step, elapsed_before = 0, 0.0
     state_path = output.with_suffix(".state.pt")
     if resume:
-        from mrisr.models.checkpoint import load_network
-
-        resumed, meta = load_network(resume, device)
-        if meta.get("arguments") != net.config():
-            raise MrisrInputError(
-                f"{resume}: checkpoint model {meta.get('arguments')} differs from the recipe's model {net.config()}; "
-                "resume with the model settings it was trained with"
-            )
-        net.load_state_dict(resumed.state_dict())
+        meta = _load_weights(net, resume, device, "checkpoint", "resume with the model settings it was trained with")
         rstate = Path(resume).with_suffix(".state.pt")
         if rstate.exists():
             st = torch.load(rstate, map_location=device, weights_only=True)
