@@ -10,6 +10,12 @@
 * ``lr``: the k-space centre of every ``hr`` frame (``keep`` percent), a genuinely smaller
   in-plane matrix with the coarsened affine, as a scanner would write it.
 
+Phantoms where the prior is wrong (see :mod:`mrisr.inserts`): ``insert="needle"`` advances a
+needle into the tissue during the series (absent from the planning scan), ``planning_insert="needle"``
+puts one in the planning scan only, ``planning_contrast="swap"`` gives the planning scan another
+tissue contrast, ``through_plane_mm`` adds motion along the slice axis. Their masks and reference
+contrasts come with the phantom, so :mod:`mrisr.metrics.fidelity` can score any method on them.
+
 Everything is float32 and deterministic for a seed; the global NumPy RNG is never used.
 
 Example:
@@ -34,6 +40,8 @@ from mrisr.io.volume import Volume
 __all__ = ["DynamicPhantom", "PHANTOM_FILES", "gamma_variate", "make_dynamic"]
 
 PHANTOM_FILES = {"planning": "planning.nii.gz", "hr": "dynamic_hr.nii.gz", "lr": "dynamic_lr.nii.gz"}
+#: written only for phantoms with inserted structures
+INSERT_FILES = {"insert_mask": "insert_mask.nii.gz", "planning_insert_mask": "planning_insert_mask.nii.gz"}
 METADATA_FILE = "phantom.json"
 
 #: largest relative intensity increase of the contrast region at the peak of uptake
@@ -60,6 +68,12 @@ class DynamicPhantom:
             a voxel's intensity is multiplied by ``1 + 0.4 * contrast_curve[t] * weight`` before warping.
         planning_phase: breathing phase of the planning scan.
         settings: the arguments used (seed, frames, tr, motion_mm, contrast, noise_snr, ...).
+        insert_mask: ``(X, Y, Z, T)`` bool core of the structure inserted into the frames (absent
+            from the planning scan), or None.
+        planning_insert_mask: ``(X, Y, Z, T)`` bool site, in each frame, of the structure only the
+            planning scan has (where the motion carries it), or None.
+        planning_insert_contrast: that structure's contrast in the planning scan
+            (:func:`mrisr.metrics.structure_contrast`), the denominator of its leakage.
     """
 
     planning: Volume
@@ -72,6 +86,31 @@ class DynamicPhantom:
     contrast_weight: np.ndarray
     planning_phase: float
     settings: dict = field(default_factory=dict)
+    insert_mask: np.ndarray | None = None
+    planning_insert_mask: np.ndarray | None = None
+    planning_insert_contrast: float | None = None
+    _motion: dict = field(default_factory=dict, repr=False)
+
+    def frame_displacement(self, t: int) -> np.ndarray:
+        """``(3, X, Y, Z)`` pull-back displacement (voxels) of frame ``t`` from the static anatomy."""
+        m = self._motion
+        displacement = self.breathing[t] * m["unit_breath"]
+        for weight, irregular in zip(m["irregular_weights"][t], m["irregular_fields"]):
+            displacement = displacement + np.float32(weight) * irregular
+        return displacement.astype(np.float32)
+
+    def tracking_displacement(self, t: int, iterations: int = 8) -> np.ndarray:
+        """The displacement ``u`` (voxels) with ``planning(x + u(x)) = hr_t(x)``: what a registration
+        of the planning scan to frame ``t`` should find (fixed point of ``u = D_t(x) - P(x + u)``)."""
+        from mrisr.deform import warp
+
+        target = self.frame_displacement(t)
+        planning_field = self._motion["planning_field"]
+        u = target - planning_field
+        for _ in range(iterations):
+            shifted = np.stack([warp(planning_field[a], u) for a in range(3)])
+            u = target - shifted
+        return u.astype(np.float32)
 
     @property
     def tr(self) -> float:
@@ -98,6 +137,13 @@ class DynamicPhantom:
         save_like(paths["planning"], self.planning.data, self.planning)
         save_like(paths["hr"], self.hr.data, self.hr, tr=self.tr)
         save_like(paths["lr"], self.lr.data, self.lr, affine=self.lr.affine, tr=self.tr)
+        if self.insert_mask is not None:
+            paths["insert_mask"] = directory / INSERT_FILES["insert_mask"]
+            save_like(paths["insert_mask"], self.insert_mask.astype(np.uint8), self.hr, tr=self.tr, dtype=np.uint8)
+        if self.planning_insert_mask is not None:
+            paths["planning_insert_mask"] = directory / INSERT_FILES["planning_insert_mask"]
+            save_like(paths["planning_insert_mask"], self.planning_insert_mask.astype(np.uint8), self.hr, tr=self.tr,
+                      dtype=np.uint8)
         paths["metadata"] = directory / METADATA_FILE
         meta = {
             "files": {key: path.name for key, path in paths.items() if key != "metadata"},
@@ -111,6 +157,8 @@ class DynamicPhantom:
             "contrast_curve": [round(float(v), 6) for v in self.contrast_curve],
             "settings": self.settings,
         }
+        if self.planning_insert_contrast is not None:
+            meta["planning_insert_contrast"] = round(float(self.planning_insert_contrast), 6)
         tmp = paths["metadata"].with_name(f".{METADATA_FILE}.partial")
         tmp.write_text(json.dumps(meta, indent=2))
         tmp.replace(paths["metadata"])
@@ -153,9 +201,22 @@ def _contrast_region(static: np.ndarray, zooms: tuple[float, float, float], rng:
 
 
 def _check_inputs(
-    static: Volume, frames: int, keep: float, tr: float, motion_mm: float, noise_snr: float | None
+    static: Volume, frames: int, keep: float, tr: float, motion_mm: float, noise_snr: float | None,
+    insert: str | None = None, planning_insert: str | None = None, planning_contrast: str = "same",
+    through_plane_mm: float = 0.0,
 ) -> None:
+    from mrisr.inserts import INSERTS, PLANNING_CONTRASTS
+
     name = static.name
+    for option, value in (("insert", insert), ("planning_insert", planning_insert)):
+        if value is not None and value not in INSERTS:
+            raise MrisrInputError(f"{option}={value!r}: unknown structure; choose one of {', '.join(INSERTS)}")
+    if planning_contrast not in PLANNING_CONTRASTS:
+        raise MrisrInputError(
+            f"planning_contrast={planning_contrast!r}: choose one of {', '.join(PLANNING_CONTRASTS)}"
+        )
+    if not (0 <= through_plane_mm <= 50):
+        raise MrisrInputError(f"through_plane_mm={through_plane_mm}: must be in [0, 50] mm, e.g. 3")
     if static.is_4d:
         raise MrisrInputError(
             f"{name}: source is 4-D {tuple(static.data.shape)}; a phantom needs one static 3-D volume (X, Y, Z); "
@@ -200,6 +261,10 @@ def make_dynamic(
     motion_mm: float = 4.0,
     contrast: bool = True,
     noise_snr: float | None = None,
+    insert: str | None = None,
+    planning_insert: str | None = None,
+    planning_contrast: str = "same",
+    through_plane_mm: float = 0.0,
 ) -> DynamicPhantom:
     """Make a dynamic phantom from one static HR volume.
 
@@ -217,11 +282,19 @@ def make_dynamic(
         frames: number of frames ``T`` (>= 1).
         keep: percentage of k-space kept for ``lr`` (centre block), in ``(0, 100]``.
         seed: seed of every random choice (trace, irregular motion, planning state, contrast
-            region, noise).
+            region, noise, inserted structures).
         tr: time between frames in seconds.
         motion_mm: largest breathing displacement in mm.
         contrast: add contrast uptake (up to +40 % in a sphere).
         noise_snr: complex Gaussian noise added to ``lr`` at this SNR (``None``: no noise).
+        insert: ``"needle"``: a needle (2.5 mm signal void) advancing into the tissue, deeper in
+            every frame, moving with the tissue; absent from the planning scan. Its core per frame
+            is ``insert_mask``.
+        planning_insert: ``"needle"``: a needle in the planning scan only (a device withdrawn
+            before the series); its site per frame is ``planning_insert_mask``.
+        planning_contrast: ``"same"``, or ``"swap"`` for a planning scan of another tissue contrast
+            (:func:`mrisr.inserts.swap_contrast`).
+        through_plane_mm: largest breathing displacement along the slice axis, in mm.
 
     Returns:
         :class:`DynamicPhantom` with ``hr`` ``(X, Y, Z, T)``, ``lr`` ``(X', Y', Z, T)`` and
@@ -230,19 +303,24 @@ def make_dynamic(
     Raises:
         MrisrInputError: for a 4-D or unusable source or out-of-range settings.
     """
+    from mrisr.inserts import needle_occupancy, plan_needle, swap_contrast, warp_mask
     from mrisr.kspace.simulate import simulate_volume
 
-    _check_inputs(static, frames, keep, tr, motion_mm, noise_snr)
+    _check_inputs(static, frames, keep, tr, motion_mm, noise_snr, insert, planning_insert, planning_contrast,
+                  through_plane_mm)
     frames = int(frames)
     image = np.asarray(static.data, dtype=np.float32)
     shape = image.shape
     zooms = static.zooms
-    trace_rng, irregular_rng, planning_rng, contrast_rng, noise_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)
-    )
+    # children 0-4 are the streams of phantoms made before inserts existed: same seed, same phantom
+    (trace_rng, irregular_rng, planning_rng, contrast_rng, noise_rng, insert_rng,
+     planning_insert_rng) = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(7))
 
     breathing = breathing_trace(frames, tr, trace_rng)
     unit_breath = breathing_field(shape, zooms, amplitude_mm=motion_mm)
+    if through_plane_mm > 0:
+        taper_mm = breathing_field(shape, zooms, amplitude_mm=1.0, expansion=0.0)[1] * np.float32(zooms[1])
+        unit_breath[2] += taper_mm * np.float32(through_plane_mm / zooms[2])
 
     # irregular motion: two smooth random fields mixed with weights that drift over ~2 s
     irregular_max = IRREGULAR_FRACTION * motion_mm / np.sqrt(2.0)
@@ -259,6 +337,7 @@ def make_dynamic(
         contrast_curve = np.zeros(frames, dtype=np.float32)
         contrast_weight = np.zeros(shape, dtype=np.float32)
 
+    needle = plan_needle(image, zooms, insert_rng) if insert else None
     # B-spline coefficients are linear in the image: prefilter the static and its enhancement once
     base_coef = ndimage.spline_filter(image, order=3, mode="nearest", output=np.float32)
     enhance_coef = (
@@ -266,20 +345,48 @@ def make_dynamic(
         if contrast
         else None
     )
+    motion = {"unit_breath": unit_breath, "irregular_fields": irregular_fields,
+              "irregular_weights": irregular_weights}
 
     hr_data = np.empty((*shape, frames), dtype=np.float32)
+    insert_mask = np.zeros((*shape, frames), dtype=bool) if needle else None
     for t in range(frames):
         displacement = breathing[t] * unit_breath
         for weight, irregular in zip(irregular_weights[t], irregular_fields):
             displacement += np.float32(weight) * irregular
-        coef = base_coef if enhance_coef is None else base_coef + np.float32(contrast_curve[t]) * enhance_coef
+        if needle is not None:
+            occupancy = needle_occupancy(shape, zooms, needle, needle.max_depth_mm * (t + 1) / frames)
+            enhanced = image * (1.0 + np.float32(contrast_curve[t]) * CONTRAST_PEAK * contrast_weight)
+            coef = ndimage.spline_filter(enhanced * (1.0 - occupancy), order=3, mode="nearest", output=np.float32)
+            insert_mask[..., t] = warp_mask(occupancy, displacement)
+        else:
+            coef = base_coef if enhance_coef is None else base_coef + np.float32(contrast_curve[t]) * enhance_coef
         hr_data[..., t] = np.clip(_warp_prefiltered(coef, displacement), 0.0, None)
 
     planning_phase = float(planning_rng.uniform(1.0, 1.2))
     planning_field = planning_phase * unit_breath + smooth_random_field(
         shape, zooms, PLANNING_EXTRA_FRACTION * motion_mm, planning_rng
     )
-    planning_data = np.clip(_warp_prefiltered(base_coef, planning_field), 0.0, None)
+    motion["planning_field"] = planning_field
+    planning_source = swap_contrast(image) if planning_contrast == "swap" else image
+    planning_insert_mask = planning_insert_contrast = planning_needle = None
+    if planning_insert:
+        from mrisr.metrics.fidelity import structure_contrast
+
+        planning_needle = plan_needle(image, zooms, planning_insert_rng)
+        occupancy = needle_occupancy(shape, zooms, planning_needle, planning_needle.max_depth_mm)
+        planning_source = planning_source * (1.0 - occupancy)
+    planning_coef = (base_coef if planning_source is image
+                     else ndimage.spline_filter(planning_source, order=3, mode="nearest", output=np.float32))
+    planning_data = np.clip(_warp_prefiltered(planning_coef, planning_field), 0.0, None)
+    if planning_needle is not None:
+        planning_insert_contrast = structure_contrast(planning_data, warp_mask(occupancy, planning_field))
+        planning_insert_mask = np.zeros((*shape, frames), dtype=bool)
+        for t in range(frames):
+            displacement = breathing[t] * unit_breath
+            for weight, irregular in zip(irregular_weights[t], irregular_fields):
+                displacement += np.float32(weight) * irregular
+            planning_insert_mask[..., t] = warp_mask(occupancy, displacement)
 
     planning = static.with_data(planning_data)
     hr = static.with_data(hr_data, tr=float(tr))
@@ -295,6 +402,10 @@ def make_dynamic(
         "motion_mm": float(motion_mm),
         "contrast": bool(contrast),
         "noise_snr": None if noise_snr is None else float(noise_snr),
+        "insert": None if needle is None else {"kind": insert, **needle.as_dict()},
+        "planning_insert": None if planning_needle is None else {"kind": planning_insert, **planning_needle.as_dict()},
+        "planning_contrast": planning_contrast,
+        "through_plane_mm": float(through_plane_mm),
     }
     return DynamicPhantom(
         planning=planning,
@@ -307,4 +418,8 @@ def make_dynamic(
         contrast_weight=contrast_weight,
         planning_phase=planning_phase,
         settings=settings,
+        insert_mask=insert_mask,
+        planning_insert_mask=planning_insert_mask,
+        planning_insert_contrast=planning_insert_contrast,
+        _motion=motion,
     )

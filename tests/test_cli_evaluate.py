@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from mrisr.cli import app
 from mrisr.io import Volume, load, save_like
-from mrisr.metrics import evaluate_frames, foreground_mask
+from mrisr.metrics import evaluate_frames, object_mask
 
 runner = CliRunner()
 
@@ -38,6 +38,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+COLUMNS = ["ssim_tissue", "psnr_tissue", "nrmse_tissue", "ssim_whole", "psnr_whole", "nrmse_whole"]
+
+
 def test_evaluate_series_with_baseline_writes_csv(tmp_path, files):
     out = tmp_path / "results" / "metrics.csv"
     result = runner.invoke(
@@ -45,38 +48,30 @@ def test_evaluate_series_with_baseline_writes_csv(tmp_path, files):
     )
     assert result.exit_code == 0, result.output
     assert "pred.nii.gz" in result.stdout and "sinc.nii.gz" in result.stdout
-    assert result.stdout.count("mean ± std") == 2
+    assert result.stdout.count("± std") == 2
 
     rows = read_csv(out)
-    assert list(rows[0]) == ["role", "file", "frame", "ssim", "psnr", "nrmse"]
-    assert [(r["role"], r["frame"]) for r in rows] == [
-        ("prediction", "0"),
-        ("prediction", "1"),
-        ("prediction", "2"),
-        ("prediction", "mean"),
-        ("prediction", "std"),
-        ("baseline", "0"),
-        ("baseline", "1"),
-        ("baseline", "2"),
-        ("baseline", "mean"),
-        ("baseline", "std"),
-    ]
-    assert rows[0]["file"] == str(files["pred"]) and rows[5]["file"] == str(files["base"])
+    # tissue first, whole volume beside it; the baseline's columns carry its file stem
+    assert list(rows[0]) == ["frame"] + COLUMNS + [f"sinc_{c}" for c in COLUMNS]
+    assert [r["frame"] for r in rows] == ["0", "1", "2", "mean", "std"]
     assert not [p for p in out.parent.iterdir() if p.name != "metrics.csv"]  # no temporary file left
 
     gt = load(files["gt"]).data
-    for role, key, offset in (("prediction", "pred", 0), ("baseline", "base", 5)):
-        expected = evaluate_frames(load(files[key]).data, gt)
-        for t, row in enumerate(expected):
-            got = rows[offset + t]
+    for prefix, key in (("", "pred"), ("sinc_", "base")):
+        pred = load(files[key]).data
+        tissue = evaluate_frames(pred, gt, mask=object_mask(gt))
+        whole = evaluate_frames(pred, gt)
+        for t in range(3):
+            got = rows[t]
             for name in ("ssim", "psnr", "nrmse"):
-                assert float(got[name]) == pytest.approx(row[name], rel=1e-12), (role, t, name)
-        ssims = [row["ssim"] for row in expected]
-        assert float(rows[offset + 3]["ssim"]) == pytest.approx(np.mean(ssims), rel=1e-12)
-        assert float(rows[offset + 4]["ssim"]) == pytest.approx(np.std(ssims), rel=1e-9)
-    # the table shows the same numbers the CSV holds
-    assert f"{float(rows[0]['ssim']):.4f}" in result.stdout
-    assert f"{float(rows[5]['psnr']):.2f}" in result.stdout
+                assert float(got[f"{prefix}{name}_tissue"]) == pytest.approx(tissue[t][name], rel=1e-9), (key, t, name)
+                assert float(got[f"{prefix}{name}_whole"]) == pytest.approx(whole[t][name], rel=1e-9), (key, t, name)
+        ssims = [row["ssim"] for row in tissue]
+        assert float(rows[3][f"{prefix}ssim_tissue"]) == pytest.approx(np.mean(ssims), rel=1e-9)
+        assert float(rows[4][f"{prefix}ssim_tissue"]) == pytest.approx(np.std(ssims), rel=1e-6)
+    # the table shows the same means the CSV holds
+    assert f"{float(rows[3]['ssim_tissue']):.4f}" in result.stdout
+    assert f"{float(rows[3]['sinc_psnr_tissue']):.2f}" in result.stdout
 
 
 def test_evaluate_3d_identical_gives_perfect_scores(tmp_path, tiny_volume):
@@ -87,9 +82,9 @@ def test_evaluate_3d_identical_gives_perfect_scores(tmp_path, tiny_volume):
     assert result.exit_code == 0, result.output
     rows = read_csv(out)
     assert [r["frame"] for r in rows] == ["0", "mean", "std"]
-    assert float(rows[0]["ssim"]) == 1.0
-    assert math.isinf(float(rows[0]["psnr"]))
-    assert float(rows[0]["nrmse"]) == 0.0
+    assert float(rows[0]["ssim_tissue"]) == 1.0 and float(rows[0]["ssim_whole"]) == 1.0
+    assert math.isinf(float(rows[0]["psnr_tissue"]))
+    assert float(rows[0]["nrmse_whole"]) == 0.0
     assert "1.0000" in result.stdout and "inf" in result.stdout
 
 
@@ -106,19 +101,19 @@ def test_evaluate_masks(tmp_path, files, tiny_series):
     )
     assert result.exit_code == 0, result.output
     expected = evaluate_frames(pred, gt, mask=mask > 0)
-    assert [float(r["ssim"]) for r in read_csv(out)[:3]] == pytest.approx([r["ssim"] for r in expected], rel=1e-12)
+    rows = read_csv(out)[:3]
+    assert [float(r["ssim_tissue"]) for r in rows] == pytest.approx([r["ssim"] for r in expected], rel=1e-9)
     assert expected[0]["ssim"] != evaluate_frames(pred, gt)[0]["ssim"]
+    # the whole-volume columns ignore the mask
+    assert [float(r["ssim_whole"]) for r in rows] == pytest.approx([r["ssim"] for r in evaluate_frames(pred, gt)])
 
+    # the old --auto-mask flag is accepted and gives the default (object mask)
     out_auto = tmp_path / "auto.csv"
     result = runner.invoke(app, ["evaluate", str(files["pred"]), str(files["gt"]), "--auto-mask", "-o", str(out_auto)])
     assert result.exit_code == 0, result.output
-    expected = evaluate_frames(pred, gt, mask=foreground_mask(gt))
-    assert [float(r["psnr"]) for r in read_csv(out_auto)[:3]] == pytest.approx([r["psnr"] for r in expected], rel=1e-12)
-
-    both = runner.invoke(
-        app, ["evaluate", str(files["pred"]), str(files["gt"]), "--mask", str(mask_path), "--auto-mask"]
-    )
-    assert both.exit_code == 2 and "give one of them" in both.stderr
+    expected = evaluate_frames(pred, gt, mask=object_mask(gt))
+    assert [float(r["psnr_tissue"]) for r in read_csv(out_auto)[:3]] == pytest.approx(
+        [r["psnr"] for r in expected], rel=1e-9)
 
     wrong = save_like(tmp_path / "wrong_mask.nii.gz", mask[:30], tiny_series, dtype=np.uint8)
     result = runner.invoke(app, ["evaluate", str(files["pred"]), str(files["gt"]), "--mask", str(wrong)])

@@ -33,6 +33,19 @@ def phantom(
     noise_snr: float = typer.Option(
         None, "--noise-snr", help="Add complex Gaussian noise to the LR series at this SNR."
     ),
+    insert: str = typer.Option(
+        None, "--insert", help="needle: a needle advancing into the tissue, absent from the planning scan "
+        "(writes insert_mask.nii.gz)."
+    ),
+    planning_insert: str = typer.Option(
+        None, "--planning-insert", help="needle: a needle in the planning scan only (writes planning_insert_mask.nii.gz)."
+    ),
+    planning_contrast: str = typer.Option(
+        "same", "--planning-contrast", help="same, or swap: the planning scan with another tissue contrast."
+    ),
+    through_plane_mm: float = typer.Option(
+        0.0, "--through-plane-mm", help="Largest breathing motion along the slice axis, in mm."
+    ),
 ) -> None:
     """Make a dynamic phantom from a real static volume.
 
@@ -70,6 +83,10 @@ def phantom(
             motion_mm=motion_mm,
             contrast=contrast,
             noise_snr=noise_snr,
+            insert=insert,
+            planning_insert=planning_insert,
+            planning_contrast=planning_contrast,
+            through_plane_mm=through_plane_mm,
         )
         paths = result.save(output)
     typer.echo(f"source {static.name}: {_describe(static)}")
@@ -81,4 +98,8 @@ def phantom(
         f"{paths['lr']}: LR series {_describe(result.lr)}, TR {result.tr:g} s, "
         f"kept {result.keep_actual:.2f}% of k-space (asked {keep:g}%)"
     )
+    for key, what in (("insert_mask", "core of the inserted needle per frame"),
+                      ("planning_insert_mask", "site of the planning-only needle per frame")):
+        if key in paths:
+            typer.echo(f"{paths[key]}: {what}")
     typer.echo(f"{paths['metadata']}: breathing trace, contrast curve and settings")

@@ -126,7 +126,8 @@ def reconstruct_file(
         save_checkpoint(tuned.network, tuned_path, meta)
         status(f"fine-tuned: {report.steps} steps in {report.seconds:.0f} s -> {tuned_path}")
     model_path = getattr(rec.model, "path", None)
-    model_hash = rec.model.meta.get("sha256") or (file_sha256(model_path) if model_path else "")
+    model_hash = "" if rec.model is None else rec.model.meta.get("sha256") or (
+        file_sha256(model_path) if model_path else "")
     if tuned_path is not None:
         model_hash = file_sha256(tuned_path)
     seconds: list[float] = []
@@ -145,8 +146,10 @@ def reconstruct_file(
         "inputs": {"dynamic": str(dynamic_path.resolve()), "dynamic_sha256": file_sha256(dynamic_path),
                    "prior": str(Path(prior_path).resolve()) if prior_path else None,
                    "prior_sha256": file_sha256(prior_path) if prior_path else None},
-        "model": {"name": choose_model_name(options, prior is not None), "sha256": model_hash,
-                  "finetuned": str(tuned_path) if tuned_path else None, "uses_prior": rec.model.uses_prior},
+        "method": options.method,
+        "model": None if rec.model is None else {
+            "name": choose_model_name(options, prior is not None), "sha256": model_hash,
+            "finetuned": str(tuned_path) if tuned_path else None, "uses_prior": rec.model.uses_prior},
         "options": options.as_dict(),
         "grid": rec.grid.as_dict(),
         "prior": None if rec.prior is None else {"coverage": round(rec.prior.coverage, 4),
@@ -164,8 +167,9 @@ def reconstruct_file(
     }
     side = sidecar_path(output)
     write_json_atomic(side, payload)
+    method_name = options.method if rec.model is None else payload["model"]["name"]
     return ReconstructionReport(output, side, rec.grid.hr_affine, rec.grid.hr_shape, seconds,
-                                payload["model"]["name"], model_hash, tuned_path, options.as_dict(), rec.grid.keep,
+                                method_name, model_hash, tuned_path, options.as_dict(), rec.grid.keep,
                                 caught, finetune_info)
 
 

@@ -15,8 +15,9 @@ from mrisr.io.errors import MrisrInputError
 from mrisr.io.load import check_frame
 from mrisr.io.stream import iter_frames
 from mrisr.io.volume import Volume
-from mrisr.kspace.functional import fftc, ifftc, pad_kspace, zero_fill
+from mrisr.kspace.functional import zero_fill
 from mrisr.reconstruct.grid import HRGrid, plan_grid
+from mrisr.reconstruct.keyhole import METHODS, keyhole
 from mrisr.reconstruct.prior import PreparedPrior, prepare_prior
 
 #: the prior modes, the default first
@@ -28,6 +29,10 @@ class ReconstructOptions:
     """Options of a reconstruction (CLI, napari and batch all fill this).
 
     Attributes:
+        method: ``network`` (the prior-guided model), ``keyhole`` (the measured central k-space
+            completed by the planning scan's outer k-space) or ``keyhole-registered`` (the same
+            after deforming the planning scan to each frame's motion); the keyhole methods need a
+            planning scan and no model (:mod:`mrisr.reconstruct.keyhole`).
         model: ``default`` (picks ``default`` or ``default-noprior`` by prior presence), a bundled
             name or a checkpoint path.
         prior_mode: the prior of each frame: ``tracked`` (the planning scan deformed to the frame's
@@ -46,6 +51,7 @@ class ReconstructOptions:
 
     model: str = "default"
     prior_mode: str = "tracked"
+    method: str = "network"
     factor: float | None = None
     matrix: tuple[int, int] | None = None
     data_consistency: bool = False
@@ -61,6 +67,10 @@ class ReconstructOptions:
         return d
 
     def validate(self) -> None:
+        if self.method not in METHODS:
+            raise MrisrInputError(f"--method {self.method}: choose one of {', '.join(METHODS)}")
+        if self.method != "network" and self.finetune:
+            raise MrisrInputError(f"--method {self.method} has no model to fine-tune; drop --finetune")
         if self.prior_mode not in PRIOR_MODES:
             raise MrisrInputError(f"--prior-mode {self.prior_mode}: choose one of {', '.join(PRIOR_MODES)}")
         if self.factor is not None and not (1 <= self.factor <= 16):
@@ -86,13 +96,9 @@ class FrameResult:
 
 
 def data_consistency(sr: np.ndarray, lr_frame: np.ndarray) -> np.ndarray:
-    """Replace the central in-plane k-space of ``sr`` by the measured LR frame's k-space."""
-    k_sr = fftc(sr.astype(np.complex64), (0, 1))
-    k_lr = fftc(lr_frame.astype(np.complex64), (0, 1))
-    measured = pad_kspace(k_lr, sr.shape[:2], (0, 1))
-    mask = pad_kspace(np.ones(lr_frame.shape[:2], dtype=bool), sr.shape[:2], (0, 1))[:, :, None]
-    k = np.where(mask, measured, k_sr)
-    return np.abs(ifftc(k, (0, 1))).astype(np.float32)
+    """Replace the central in-plane k-space of ``sr`` by the measured LR frame's k-space
+    (a keyhole with the SR frame as the reference, :func:`mrisr.reconstruct.keyhole.keyhole`)."""
+    return keyhole(lr_frame, sr)
 
 
 def frame_to_grid(frame: np.ndarray, hr_inplane: tuple[int, int], backend: str = "torch") -> np.ndarray:
@@ -143,12 +149,18 @@ class Reconstruction:
 
             torch.set_num_threads(int(options.threads))
         self.dynamic, self.options = dynamic, options
-        self.model = model if model is not None else load_model_for(options, prior is not None)
+        self.keyhole = options.method != "network"
+        if self.keyhole and prior is None:
+            raise MrisrInputError(f"{dynamic.name}: --method {options.method} needs the planning scan; pass --prior")
+        if self.keyhole:
+            self.model = None
+        else:
+            self.model = model if model is not None else load_model_for(options, prior is not None)
         try:
             self.grid: HRGrid = plan_grid(dynamic, prior, options.factor, options.matrix)
         except ValueError as exc:
             raise MrisrInputError(f"{dynamic.name}: {exc}; choose a larger --factor/--matrix") from None
-        kr = self.model.keep_range
+        kr = None if self.model is None else self.model.keep_range
         if kr and not (kr[0] * 0.8 <= self.grid.keep <= kr[1] * 1.2):
             warnings.warn(
                 f"{dynamic.name}: the LR matrix is {self.grid.keep:.2f}% of the HR k-space, outside the "
@@ -166,10 +178,14 @@ class Reconstruction:
         sinc0 = frame_to_grid(first_frame, self.grid.hr_inplane, self.fft_backend)
         self.prior = prepare_prior(self.prior_raw, self.grid.hr_shape, self.grid.hr_affine, sinc0,
                                    self.grid.lr_shape[:2], self.dynamic.name)
-        if self.options.prior_mode == "tracked" and self.model.uses_prior:
+        registered = (self.options.method == "keyhole-registered" if self.keyhole
+                      else self.options.prior_mode == "tracked" and self.model.uses_prior)
+        if registered:
+            from mrisr.models.predictor import resolve_device
             from mrisr.reconstruct.motion import MotionTracker
 
-            self.tracker = MotionTracker(self.prior.data, self.grid.lr_shape, device=self.model.device)
+            device = self.model.device if self.model is not None else resolve_device(self.options.device)
+            self.tracker = MotionTracker(self.prior.data, self.grid.lr_shape, device=device)
 
     def frames(self, cancel: Callable[[], bool] | None = None) -> Iterator[FrameResult]:
         total = self.dynamic.n_frames
@@ -181,6 +197,11 @@ class Reconstruction:
             start = time.perf_counter()
             if t == 0 and self.prior is None and self.prior_raw is not None:
                 self.prepare_prior(frame)
+            if self.keyhole:
+                reference = self.tracker.prior_for(frame) if self.tracker is not None else self.prior.data
+                sr = keyhole(frame, reference)
+                yield FrameResult(t, total, sr, time.perf_counter() - start, self.grid.hr_affine)
+                continue
             sinc = frame_to_grid(frame, self.grid.hr_inplane, self.fft_backend)
             prior = None
             if self.model.uses_prior:
