@@ -133,6 +133,16 @@ class MotionTracker:
                 out[rows] = warp_rows(self._planning_hr, disp, rows.start)
         return out.clamp_min_(0).cpu().numpy()
 
+    def hr_displacement(self) -> np.ndarray:
+        """The last frame's displacement on the HR grid, ``(3, X', Y', Z)`` in HR voxels (pull-back:
+        ``planning(x + u(x))`` matches the frame), e.g. to compare with a phantom's known motion."""
+        if self._field is None:
+            raise RuntimeError("no frame registered yet; call prior_for(frame) first")
+        units = torch.tensor([h / r for h, r in zip(self.hr_shape, self.reg_shape)], device=self.device).view(3, 1, 1, 1)
+        with torch.inference_mode():
+            disp = torch.einsum("cxyz,Xx,Yy->cXYz", self._field, self._up[0], self._up[1]) * units
+        return disp.cpu().numpy()
+
     def describe(self) -> dict:
         """Settings and grids of the registration (for the reconstruction's sidecar)."""
         from dataclasses import asdict
