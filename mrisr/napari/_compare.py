@@ -1,7 +1,8 @@
 """Compare widget: LR, sinc, SR and ground truth side by side, |SR - GT| and SSIM per frame.
 
 The sinc baseline is the LR series zero-filled in k-space onto the SR grid; metrics come from
-:func:`mrisr.metrics.evaluate_frames` inside the object (:func:`mrisr.metrics.foreground_mask`).
+:func:`mrisr.metrics.score_frames`: SSIM inside the object (:func:`mrisr.metrics.object_mask`)
+first, the whole volume (mostly background) beside it, dashed.
 """
 
 from typing import Any
@@ -49,11 +50,18 @@ def on_grid(volume: Volume, reference: Volume) -> np.ndarray:
 
 def ssim_per_frame(series: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, list[float]]:
     """SSIM of every frame of each named ``(X, Y, Z[, T])`` series against ``truth``, inside the object."""
-    from mrisr.metrics import evaluate_frames, foreground_mask
+    return {name: scores["tissue"] for name, scores in tissue_and_whole(series, truth).items()}
 
-    mask = foreground_mask(truth)
-    return {name: [float(row["ssim"]) for row in evaluate_frames(data, truth, mask=mask)]
-            for name, data in series.items()}
+
+def tissue_and_whole(series: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, dict[str, list[float]]]:
+    """``{name: {"tissue": [SSIM per frame inside the object], "whole": [... whole volume]}}``."""
+    from mrisr.metrics import score_frames
+
+    out = {}
+    for name, data in series.items():
+        rows = score_frames(data, truth)
+        out[name] = {"tissue": [float(r["ssim_tissue"]) for r in rows], "whole": [float(r["ssim_whole"]) for r in rows]}
+    return out
 
 
 class CompareWidget(Container):
@@ -74,7 +82,10 @@ class CompareWidget(Container):
         self.status = Label(value="")
         self.extend([self.lr, self.sr, self.truth, self.grid, self.inplane, self.run_button, self.status])
         self.run_button.changed.connect(notify_errors(self.run))
+        #: SSIM per frame inside the object, per series (``SR``, ``sinc``)
         self.metrics: dict[str, list[float]] = {}
+        #: the same over the whole volume (background included)
+        self.whole_metrics: dict[str, list[float]] = {}
         self.worker: Any = None
         self._added: list[Any] = []
         self._figure, self._canvas = self._make_plot()
@@ -133,7 +144,7 @@ class CompareWidget(Container):
             if sinc is not None:
                 series["sinc"] = np.asarray(sinc.data)
             self.status.value = "computing SSIM per frame"
-            self.worker = create_worker(ssim_per_frame, series, truth, _start_thread=False, _ignore_errors=True)
+            self.worker = create_worker(tissue_and_whole, series, truth, _start_thread=False, _ignore_errors=True)
             self.worker.returned.connect(self._on_metrics)
             self.worker.errored.connect(self._on_error)
             self.worker.start()
@@ -160,18 +171,25 @@ class CompareWidget(Container):
             show_inplane(self._viewer)
         self._viewer.reset_view()
 
-    def _on_metrics(self, metrics: dict[str, list[float]]) -> None:
+    def _on_metrics(self, scores: dict[str, dict[str, list[float]]]) -> None:
+        metrics = {name: s["tissue"] for name, s in scores.items()}
         self.metrics = metrics
+        self.whole_metrics = {name: s["whole"] for name, s in scores.items()}
         self._figure.clear()
         axes = self._figure.add_subplot(111)
-        for name, values in metrics.items():
-            axes.plot(range(len(values)), values, marker="o", label=f"{name} (mean {np.mean(values):.3f})")
+        for i, (name, values) in enumerate(metrics.items()):
+            axes.plot(range(len(values)), values, marker="o", color=f"C{i}",
+                      label=f"{name} tissue (mean {np.mean(values):.3f})")
+            whole = self.whole_metrics[name]
+            axes.plot(range(len(whole)), whole, ls="--", color=f"C{i}", alpha=0.6,
+                      label=f"{name} whole volume ({np.mean(whole):.3f})")
         axes.set_xlabel("frame")
-        axes.set_ylabel("SSIM (in object)")
+        axes.set_ylabel("SSIM")
         axes.grid(True, alpha=0.3)
-        axes.legend(fontsize=8)
+        axes.legend(fontsize=7)
         self._canvas.draw_idle()
-        self.status.value = ", ".join(f"{name} SSIM {np.mean(v):.3f}" for name, v in metrics.items())
+        self.status.value = ", ".join(f"{name} SSIM tissue {np.mean(v):.3f} (whole {np.mean(self.whole_metrics[name]):.3f})"
+                                      for name, v in metrics.items())
         self.worker = None
         self.metrics_ready.emit(metrics)
 
