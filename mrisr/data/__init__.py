@@ -3,6 +3,10 @@
 * :func:`sample_path` / :func:`load_sample`: a small real T1 slab shipped with the package
   (``colin27_slab.nii.gz``, 128x144x32 at 1.5x1.5x3 mm, derived from Colin27 by
   ``scripts/make_sample_data.py``; provenance and licence in ``mrisr/data/README.md``).
+* :func:`heldout_path` / :func:`heldout_subject`: a real single-subject clinical T1 scan with its
+  own noise (``heldout_brain1.nii.gz``, 128x128x20 at 1.56x1.56x6.5 mm, derived from pyradiomics'
+  ``brain1`` test case by ``scripts/make_heldout_data.py``), never used for training or tuning:
+  benchmarks validate on it.
 * :func:`colin27_path`, :func:`mni152_path`: full 1 mm templates found on this machine
   (Debian ``mricron-data``; the ``nilearn`` package), for training.
 """
@@ -16,9 +20,11 @@ import numpy as np
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.volume import Volume
 
-__all__ = ["SAMPLE_NAME", "colin27_path", "load_sample", "mni152_path", "sample_path"]
+__all__ = ["HELDOUT_NAME", "SAMPLE_NAME", "colin27_path", "heldout_path", "heldout_subject", "load_sample",
+           "mni152_path", "sample_path"]
 
 SAMPLE_NAME = "colin27_slab.nii.gz"
+HELDOUT_NAME = "heldout_brain1.nii.gz"
 COLIN27_LOCATIONS = (
     Path("/usr/share/mricron/templates/ch2.nii.gz"),
     Path("/usr/share/data/mricron/templates/ch2.nii.gz"),
@@ -46,6 +52,32 @@ def load_sample() -> Volume:
     from mrisr.io.load import load
 
     volume = load(sample_path())
+    volume.data = np.asarray(volume.data, dtype=np.float32)
+    return volume
+
+
+def heldout_path() -> Path:
+    """Path of the held-out real scan ``(X, Y, Z) = (128, 128, 20)``, 1.5625x1.5625x6.5 mm, int16.
+
+    Raises:
+        MrisrInputError: if the file is missing from the installation.
+    """
+    path = Path(__file__).resolve().parent / HELDOUT_NAME
+    if not path.exists():
+        raise MrisrInputError(
+            f"{path}: held-out scan is missing; recreate it with `python scripts/make_heldout_data.py` or reinstall mrisr"
+        )
+    return path
+
+
+def heldout_subject() -> Volume:
+    """The held-out real single-subject T1 scan as a float32 3-D :class:`~mrisr.io.Volume`.
+
+    Never used for training, tuning or model selection; see ``mrisr/data/README.md``.
+    """
+    from mrisr.io.load import load
+
+    volume = load(heldout_path())
     volume.data = np.asarray(volume.data, dtype=np.float32)
     return volume
 

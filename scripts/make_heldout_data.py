@@ -1,0 +1,84 @@
+"""Derive ``mrisr/data/heldout_brain1.nii.gz``: a real single-subject clinical T1 scan, held out.
+
+Every bundled model is trained on templates (Colin27, INIA19) and validated on MNI152; all of
+them are averages of many scans, smooth and noise-free, and they flatter every method. This file
+is one real acquisition with its own noise and texture (a post-contrast T1-weighted axial brain
+scan with a tumour, the ``brain1`` test case of pyradiomics), never used for training or tuning:
+the fidelity benchmark scores every method on it.
+
+Source: ``data/brain1_image.nrrd`` from the PyPI sdist ``pyradiomics-bhklab==3.1.4`` (byte-identical
+to pyradiomics 3.1.0's copy; BSD-3-Clause, Copyright 2017 Harvard Medical School), 256x256x25 at
+0.78x0.78x6.5 mm, int16. Fetched once by this script with ``pip download`` (PyPI only).
+
+Derivation: the in-plane k-space centre 128x128 (1.5625 mm voxels, what a scanner acquiring that
+matrix over the same field of view would reconstruct; noise stays real, just band-limited), the
+central 20 slices (6.5 mm), magnitude, int16 (slope 1). About 0.4 MB.
+
+Run: ``python scripts/make_heldout_data.py`` (optionally ``--source brain1_image.nrrd``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT = ROOT / "mrisr" / "data" / "heldout_brain1.nii.gz"
+SDIST = "pyradiomics-bhklab==3.1.4"
+MEMBER = "pyradiomics_bhklab-3.1.4/data/brain1_image.nrrd"
+SOURCE_SHA256_PREFIX = "fffdb111"
+INPLANE = (128, 128)
+SLICES = 20
+
+
+def fetch_source(folder: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST, "-d",
+                    str(folder)], check=True)
+    sdist = next(folder.glob("pyradiomics_bhklab-*.tar.gz"))
+    with tarfile.open(sdist) as tar:
+        tar.extract(MEMBER, folder, filter="data")
+    return folder / MEMBER
+
+
+def derive(source: Path) -> tuple[np.ndarray, np.ndarray]:
+    from mrisr.io import load
+    from mrisr.io.geometry import coarsen_affine
+    from mrisr.kspace.functional import crop_lowres
+
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    if not digest.startswith(SOURCE_SHA256_PREFIX):
+        raise SystemExit(f"{source}: sha256 {digest[:8]}... is not the expected {SOURCE_SHA256_PREFIX}...")
+    volume = load(source)
+    data = np.asarray(volume.data, dtype=np.float32)
+    z0 = (data.shape[2] - SLICES) // 2
+    data = data[:, :, z0 : z0 + SLICES]
+    affine = volume.affine.copy()
+    affine[:3, 3] = volume.affine[:3, :3] @ np.array([0.0, 0.0, z0]) + volume.affine[:3, 3]
+    low = crop_lowres(data, INPLANE)
+    affine = coarsen_affine(affine, data.shape, (*INPLANE, SLICES))
+    return np.clip(np.rint(low), 0, 32767).astype(np.int16), affine
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--source", type=Path, help="brain1_image.nrrd (default: fetched with pip download)")
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    args = parser.parse_args()
+    from mrisr.io import Volume, save_like
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = args.source or fetch_source(Path(tmp))
+        data, affine = derive(source)
+    save_like(args.output, data, Volume(data=data, affine=affine), dtype=np.int16)
+    print(f"{args.output}: {data.shape} int16, {args.output.stat().st_size} bytes")
+
+
+if __name__ == "__main__":
+    main()
