@@ -163,7 +163,11 @@ def swap_contrast(image: np.ndarray) -> np.ndarray:
 
 
 def warp_mask(occupancy: np.ndarray, displacement: np.ndarray) -> np.ndarray:
-    """Core of a structure after a pull-back warp: warped occupancy (linear) >= 0.5."""
+    """Core of a structure after a pull-back warp: where the warped occupancy (linear) reaches half
+    of the structure's largest occupancy (slices thicker than the needle never hold all of it)."""
     grids = np.ogrid[tuple(slice(0, n) for n in occupancy.shape)]
     coords = [np.asarray(displacement[a], dtype=np.float64) + grids[a] for a in range(3)]
-    return ndimage.map_coordinates(occupancy, coords, order=1, mode="nearest") >= 0.5
+    peak = float(occupancy.max())
+    if peak <= 0:
+        return np.zeros(occupancy.shape, dtype=bool)
+    return ndimage.map_coordinates(occupancy, coords, order=1, mode="nearest") >= 0.5 * peak
