@@ -202,6 +202,9 @@ def evaluate(
                 check_same_grid(side[key], target, check_frames=side[key].is_4d,
                                 hint="pass a mask drawn on the ground truth's grid")
         reference = _leak_reference(leak_mask, leak_reference) if leak_mask is not None else None
+        if reference is not None and not (reference == reference and abs(reference) >= 1e-6 and abs(reference) < 1e6):
+            fail(f"--leak-reference {reference}: the structure's contrast in the planning scan must be a finite, "
+                 "non-zero number (e.g. 0.7)")
         columns = list(SCORE_COLUMNS) + (["recovery"] if insert_mask else []) + (["leakage"] if leak_mask else [])
         frames = target.n_frames
         per_input: list[list[dict]] = [[] for _ in volumes]
@@ -227,8 +230,12 @@ def evaluate(
                     pred_frame = volume.frame(t)
                     row = score_frame(pred_frame, gt_frame, frame_mask, frame=t)
                     if core is not None:
-                        row["recovery"] = (contrast_recovery(pred_frame, gt_frame, core) if core.any()
-                                           else float("nan"))
+                        try:
+                            row["recovery"] = (contrast_recovery(pred_frame, gt_frame, core) if core.any()
+                                               else float("nan"))
+                        except ValueError as exc:
+                            fail(f"{insert_mask}: frame {t}: {exc}; check that the mask marks a structure of the "
+                                 "ground truth")
                     if site is not None:
                         row["leakage"] = leakage(pred_frame, site, reference) if site.any() else float("nan")
                     per_input[i].append(row)

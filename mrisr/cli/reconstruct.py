@@ -26,6 +26,7 @@ def reconstruct(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
     tile: tuple[int, int, int] | None = typer.Option(None, "--tile", help="Sliding-window tile X Y Z (default: whole frames)."),
+    maps: bool = typer.Option(False, "--maps", help="Also write <output stem>_disagreement.nii.gz (where the frame disagrees with its prior) and <output stem>_unmeasured.nii.gz (detail added outside the measured k-space)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Super-resolve a dynamic series frame by frame.
@@ -53,6 +54,7 @@ def reconstruct(
         finetune=finetune,
         finetune_minutes=finetune_minutes,
         tile=None if not tile else tuple(int(v) for v in tile),
+        maps=maps,
     )
     if finetune and prior is None:
         fail(f"{dynamic}: --finetune needs the planning scan; pass --prior PLANNING.nii.gz")

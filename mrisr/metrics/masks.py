@@ -119,8 +119,9 @@ def object_mask(
         dilation: dilation radius in voxels (keeps the object's edge, where blur shows, inside).
 
     Returns:
-        Boolean array of the input shape. A ground truth without any voxel above the
-        threshold (all zero) gives an all-True mask, so metrics fall back to the whole volume.
+        Boolean array of the input shape. When the percentile is 0 (an object covering less than
+        1 % of the volume) the object's maximum takes its place; an all-zero ground truth gives an
+        all-True mask, so metrics fall back to the whole volume.
 
     Example:
         >>> gt = np.zeros((16, 16, 8)); gt[4:12, 4:12, 2:6] = 1.0
@@ -136,6 +137,9 @@ def object_mask(
         raise ValueError(f"object_mask needs (X, Y, Z) or (X, Y, Z, T), got shape {image.shape}")
     magnitude = np.abs(image.astype(np.float32, copy=False))
     level = float(np.percentile(magnitude, percentile))
+    if not level > 0:
+        # an object smaller than 1 % of the volume: the percentile is air; use the object's own peak
+        level = float(magnitude.max())
     if not level > 0:
         return np.ones(image.shape, dtype=bool)
     mask = magnitude > threshold * level

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -54,6 +55,14 @@ def write_json_atomic(path: Path, payload: dict) -> None:
             os.unlink(tmp)
 
 
+def maps_paths(output: Path) -> dict[str, Path]:
+    """``<output stem>_disagreement.nii.gz`` and ``<output stem>_unmeasured.nii.gz`` beside the output."""
+    from mrisr.reconstruct.maps import MAP_NAMES
+
+    stem = sidecar_path(output).stem
+    return {name: output.with_name(f"{stem}_{name}.nii.gz") for name in MAP_NAMES}
+
+
 def sidecar_path(output: Path) -> Path:
     name = output.name
     for suffix in (".nii.gz", ".nii"):
@@ -94,6 +103,9 @@ def reconstruct_file(
     dynamic_path = Path(dynamic_path)
     output = Path(output) if output is not None else default_output(dynamic_path)
     check_writable(output, inputs=(dynamic_path,) + ((prior_path,) if prior_path else ()))
+    if options.maps:
+        for path in maps_paths(output).values():
+            check_writable(path, inputs=(dynamic_path,) + ((prior_path,) if prior_path else ()))
     if not output.name.lower().endswith((".nii.gz", ".nii")):
         # frames are streamed into a NIfTI file; any other extension would name NIfTI bytes wrongly
         raise MrisrInputError(f"{output}: reconstruction writes NIfTI; name the output .nii.gz or .nii")
@@ -131,11 +143,22 @@ def reconstruct_file(
     if tuned_path is not None:
         model_hash = file_sha256(tuned_path)
     seconds: list[float] = []
+    map_paths = maps_paths(output) if options.maps else {}
+    map_summaries: list[dict] = []
     t_start = time.time()
-    with FrameWriter(output, dynamic, rec.grid.hr_shape, dynamic.n_frames if dynamic.is_4d else None,
-                     affine=rec.grid.hr_affine, tr=dynamic.tr) as writer:
+    n_frames = dynamic.n_frames if dynamic.is_4d else None
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(FrameWriter(output, dynamic, rec.grid.hr_shape, n_frames,
+                                                 affine=rec.grid.hr_affine, tr=dynamic.tr))
+        map_writers = {name: stack.enter_context(FrameWriter(path, dynamic, rec.grid.hr_shape, n_frames,
+                                                             affine=rec.grid.hr_affine, tr=dynamic.tr))
+                       for name, path in map_paths.items()}
         for result in rec.frames():
             writer.write(result.sr)
+            if result.maps is not None:
+                for name, map_writer in map_writers.items():
+                    map_writer.write(getattr(result.maps, name))
+                map_summaries.append({"frame": result.index, **result.maps.summary()})
             seconds.append(round(result.seconds, 4))
             if on_frame:
                 on_frame(result)
@@ -157,6 +180,11 @@ def reconstruct_file(
                                                  "correlation": round(rec.prior.correlation, 4),
                                                  "tracking": None if rec.tracker is None else rec.tracker.describe()},
         "finetune": finetune_info,
+        "maps": None if not map_paths else {
+            "files": {name: path.name for name, path in map_paths.items()},
+            "per_frame": map_summaries,
+            "max_consistency_nrmse": max((m["consistency_nrmse"] for m in map_summaries), default=None),
+        },
         "RepetitionTime": dynamic.tr,
         "frames": dynamic.n_frames,
         "frame_seconds": seconds,

@@ -18,6 +18,7 @@ from mrisr.io.volume import Volume
 from mrisr.kspace.functional import zero_fill
 from mrisr.reconstruct.grid import HRGrid, plan_grid
 from mrisr.reconstruct.keyhole import METHODS, keyhole
+from mrisr.reconstruct.maps import FrameMaps, frame_maps
 from mrisr.reconstruct.prior import PreparedPrior, prepare_prior
 
 #: the prior modes, the default first
@@ -47,6 +48,8 @@ class ReconstructOptions:
         finetune: fine-tune the model on the planning scan first.
         finetune_minutes: time budget of that fine-tuning.
         tile: sliding-window tile ``(X, Y, Z)``; None: whole frames unless a frame is huge.
+        maps: also compute, per frame, the disagreement and unmeasured-detail maps and the
+            data-consistency residual (:mod:`mrisr.reconstruct.maps`); off: nothing extra computed.
     """
 
     model: str = "default"
@@ -60,6 +63,7 @@ class ReconstructOptions:
     finetune: bool = False
     finetune_minutes: float = 3.0
     tile: tuple[int, int, int] | None = None
+    maps: bool = False
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -69,6 +73,11 @@ class ReconstructOptions:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise MrisrInputError(f"--method {self.method}: choose one of {', '.join(METHODS)}")
+        if self.method != "network" and self.data_consistency:
+            raise MrisrInputError(f"--method {self.method} keeps the measured k-space already; drop --data-consistency")
+        if self.method != "network" and self.prior_mode != "tracked":
+            raise MrisrInputError(f"--prior-mode {self.prior_mode} applies to --method network only; "
+                                  "use --method keyhole (planning scan as it is) or keyhole-registered")
         if self.method != "network" and self.finetune:
             raise MrisrInputError(f"--method {self.method} has no model to fine-tune; drop --finetune")
         if self.prior_mode not in PRIOR_MODES:
@@ -93,6 +102,8 @@ class FrameResult:
     seconds: float
     hr_affine: np.ndarray
     extra: dict = field(default_factory=dict)
+    #: disagreement / unmeasured maps and residual (only with ``ReconstructOptions.maps``)
+    maps: FrameMaps | None = None
 
 
 def data_consistency(sr: np.ndarray, lr_frame: np.ndarray) -> np.ndarray:
@@ -200,7 +211,10 @@ class Reconstruction:
             if self.keyhole:
                 reference = self.tracker.prior_for(frame) if self.tracker is not None else self.prior.data
                 sr = keyhole(frame, reference)
-                yield FrameResult(t, total, sr, time.perf_counter() - start, self.grid.hr_affine)
+                maps = None
+                if self.options.maps:
+                    maps = frame_maps(sr, reference, frame_to_grid(frame, self.grid.hr_inplane, self.fft_backend), frame)
+                yield FrameResult(t, total, sr, time.perf_counter() - start, self.grid.hr_affine, maps=maps)
                 continue
             sinc = frame_to_grid(frame, self.grid.hr_inplane, self.fft_backend)
             prior = None
@@ -217,7 +231,8 @@ class Reconstruction:
             if self.options.data_consistency:
                 sr = data_consistency(sr, frame)
             previous = sr
-            yield FrameResult(t, total, sr, time.perf_counter() - start, self.grid.hr_affine)
+            maps = frame_maps(sr, prior, sinc, frame) if self.options.maps else None
+            yield FrameResult(t, total, sr, time.perf_counter() - start, self.grid.hr_affine, maps=maps)
 
 
 def iter_reconstruct(
