@@ -79,6 +79,7 @@ class ReconstructWidget(Container):
         self._viewer = viewer
         self.dynamic = layer_combo(viewer, "dynamic series", ndims=(4, 3), prefer=("lr",))
         self.prior = layer_combo(viewer, "prior (planning)", ndims=(3,), prefer=("planning",), optional=True)
+        self.method = ComboBox(label="method", choices=["network", "keyhole", "keyhole-registered"], value="network")
         self.model = ComboBox(label="model", choices=["default", "default-noprior", MODEL_FILE], value="default")
         self.model_file = FileEdit(label="model file", mode="r", filter="*.safetensors", visible=False)
         self.prior_mode = ComboBox(label="prior of frame t", choices=["tracked", "planning", "previous"], value="tracked")
@@ -88,18 +89,22 @@ class ReconstructWidget(Container):
         self.finetune_minutes = FloatSpinBox(label="fine-tune minutes", value=3.0, min=0.1, max=120.0, step=0.5)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self.follow = CheckBox(text="show each new frame", value=True)
+        self.maps = CheckBox(text="maps: disagreement with the prior, unmeasured detail", value=False)
         self.run_button = PushButton(text="Reconstruct")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="frames", value=0, min=0, max=1)
         self.status = Label(value="")
-        self.extend([self.dynamic, self.prior, self.model, self.model_file, self.prior_mode, self.factor,
+        self.extend([self.dynamic, self.prior, self.method, self.model, self.model_file, self.prior_mode, self.factor,
                      self.data_consistency, self.finetune, self.finetune_minutes, self.device, self.follow,
-                     self.run_button, self.cancel_button, self.progress, self.status])
+                     self.maps, self.run_button, self.cancel_button, self.progress, self.status])
         self.model.changed.connect(lambda value: setattr(self.model_file, "visible", value == MODEL_FILE))
+        self.method.changed.connect(self._method_changed)
         self.run_button.changed.connect(notify_errors(self.run))
         self.cancel_button.changed.connect(self._cancel_clicked)
         self.worker: Any = None
         self.result_layer: Any = None
+        #: the map layers (``disagreement``, ``unmeasured``), filled frame by frame like the result
+        self.map_layers: dict[str, Any] = {}
         self._cancel = threading.Event()
         self._frames_done = 0
         self._total = 0
@@ -120,7 +125,8 @@ class ReconstructWidget(Container):
                 raise MrisrInputError(f"{path}: model file not found; choose an mrisr .safetensors checkpoint")
             model = str(path)
         factor = float(self.factor.value) or None
-        return ReconstructOptions(model=model, prior_mode=str(self.prior_mode.value), factor=factor,
+        return ReconstructOptions(method=str(self.method.value), model=model, prior_mode=str(self.prior_mode.value),
+                                  factor=factor, maps=bool(self.maps.value),
                                   data_consistency=bool(self.data_consistency.value), device=str(self.device.value),
                                   finetune=bool(self.finetune.value),
                                   finetune_minutes=float(self.finetune_minutes.value))
@@ -145,6 +151,7 @@ class ReconstructWidget(Container):
         self._frames_done, self._total, self._outcome, self._error = 0, dynamic.n_frames, "done", ""
         self._dynamic, self._name = dynamic, f"{dynamic_layer.name} SR"
         self.result_layer = None
+        self.map_layers = {}
         worker = create_worker(reconstruction_steps, dynamic, prior, options, self._cancel.is_set,
                                _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_yielded)
@@ -191,12 +198,18 @@ class ReconstructWidget(Container):
             return
         if self.result_layer is None:
             self.result_layer = self._create_layer(item)
+            if item.maps is not None:
+                self.map_layers = self._create_map_layers(item)
+        fills = [(self.result_layer, item.sr)]
+        if item.maps is not None:
+            fills += [(layer, getattr(item.maps, name)) for name, layer in self.map_layers.items()]
+        for layer, values in fills:
+            if layer.data.ndim == 4:
+                layer.data[item.index] = values
+            else:
+                layer.data[...] = values
+            layer.refresh()
         data = self.result_layer.data
-        if data.ndim == 4:
-            data[item.index] = item.sr
-        else:
-            data[...] = item.sr
-        self.result_layer.refresh()
         self._frames_done = item.index + 1
         self.progress.value = self._frames_done
         if self._pbar is not None:
@@ -205,7 +218,12 @@ class ReconstructWidget(Container):
         if self.follow.value and data.ndim == 4:
             self._show_frame(item.index)
 
-    def _create_layer(self, first: Any) -> Any:
+    def _method_changed(self, value: str) -> None:
+        network = value == "network"
+        for widget in (self.model, self.prior_mode, self.data_consistency, self.finetune, self.finetune_minutes):
+            widget.enabled = network
+
+    def _create_layer(self, first: Any, name: str | None = None, role: str = "sr", **layer_kwargs: Any) -> Any:
         shape = first.sr.shape
         dynamic = self._dynamic
         if dynamic.is_4d:
@@ -215,10 +233,23 @@ class ReconstructWidget(Container):
             data = np.zeros(shape, dtype=np.float32)
         result = Volume(data=data, affine=first.hr_affine, tr=dynamic.tr, qform_code=dynamic.qform_code,
                         sform_code=dynamic.sform_code)
-        high = float(np.percentile(first.sr, 99.9)) or 1.0
-        array, kwargs, _ = volume_to_layer_data(result, self._name, role="sr", colormap="gray",
-                                                contrast_limits=(0.0, high))
+        if not layer_kwargs:
+            high = float(np.percentile(first.sr, 99.9)) or 1.0
+            layer_kwargs = {"colormap": "gray", "contrast_limits": (0.0, high)}
+        array, kwargs, _ = volume_to_layer_data(result, name or self._name, role=role, **layer_kwargs)
         return self._viewer.add_image(array, **kwargs)
+
+    def _create_map_layers(self, first: Any) -> dict[str, Any]:
+        """Both maps as layers over the SR layer: warm colours, additive, so grey anatomy shows through."""
+        high = float(np.percentile(first.sr, 99.9)) or 1.0
+        return {
+            "disagreement": self._create_layer(first, f"{self._name} disagreement", "disagreement",
+                                               colormap="inferno", blending="additive", opacity=0.7,
+                                               contrast_limits=(0.0, 0.5)),
+            "unmeasured": self._create_layer(first, f"{self._name} unmeasured", "unmeasured", colormap="cyan",
+                                             blending="additive", opacity=0.5, contrast_limits=(0.0, 0.25 * high),
+                                             visible=False),
+        }
 
     def _show_frame(self, index: int) -> None:
         axis = self._viewer.dims.ndim - 4

@@ -145,6 +145,31 @@ def test_cancel_stops_after_the_current_frame_and_the_widget_stays_usable(
     assert widget.result_layer.data.shape[0] == 6 and widget.result_layer.data[5].any()
 
 
+def test_reconstruct_widget_keyhole_with_maps(make_napari_viewer, qtbot, tiny_phantom):
+    from mrisr.reconstruct import ReconstructOptions, reconstruct_volume
+
+    viewer = make_napari_viewer(show=True)
+    add_volume(viewer, tiny_phantom.planning, "planning", role="planning")
+    add_volume(viewer, tiny_phantom.lr, "dynamic LR", role="lr")
+    widget = dock(viewer, "Reconstruct")
+    widget.method.value = "keyhole-registered"
+    assert not widget.model.enabled and not widget.finetune.enabled  # no model to choose or tune
+    widget.maps.value = True
+    widget.device.value = "cpu"
+    assert wait_for_run(qtbot, widget) == "done"
+    result = widget.result_layer
+    assert set(widget.map_layers) == {"disagreement", "unmeasured"}
+    expected = reconstruct_volume(tiny_phantom.lr, tiny_phantom.planning, ReconstructOptions(method="keyhole-registered"))
+    np.testing.assert_allclose(result.data, np.moveaxis(expected.data, -1, 0), rtol=1e-5, atol=1e-3)
+    for name, layer in widget.map_layers.items():
+        # on the result's grid, filled frame by frame, drawn over the anatomy
+        assert layer.data.shape == result.data.shape, name
+        np.testing.assert_allclose(layer.affine.affine_matrix, result.affine.affine_matrix, atol=1e-9)
+        assert all(layer.data[t].max() > 0 for t in range(3)), name
+        assert layer.blending == "additive"
+    assert viewer.layers.index(widget.map_layers["disagreement"]) > viewer.layers.index(result)
+
+
 def test_reconstruct_errors_are_notifications(make_napari_viewer, qtbot, tiny_phantom, tmp_path):
     from napari.utils.notifications import notification_manager
 
