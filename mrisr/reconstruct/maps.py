@@ -5,9 +5,10 @@ with what the prior and the network supplied. Two maps per frame, on the HR grid
 visible (``mrisr reconstruct --maps``):
 
 * **disagreement**: where the measured frame disagrees with the prior it was given, within the
-  measured band: ``|lowpass(prior) - sinc| / (local signal level + 10 % of the frame's 99th
-  percentile)``, with ``lowpass`` the prior seen through the dynamic's k-space band and ``sinc``
-  the measured frame zero-filled to the HR grid. The prior is already intensity-matched to the
+  measured band: ``|band(prior) - sinc| / (local signal level + 10 % of the frame's 99th
+  percentile)``, with ``band`` the prior seen as the dynamic sees anatomy (its central k-space as
+  a magnitude image on the LR matrix, zero-filled back to the HR grid) and ``sinc`` the measured
+  frame zero-filled the same way. The prior is already intensity-matched to the
   frame. A structure that entered after the planning scan (a needle, a bolus) or one that left
   lights up; so do registration errors and a prior of another contrast (then the map is high
   everywhere). The local level is the frame smoothed over two LR voxels, so a value of 0.2 reads
@@ -30,8 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from mrisr.kspace.functional import crop_lowres, fftc, ifftc, pad_kspace
-from mrisr.reconstruct.prior import lowpass_like
+from mrisr.kspace.functional import crop_lowres, fftc, ifftc, pad_kspace, zero_fill
 
 #: the floor of the local level, as a fraction of the frame's 99th percentile (keeps air from lighting up)
 LEVEL_FLOOR = 0.1
@@ -70,7 +70,9 @@ def disagreement_map(prior: np.ndarray | None, sinc: np.ndarray, lr_inplane: tup
     if prior is None:
         return np.zeros(sinc.shape, dtype=np.float32)
     sinc = np.asarray(sinc, dtype=np.float32)
-    band = lowpass_like(np.asarray(prior, dtype=np.float32), tuple(lr_inplane))
+    # the prior through the same two steps as the frame: the measured band as a magnitude image on
+    # the LR matrix, then zero-filled to the HR grid (a prior equal to the truth then gives zero)
+    band = zero_fill(crop_lowres(np.asarray(prior, dtype=np.float32), tuple(lr_inplane)), sinc.shape[:2])
     sigma = [LEVEL_SIGMA_LR * h / lr for h, lr in zip(sinc.shape[:2], lr_inplane)] + [0.0]
     level = ndimage.gaussian_filter(sinc, sigma) + np.float32(LEVEL_FLOOR * max(float(np.percentile(sinc, 99)), 1e-12))
     return (np.abs(band - sinc) / level).astype(np.float32)
