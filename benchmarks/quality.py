@@ -4,7 +4,8 @@ For each keep level: trilinear, sinc (zero-fill of the LR magnitude data), the n
 the prior-guided model handed the ground-truth previous frame (teacher forcing), the same model
 step-wise on its own outputs, step-wise + data consistency, and step-wise + fine-tuning.
 Then the SSIM gain over sinc per frame over a long series (drift). Every number goes through
-mrisr.metrics. Run: python benchmarks/quality.py [--quick]
+mrisr.metrics: tissue (object mask) first, the whole volume (mostly background) beside it; the
+fidelity benchmark (benchmarks/fidelity.py) adds keyhole baselines and phantoms where the prior is wrong. Run: python benchmarks/quality.py [--quick]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from mrisr.data import load_sample, mni152_path  # noqa: E402
 from mrisr.demo import trilinear_to_grid  # noqa: E402
 from mrisr.io import Volume, load  # noqa: E402
 from mrisr.kspace.functional import zero_fill  # noqa: E402
-from mrisr.metrics import foreground_mask, psnr, ssim  # noqa: E402
+from mrisr.metrics import object_mask, score_frame, ssim  # noqa: E402
 from mrisr.models import load as load_model  # noqa: E402
 from mrisr.phantom import make_dynamic  # noqa: E402
 from mrisr.reconstruct import ReconstructOptions, data_consistency, iter_reconstruct  # noqa: E402
@@ -42,11 +43,11 @@ def unseen_static() -> Volume:
 
 
 def evaluate(pred: list[np.ndarray], gt: np.ndarray) -> tuple[float, float, float, list[float]]:
-    """Mean SSIM (whole volume), SSIM inside the head mask, PSNR, and SSIM per frame."""
-    s = [ssim(p, gt[..., t]) for t, p in enumerate(pred)]
-    m = [ssim(p, gt[..., t], mask=foreground_mask(gt[..., t])) for t, p in enumerate(pred)]
-    q = [psnr(p, gt[..., t]) for t, p in enumerate(pred)]
-    return float(np.mean(s)), float(np.mean(m)), float(np.mean(q)), s
+    """Mean SSIM over the whole volume, SSIM in tissue (object mask), PSNR in tissue, and whole SSIM per frame."""
+    rows = [score_frame(p, gt[..., t]) for t, p in enumerate(pred)]
+    s = [r["ssim_whole"] for r in rows]
+    return (float(np.mean(s)), float(np.mean([r["ssim_tissue"] for r in rows])),
+            float(np.mean([r["psnr_tissue"] for r in rows])), s)
 
 
 def methods_for(phantom, prior_model, noprior_model, finetune_minutes: float) -> dict[str, list[np.ndarray]]:
@@ -110,8 +111,8 @@ def main() -> None:
             s, m, q, _ = evaluate(pred, gt)
             rows.append({"keep": keep, "method": name, "ssim": s, "psnr": q, "gain": s - sinc_ssim, "masked": m,
                          "masked_gain": m - sinc_masked})
-            print(f"keep {keep:5g}%  {name:42s} SSIM {s:.4f} ({s - sinc_ssim:+.4f})  head {m:.4f} "
-                  f"({m - sinc_masked:+.4f})  PSNR {q:.2f}", flush=True)
+            print(f"keep {keep:5g}%  {name:42s} tissue SSIM {m:.4f} ({m - sinc_masked:+.4f})  whole {s:.4f} "
+                  f"({s - sinc_ssim:+.4f})  tissue PSNR {q:.2f}", flush=True)
     # drift over a long series, step-wise
     phantom = make_dynamic(static, frames=drift_frames, keep=6.25, seed=5)
     gt = np.asarray(phantom.hr.data)
@@ -120,7 +121,7 @@ def main() -> None:
     srs = [r.sr for r in iter_reconstruct(phantom.lr, phantom.planning, ReconstructOptions(prior_mode="previous"),
                                           model=prior_model)]
     gains = [ssim(s, gt[..., t]) - b for t, (s, b) in enumerate(zip(srs, sinc_ssims))]
-    masks = [foreground_mask(gt[..., t]) for t in range(drift_frames)]
+    masks = [object_mask(gt[..., t]) for t in range(drift_frames)]
     sinc_head = [ssim(b, gt[..., t], mask=masks[t]) for t, b in enumerate(sincs)]
     head_gains = [ssim(s, gt[..., t], mask=masks[t]) - sinc_head[t] for t, s in enumerate(srs)]
     del srs
@@ -141,12 +142,12 @@ def main() -> None:
 
     fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=110)
     ax.plot(range(drift_frames), gains, marker="o", ms=2, label="step-wise (prior = SR of frame t-1)")
-    ax.plot(range(drift_frames), head_gains, marker="o", ms=2, ls=":", color="C0", label="step-wise, inside the head mask")
+    ax.plot(range(drift_frames), head_gains, marker="o", ms=2, ls=":", color="C0", label="step-wise, in tissue (object mask)")
     ax.plot(range(drift_frames), planning_gains, marker="s", ms=2, label="planning scan as prior for every frame")
     ax.plot(range(drift_frames), tracked_gains, marker="^", ms=2, color="C2",
             label="tracked planning scan (default)")
     ax.plot(range(drift_frames), tracked_head, marker="^", ms=2, ls=":", color="C2",
-            label="tracked, inside the head mask")
+            label="tracked, in tissue (object mask)")
     ax.legend(fontsize=8)
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xlabel("frame")
@@ -163,11 +164,11 @@ def main() -> None:
           f"min {min(planning_gains):+.4f}")
     from _common import write_section  # the shared RESULTS.md writer
 
-    lines = ["| keep % | method | SSIM | gain over sinc | SSIM in head mask | gain | PSNR dB |",
+    lines = ["| keep % | method | tissue SSIM | gain over sinc | whole-volume SSIM | gain | tissue PSNR dB |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['keep']:g} | {r['method']} | {r['ssim']:.4f} | {r['gain']:+.4f} | {r['masked']:.4f} | "
-                     f"{r['masked_gain']:+.4f} | {r['psnr']:.2f} |")
+        lines.append(f"| {r['keep']:g} | {r['method']} | {r['masked']:.4f} | {r['masked_gain']:+.4f} | {r['ssim']:.4f} | "
+                     f"{r['gain']:+.4f} | {r['psnr']:.2f} |")
     def criterion(g: list[float]) -> str:
         return "met" if abs(g[-1] - g[0]) <= 0.01 else "missed"
 
@@ -177,13 +178,13 @@ def main() -> None:
               "|---|---|---|---|---|---|---|",
               f"| step-wise (`previous`) | {gains[0]:+.4f} | {gains[-1]:+.4f} | {gains[-1] - gains[0]:+.4f} | "
               f"{min(gains):+.4f} | {sum(g <= 0 for g in gains)} | {criterion(gains)} |",
-              f"| step-wise, inside the head mask | {head_gains[0]:+.4f} | {head_gains[-1]:+.4f} | "
+              f"| step-wise, in tissue | {head_gains[0]:+.4f} | {head_gains[-1]:+.4f} | "
               f"{head_gains[-1] - head_gains[0]:+.4f} | {min(head_gains):+.4f} | {sum(g <= 0 for g in head_gains)} | "
               f"{criterion(head_gains)} |",
               f"| tracked planning scan (`tracked`, default) | {tracked_gains[0]:+.4f} | {tracked_gains[-1]:+.4f} | "
               f"{tracked_gains[-1] - tracked_gains[0]:+.4f} | {min(tracked_gains):+.4f} | "
               f"{sum(g <= 0 for g in tracked_gains)} | {criterion(tracked_gains)} |",
-              f"| tracked, inside the head mask | {tracked_head[0]:+.4f} | {tracked_head[-1]:+.4f} | "
+              f"| tracked, in tissue | {tracked_head[0]:+.4f} | {tracked_head[-1]:+.4f} | "
               f"{tracked_head[-1] - tracked_head[0]:+.4f} | {min(tracked_head):+.4f} | "
               f"{sum(g <= 0 for g in tracked_head)} | {criterion(tracked_head)} |",
               f"| planning scan for every frame (`planning`) | {planning_gains[0]:+.4f} | {planning_gains[-1]:+.4f} | "

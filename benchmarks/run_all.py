@@ -1,13 +1,13 @@
 """Run every benchmark (what `make bench` calls) and record how long each took.
 
 Usage:
-    .venv/bin/python benchmarks/run_all.py                    # speed, memory, finetune, quality (if present)
+    .venv/bin/python benchmarks/run_all.py                    # speed, memory, finetune, quality, fidelity
     .venv/bin/python benchmarks/run_all.py --only speed       # a subset
     MRISR_BENCH_QUICK=1 .venv/bin/python benchmarks/run_all.py  # toy sizes: checks the scripts in ~10 min
 
 Each script runs in its own process (``OMP_NUM_THREADS=2`` unless set) and writes its own section
 of ``benchmarks/RESULTS.md``; this runner adds a section with the wall time of each script. The
-whole run must stay under 30 minutes on a 2-core machine.
+whole run must stay under 45 minutes on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH_DIR, REPO_ROOT, log, markdown_table, print_table, quick, write_section  # noqa: E402
 
-SCRIPTS = ("speed", "memory", "finetune", "quality")
-BUDGET_S = 30 * 60
+SCRIPTS = ("speed", "memory", "finetune", "quality", "fidelity")
+BUDGET_S = 45 * 60
 
 
 def main() -> int:

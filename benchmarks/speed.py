@@ -174,8 +174,8 @@ def main() -> None:
     headers = ["HR frame (X x Y x Z)", f"s/frame, default prior mode ({prior_mode})", "s/frame, planning prior",
                "s/frame, planning prior before optimisation", "network s", "anchor s",
                f"x faster than anchor ({prior_mode})", "x faster than anchor (planning)", "our GFLOP", "our GFLOP/s",
-               "% of conv ceiling", "anchor GFLOP", "anchor GFLOP/s", f"SSIM ({prior_mode})", "SSIM (planning)",
-               "SSIM (planning, before optimisation)", "max abs diff planning vs before (normalised)", "SSIM sinc"]
+               "% of conv ceiling", "anchor GFLOP", "anchor GFLOP/s", f"whole-volume SSIM ({prior_mode})", "whole-volume SSIM (planning)",
+               "whole-volume SSIM (planning, before optimisation)", "max abs diff planning vs before (normalised)", "whole-volume SSIM sinc"]
     lever_headers = ["lever (on the main frame)", "s", "reference s (interleaved)", "speed vs reference",
                      "max abs diff (normalised)", "SSIM", "verdict", "note"]
     print()
