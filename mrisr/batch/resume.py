@@ -51,6 +51,7 @@ class SubjectPlan:
     series: list[SeriesPlan]
     log: Path
     status: Path
+    output_dir: Path | None = None
 
 
 
@@ -178,6 +179,7 @@ def plan_subject(
         series=plans,
         log=subject_log_path(output_dir, subject.label),
         status=status_path(output_dir, subject.label),
+        output_dir=Path(output_dir),
     )
 
 

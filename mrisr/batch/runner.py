@@ -38,10 +38,12 @@ from mrisr.batch.derivatives import (
     write_summary,
 )
 from mrisr.batch.inputs import Cohort
+from mrisr.batch.lock import lock_subjects
 from mrisr.batch.resume import SeriesPlan, SubjectPlan, plan_subject, up_to_date
 from mrisr.batch.summary import SubjectResult, collect_summary, result_from_blocks, write_collected_summary
 from mrisr.batch.validation import RunSettings, validate_batch
 from mrisr.io.errors import MrisrInputError, one_line
+from mrisr.io.guard import check_target, is_stale_partial, write_scope
 
 __all__ = [
     "Reporter",
@@ -87,6 +89,7 @@ class _SilentReporter:
 
 
 def _open_log(path: Path, label: str) -> tuple[logging.Logger, logging.Handler]:
+    check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger(f"mrisr.batch.sub-{label}.{os.getpid()}.{time.monotonic_ns()}")
     logger.setLevel(logging.INFO)
@@ -97,13 +100,22 @@ def _open_log(path: Path, label: str) -> tuple[logging.Logger, logging.Handler]:
     return logger, handler
 
 
-def _remove_stale_partials(folder: Path) -> None:
-    """Temporary files of a run that was killed (``.name.*.partial*``): never results, safe to remove."""
-    if not folder.is_dir():
-        return
-    for stale in folder.rglob(".*.partial*"):
-        if stale.is_file():
-            stale.unlink(missing_ok=True)
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Temporary files in a subject's folder whose writer is gone (a killed run): never results.
+
+    Symbolic links are not followed (nothing outside the output folder is touched), and the
+    partials of a process still running are kept.
+    """
+    removed: list[Path] = []
+    if folder.is_symlink() or not folder.is_dir():
+        return removed
+    for parent, _folders, files in os.walk(folder, followlinks=False):
+        for name in files:
+            path = Path(parent) / name
+            if is_stale_partial(name) and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def _run_series(
@@ -129,6 +141,8 @@ def _run_series(
         finetune=options["finetune"],
         finetune_minutes=options["finetune_minutes"],
     )
+    for target in (outputs.series, outputs.sidecar):
+        check_target(target)  # before the folder is made: a link out of the output folder is refused
     outputs.series.parent.mkdir(parents=True, exist_ok=True)
     # the sidecar is the completion marker: drop the old one before the output is replaced
     outputs.sidecar.unlink(missing_ok=True)
@@ -248,8 +262,21 @@ def process_subject(
     """Run every series of a subject; any error is logged and returned as a failed result.
 
     Runs in a worker process with ``--jobs``; only ``KeyboardInterrupt`` escapes (the outputs in
-    progress are then removed by their atomic writers).
+    progress are then removed by their atomic writers). Writes stay inside the output folder and
+    never replace an input or the model (:mod:`mrisr.io.guard`).
     """
+    inputs = [path for series in plan.series for path in series.series.files().values()]
+    inputs += [series.model.get("path") for series in plan.series]
+    with write_scope(inputs=inputs, confine_to=plan.output_dir):
+        return _process_subject(plan, settings, on_frame, cohort_root)
+
+
+def _process_subject(
+    plan: SubjectPlan,
+    settings: RunSettings,
+    on_frame: Callable[[int, int], None] | None,
+    cohort_root: Path | None,
+) -> SubjectResult:
     started = time.perf_counter()
     log, handler = _open_log(plan.log, plan.label)
     try:
@@ -264,11 +291,14 @@ def process_subject(
             os.getpid(),
         )
         log.info("options %s", json.dumps(settings.options, sort_keys=True))
-        _remove_stale_partials(plan.log.parent.parent)
+        remove_stale_partials(plan.log.parent.parent)
         blocks = [_run_series(series, settings, log, on_frame, cohort_root) for series in plan.series]
         plan.status.unlink(missing_ok=True)
         result = result_from_blocks(plan.label, "done", blocks, seconds=time.perf_counter() - started)
         log.info("sub-%s done in %.2f s", plan.label, result.seconds)
+    except KeyboardInterrupt:
+        log.error("sub-%s interrupted: its outputs in progress were removed; rerun to resume", plan.label)
+        raise
     except Exception as exc:
         message = one_line(exc)
         log.error("sub-%s failed: %s", plan.label, message)
@@ -341,6 +371,14 @@ def run_batch(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     reporter = reporter or _SilentReporter()
+    # nothing is written outside the output folder, and no other run works on these subjects meanwhile
+    with write_scope(confine_to=output_dir), lock_subjects(output_dir, list(cohort.subjects)):
+        return _run_locked(cohort, output_dir, settings, jobs, reporter, summary)
+
+
+def _run_locked(
+    cohort: Cohort, output_dir: Path, settings: RunSettings, jobs: int, reporter: Reporter, summary: bool
+) -> list[SubjectResult]:
     write_dataset_description(output_dir, cohort)
     reporter.start(len(cohort.subjects))
     results: dict[str, SubjectResult] = {}

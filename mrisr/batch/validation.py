@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mrisr.batch.config import BatchConfig, load_batch_config
-from mrisr.batch.derivatives import series_outputs
+from mrisr.batch.derivatives import series_outputs, subject_log_path
 from mrisr.batch.inputs import BatchValidationError, Cohort, SeriesInputs, discover
 from mrisr.io.errors import MrisrInputError
 
@@ -72,6 +72,33 @@ def _check_output_dir(output_dir: Path, cohort: Cohort, problems: list[str]) -> 
             f"{output_dir}: cannot create or write the output folder ({exc.strerror}); choose a writable location"
         )
     return missing
+
+
+def _check_links(output_dir: Path, cohort: Cohort, desc: str, problems: list[str]) -> None:
+    """Subject folders (or files) in the output folder that are symbolic links to somewhere else:
+    the run would write, and clean temporary files, outside the output folder."""
+    root = os.path.realpath(output_dir)
+    reported: set[str] = set()
+    for subject in cohort.subjects.values():
+        targets = [subject_log_path(output_dir, subject.label)]
+        for series in subject.series:
+            outputs = series_outputs(output_dir, series, desc, finetune=True)
+            targets += [outputs.series, outputs.sidecar, outputs.finetuned_model]
+        for target in targets:
+            real = os.path.realpath(target)
+            if os.path.commonpath([root, real]) == root:
+                continue
+            # name the link itself: the first component on the way that resolves elsewhere
+            link = next(
+                (p for p in [*reversed(target.parents), target] if p.is_symlink() and p.is_relative_to(output_dir)),
+                target,
+            )
+            if str(link) not in reported:
+                reported.add(str(link))
+                problems.append(
+                    f"{link}: a symbolic link to {os.path.realpath(link)}, outside the output folder; results are "
+                    "only written inside it: replace the link by a real folder or choose another output folder"
+                )
 
 
 def _remove_created(folders: list[Path]) -> None:
@@ -179,6 +206,7 @@ def validate_batch(
                 problems.append(
                     f"{series.dynamic}: --finetune needs a planning scan; add one or run without --finetune"
                 )
+    _check_links(Path(output_dir), cohort, cfg.desc, problems)
     outputs: dict[Path, Path] = {}
     for subject in cohort.subjects.values():
         for series in subject.series:

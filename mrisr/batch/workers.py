@@ -1,8 +1,17 @@
-"""Worker processes of a parallel batch run (``--jobs N``): one subject per task."""
+"""Worker processes of a parallel batch run (``--jobs N``): one subject per task.
+
+Workers never outlive the run: on Linux each asks the kernel for SIGTERM when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``; the fork server that starts them exits with the run), and the run
+stops them itself when it is interrupted. A worker treats SIGTERM like Ctrl-C: the outputs in
+progress are removed while the interruption unwinds, and it takes no further subject.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -11,6 +20,7 @@ from mrisr.batch.resume import SubjectPlan
 from mrisr.batch.summary import SubjectResult
 from mrisr.batch.validation import RunSettings
 from mrisr.io.errors import one_line
+from mrisr.io.guard import pid_alive
 
 __all__ = ["run_pool"]
 
@@ -23,16 +33,71 @@ def _worker_context():
 
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["mrisr.batch.runner", "mrisr.reconstruct", "mrisr.metrics"])
+        context.set_forkserver_preload(
+            ["mrisr.batch.runner", "mrisr.batch.workers", "mrisr.reconstruct", "mrisr.metrics"]
+        )
         return context
     return multiprocessing.get_context("spawn")
 
 
-def _init_worker(threads: int) -> None:
+#: seconds an interrupted worker gets to remove its partial outputs before it is killed
+STOP_GRACE_S = 20.0
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent exits (Linux only).
+
+    Returns:
+        Whether the request was made.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _terminate_as_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _init_worker(threads: int, run_pid: int) -> None:
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    die_with_parent(signal.SIGTERM)
+    if not pid_alive(run_pid):  # the run died before the request was made
+        os._exit(1)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _process_in_worker(plan: SubjectPlan, settings: RunSettings, cohort_root: Path | None) -> SubjectResult:
+    from mrisr.batch.runner import process_subject
+
+    try:
+        return process_subject(plan, settings, None, cohort_root)
+    except KeyboardInterrupt:
+        # the outputs in progress were removed while the interruption unwound; take no further subject
+        os._exit(130)
+
+
+def _stop_workers(processes: list) -> None:
+    """SIGTERM every worker, give it time to clean up, then SIGKILL what is left."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + STOP_GRACE_S
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join(5)
 
 
 def run_pool(
@@ -46,17 +111,17 @@ def run_pool(
     ``finished`` with each subject's result as it arrives."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from mrisr.batch.runner import process_subject
+    from mrisr.batch.runner import remove_stale_partials
 
     threads = settings.threads or max(1, (os.cpu_count() or 1) // workers)
     worker_settings = replace(settings, threads=threads)
     pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=_worker_context(), initializer=_init_worker, initargs=(threads,)
+        max_workers=workers, mp_context=_worker_context(), initializer=_init_worker, initargs=(threads, os.getpid())
     )
     futures = {}
     try:
         for plan in todo:
-            futures[pool.submit(process_subject, plan, worker_settings, None, cohort_root)] = plan
+            futures[pool.submit(_process_in_worker, plan, worker_settings, cohort_root)] = plan
         for future in as_completed(futures):
             plan = futures[future]
             try:
@@ -70,6 +135,11 @@ def run_pool(
                 )
             finished(result)
     except BaseException:
+        # the pool forgets its processes on shutdown: take the list first
+        processes = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
+        _stop_workers(processes)
+        for plan in todo:  # what a worker killed mid-write left behind
+            remove_stale_partials(plan.log.parent.parent)
         raise
     pool.shutdown(wait=True)

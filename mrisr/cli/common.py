@@ -19,9 +19,15 @@ def fail(message: str, code: int = 2) -> None:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn :class:`MrisrInputError` (and Ctrl-C) into a one-line message and a non-zero exit."""
+    """Turn :class:`MrisrInputError` (and Ctrl-C) into a one-line message and a non-zero exit.
+
+    The block is one write scope (:func:`mrisr.io.guard.write_scope`): no file it reads can be written over.
+    """
+    from mrisr.io.guard import write_scope
+
     try:
-        yield
+        with write_scope():
+            yield
     except MrisrInputError as exc:
         fail(str(exc))
     except OSError as exc:

@@ -30,6 +30,7 @@ def finetune(
     from mrisr.cli.common import set_threads
     from mrisr.io import MrisrInputError, load
     from mrisr.io.geometry import coarsen_affine
+    from mrisr.io.guard import check_target
     from mrisr.io.stream import iter_frames
     from mrisr.io.volume import Volume
     from mrisr.kspace.functional import center_keep_shape
@@ -58,6 +59,7 @@ def finetune(
                              source=Path(f"<keep {keep}%>"))
         opts = ReconstructOptions(model=model, device=device)
         rec = Reconstruction(dynamic, plan, opts)
+        check_target(output)  # against the planning scan, the dynamic and the base model, before any work
         # frame 0 only, streamed: a long series is never read whole
         first = next(iter_frames(dynamic)) if like is not None else None
         if first is None:

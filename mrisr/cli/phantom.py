@@ -65,7 +65,8 @@ def phantom(
         fail(f"{output}: exists and is not a folder; -o takes a folder, e.g. -o phantom/")
 
     from mrisr.io import load
-    from mrisr.phantom import make_dynamic
+    from mrisr.io.guard import check_target
+    from mrisr.phantom import make_dynamic, phantom_paths
 
     with user_errors():
         if source is None:
@@ -74,6 +75,8 @@ def phantom(
             static = load_sample()
         else:
             static = load(source)
+        for target in phantom_paths(output).values():
+            check_target(target)  # the source is never overwritten: refused before any work
         result = make_dynamic(
             static,
             frames=frames,

@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mrisr.io.errors import MrisrInputError
+from mrisr.io.errors import MrisrInputError, one_line
 
 FORMAT = "mrisr-checkpoint"
 FORMAT_VERSION = 1
@@ -46,13 +45,19 @@ def save_checkpoint(network: nn.Module, path: str | Path, meta: dict) -> Path:
         if key not in full:
             raise ValueError(f"checkpoint metadata needs {key!r}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"mrisr": json.dumps(full)})
-        from mrisr.io.save import _publish
+    from mrisr.io.guard import partial_file, write_errors
+    from mrisr.io.save import _publish
 
-        _publish(tmp, path)
+    tmp = partial_file(path)
+    try:
+        try:
+            save_file(tensors, str(tmp), metadata={"mrisr": json.dumps(full)})
+        except Exception as exc:  # safetensors reports a failed write (disk full) as its own error type
+            raise MrisrInputError(
+                f"{path}: cannot write the checkpoint ({one_line(exc)}); free some space or choose another location"
+            ) from None
+        with write_errors(path):
+            _publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -63,9 +68,12 @@ def read_metadata(path: str | Path) -> dict:
     """Metadata of an mrisr checkpoint, or a one-line :class:`MrisrInputError` saying what the file is."""
     from safetensors import safe_open
 
+    from mrisr.io.guard import register_input
+
     path = Path(path)
     if not path.exists():
         raise MrisrInputError(f"{path}: model file not found; pass 'default' or the path of an mrisr checkpoint")
+    register_input(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
             raw = (fh.metadata() or {}).get("mrisr")
