@@ -34,9 +34,11 @@ import numpy as np
 from scipy import ndimage
 
 from mrisr.deform import breathing_field, breathing_trace, smooth_random_field
+from mrisr.io.checks import check_fits_memory
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.guard import check_target
 from mrisr.io.volume import Volume
+from mrisr.limits import check_frames, check_keep
 
 __all__ = ["DynamicPhantom", "PHANTOM_FILES", "gamma_variate", "make_dynamic", "phantom_paths"]
 
@@ -262,8 +264,12 @@ def _check_inputs(
         )
     if int(frames) != frames or frames < 1:
         raise MrisrInputError(f"frames={frames}: must be an integer >= 1, e.g. 20")
-    if not (0 < keep <= 100):
-        raise MrisrInputError(f"keep={keep}: must be a percentage of k-space in (0, 100], e.g. 6.25")
+    check_frames(int(frames), "frames")
+    check_keep(keep, "keep", inplane=static.spatial_shape[:2])
+    # the HR series is held whole (float32), with a warped frame and its LR copy beside it
+    voxels = float(np.prod(static.spatial_shape, dtype=np.float64))
+    check_fits_memory(voxels * 4 * (int(frames) * 1.1 + 8), f"{name}: a {frames}-frame phantom of {static.spatial_shape}",
+                      "make fewer frames or crop the source")
     if not tr > 0:
         raise MrisrInputError(f"tr={tr}: must be > 0 seconds, e.g. 0.5")
     if not motion_mm >= 0:

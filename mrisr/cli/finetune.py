@@ -34,19 +34,25 @@ def finetune(
     from mrisr.io.stream import iter_frames
     from mrisr.io.volume import Volume
     from mrisr.kspace.functional import center_keep_shape
+    from mrisr.limits import check_keep, check_lr, check_minutes, check_steps
     from mrisr.models.checkpoint import file_sha256, save_checkpoint
     from mrisr.reconstruct import Reconstruction, ReconstructOptions
     from mrisr.reconstruct.run import finetune_for
 
     if (like is None) == (keep is None):
         fail(f"{planning}: give exactly one of --like DYNAMIC.nii.gz or --keep PERCENT")
-    if keep is not None and not (0 < keep <= 100):
-        fail(f"{planning}: --keep {keep} must be a percentage in (0, 100]")
     if not str(output).endswith(".safetensors"):
         fail(f"{output}: the fine-tuned model must be a .safetensors file")
-    set_threads(threads)
     with user_errors():
+        if keep is not None:
+            check_keep(keep)
+        check_minutes(minutes)
+        check_steps(steps)
+        check_lr(lr)
+        set_threads(threads)
         plan = load(planning)
+        if keep is not None:
+            check_keep(keep, inplane=plan.spatial_shape[:2])
         if plan.is_4d:
             raise MrisrInputError(f"{planning}: the planning scan is 4-D; pass a static 3-D volume")
         if like is not None:

@@ -51,8 +51,10 @@ def phantom(
 
     Each HR frame is the source anatomy moved by a breathing deformation (plus a small irregular component), with optional contrast uptake; the planning scan is the same anatomy at deep inspiration without contrast; the LR series keeps the centre of k-space (a genuinely smaller matrix with its correct affine). All three share world space.
     """
-    if frames < 1:
-        fail(f"--frames {frames}: must be >= 1, e.g. 20")
+    from mrisr.limits import MAX_FRAMES
+
+    if not 1 <= frames <= MAX_FRAMES:
+        fail(f"--frames {frames}: must be an integer in 1..{MAX_FRAMES}, e.g. 20")
     if not (0 < keep <= 100):
         fail(f"--keep {keep}: must be a percentage in (0, 100], e.g. 6.25")
     if not tr > 0:

@@ -197,6 +197,11 @@ def check_frame(frame: np.ndarray, source: Path | str | None, t: int) -> None:
         raise MrisrInputError(
             f"{source}: frame {t} contains NaN/Inf voxels; replace them (e.g. with 0) or drop the frame before running mrisr"
         )
+    if not np.any(frame):
+        # nothing was measured: a dropped or blanked frame, which no prior can be matched to
+        raise MrisrInputError(
+            f"{source}: frame {t} is all zero (no signal); drop the frame or replace it before running mrisr"
+        )
 
 
 def load(path: str | Path, validate: bool = True, lazy: bool = False) -> Volume:

@@ -17,6 +17,7 @@ import numpy as np
 from mrisr.io import FrameWriter, check_writable, load
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.guard import check_target
+from mrisr.io.load import check_frame
 from mrisr.models.checkpoint import file_sha256, save_checkpoint
 from mrisr.reconstruct.stepwise import (
     FrameResult,
@@ -119,6 +120,7 @@ def reconstruct_file(
         warnings.simplefilter("always")
         rec = Reconstruction(dynamic, prior, options)
         first = next(iter(_first_frame(dynamic)))
+        check_frame(first, dynamic_path, 0)
         rec.prepare_prior(first)
     caught += [str(r.message) for r in records]
     for message in caught:
