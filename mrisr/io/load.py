@@ -86,8 +86,11 @@ def _check_ndim(path: Path, shape: tuple[int, ...]) -> None:
             f"{path}: image is {ndim}-D with shape {tuple(shape)}; mrisr needs a 3-D volume or a 4-D series (X, Y, Z, T); "
             "split extra dimensions first"
         )
-    if min(shape[:3]) < 2 and ndim == 3 and shape[2] < 1:
-        raise MrisrInputError(f"{path}: empty image of shape {tuple(shape)}")
+    if min(shape[:2]) < 2:
+        raise MrisrInputError(
+            f"{path}: image of shape {tuple(shape)} has fewer than 2 voxels along an in-plane axis; "
+            "pass a 3-D volume or a 4-D series of real images (X, Y, Z[, T])"
+        )
 
 
 def _sitk_volume(path: Path) -> Volume:

@@ -113,11 +113,12 @@ def reconstruct_file(
         # frames are streamed into a NIfTI file; any other extension would name NIfTI bytes wrongly
         raise MrisrInputError(f"{output}: reconstruction writes NIfTI; name the output .nii.gz or .nii")
     status = on_status or (lambda message: None)
-    dynamic = load(dynamic_path, lazy=True)
-    prior = load(prior_path) if prior_path else None
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
+        # header warnings (no orientation, qform/sform disagreement) are reported like the others
+        dynamic = load(dynamic_path, lazy=True)
+        prior = load(prior_path) if prior_path else None
         rec = Reconstruction(dynamic, prior, options)
         first = next(iter(_first_frame(dynamic)))
         check_frame(first, dynamic_path, 0)
