@@ -27,6 +27,8 @@ PRIOR_MODES = ("tracked", "planning", "previous")
 #: float32 copies of one HR frame a reconstruction holds at once (sinc, prior, SR, network
 #: activations of a whole frame): the memory bound checked before the first frame
 HR_FRAME_COPIES = 32
+#: the largest in-plane refinement (as --factor allows)
+MAX_INPLANE_FACTOR = 16
 
 
 @dataclass
@@ -177,6 +179,13 @@ class Reconstruction:
             self.grid: HRGrid = plan_grid(dynamic, prior, options.factor, options.matrix)
         except ValueError as exc:
             raise MrisrInputError(f"{dynamic.name}: {exc}; choose a larger --factor/--matrix") from None
+        ratio = max(h / lr for h, lr in zip(self.grid.hr_shape[:2], self.grid.lr_shape[:2]))
+        if ratio > MAX_INPLANE_FACTOR:
+            raise MrisrInputError(
+                f"{dynamic.name}: HR grid {'x'.join(str(n) for n in self.grid.hr_shape)} is {ratio:.0f}x the "
+                f"{'x'.join(str(n) for n in self.grid.lr_shape)} dynamic in-plane, more than {MAX_INPLANE_FACTOR}x; "
+                "choose a smaller --matrix or --factor"
+            )
         check_fits_memory(
             float(np.prod(self.grid.hr_shape, dtype=np.float64)) * 4 * HR_FRAME_COPIES,
             f"{dynamic.name}: HR grid {'x'.join(str(n) for n in self.grid.hr_shape)}",

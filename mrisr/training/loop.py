@@ -8,6 +8,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,9 @@ def _load_state(path: Path, opt: torch.optim.Optimizer, device: torch.device) ->
     """
     fix = "delete it to resume from the checkpoint's weights alone, or start a new run"
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on foreign pickles: the file is judged below
+            state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:
         reason = "it holds objects other than tensors" if "weights only" in str(exc).lower() else one_line(exc)
         raise MrisrInputError(f"{path}: not an mrisr optimiser state ({reason}); {fix}") from None
