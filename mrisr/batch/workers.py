@@ -1,16 +1,21 @@
 """Worker processes of a parallel batch run (``--jobs N``): one subject per task.
 
-Workers never outlive the run: on Linux each asks the kernel for SIGTERM when its parent dies
-(``prctl(PR_SET_PDEATHSIG)``; the fork server that starts them exits with the run), and the run
-stops them itself when it is interrupted. A worker treats SIGTERM like Ctrl-C: the outputs in
-progress are removed while the interruption unwinds, and it takes no further subject.
+Workers never outlive the run, however it ends. Their parent is the fork server, not the run,
+and the fork server lives as long as any worker (each holds its "alive" pipe), so a parent-death
+signal alone cannot tell a worker that the run is gone: each worker also watches the run's
+process (a pidfd on Linux, else polling) and sends itself SIGTERM when it exits, SIGKILL
+included; ``prctl(PR_SET_PDEATHSIG)`` covers the fork server dying first. An interrupted run stops
+its workers itself. A worker treats SIGTERM like Ctrl-C: the outputs in progress are removed while
+the interruption unwinds, and it takes no further subject.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -66,11 +71,25 @@ def _terminate_as_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _watch_run(run_pid: int) -> None:
+    """Wait (in a thread) for the run's process to exit, then SIGTERM this worker."""
+    try:
+        handle = os.pidfd_open(run_pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel, not Linux) or the run is already gone
+        handle = None
+    if handle is not None:
+        select.select([handle], [], [])
+        os.close(handle)
+    else:
+        while pid_alive(run_pid):
+            time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _init_worker(threads: int, run_pid: int) -> None:
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     die_with_parent(signal.SIGTERM)
-    if not pid_alive(run_pid):  # the run died before the request was made
-        os._exit(1)
+    threading.Thread(target=_watch_run, args=(run_pid,), name="mrisr-watch-run", daemon=True).start()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
