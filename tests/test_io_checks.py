@@ -244,3 +244,10 @@ def test_a_one_voxel_image_is_refused_at_load(tmp_path):
 def test_copy_of_a_real_file_still_loads(case, tmp_path):
     copy = shutil.copy(case["hr"], tmp_path / "hr.nii.gz")
     assert load(copy).data.shape == (24, 24, 8, 2)
+
+
+def test_a_header_nibabel_must_repair_is_no_traceback(tmp_path):
+    qfac = raw_nifti(tmp_path / "qfac.nii.gz", (8, 8, 4), data=_valid_bytes(), pixdim=[0, 2, 2, 3, 0, 0, 0, 0])
+    result = runner.invoke(app, ["simulate", str(qfac), "-o", str(tmp_path / "lr.nii.gz"), "--keep", "50"])
+    assert result.exit_code == 0, result.output
+    assert all(line.startswith("warning: ") for line in result.stderr.splitlines() if line.strip())

@@ -193,7 +193,10 @@ def check_nifti_header(path: str | Path, lazy: bool = False) -> None:
 
 
 def _check_qform_sform(path: Path, hdr, shape: tuple[int, ...]) -> None:
-    qform, sform = hdr.get_qform(), hdr.get_sform()
+    try:
+        qform, sform = hdr.get_qform(), hdr.get_sform()
+    except Exception:  # a qform nibabel cannot compute as stored (e.g. qfac 0): it repairs it on load
+        return
     corners = np.array(
         [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
     ) if len(shape) >= 3 else np.array([[0.0, 0.0, 0.0, 1.0]])
