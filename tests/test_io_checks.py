@@ -18,10 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mrisr.cli import app
-from mrisr.data import load_sample
-from mrisr.io import MrisrInputError, Volume, load, save_like
+from mrisr.io import MrisrInputError, load, save_like
 from mrisr.models import make_tiny_checkpoint
-from mrisr.phantom import make_dynamic
 
 runner = CliRunner()
 TWO_GB_KB = 2 * 1024 * 1024  # ru_maxrss is in KiB on Linux
@@ -56,16 +54,9 @@ def _error_line(result) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def case(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("checks")
-    sample = load_sample()
-    affine = sample.affine.copy()
-    affine[:3, 3] = sample.affine[:3, :3] @ np.array([52, 52, 10]) + sample.affine[:3, 3]
-    crop = Volume(data=np.ascontiguousarray(sample.data[52:76, 52:76, 10:18]), affine=affine)
-    files = make_dynamic(crop, frames=2, keep=25, seed=1).save(folder / "phantom")
-    files["tiny"] = make_tiny_checkpoint(folder / "tiny.safetensors", prior=True)
-    return files
+@pytest.fixture
+def case(phantom_files):
+    return phantom_files
 
 
 # ------------------------------------------------------------------ memory bombs, in a real process

@@ -8,31 +8,20 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from mrisr.cli import app
-from mrisr.data import load_sample
-from mrisr.io import MrisrInputError, Volume, load, save_like
+from mrisr.io import MrisrInputError, load, save_like
 from mrisr.io.guard import check_target, partial_file, remove_stale_partials, write_scope
-from mrisr.models import file_sha256, make_tiny_checkpoint
-from mrisr.phantom import make_dynamic
+from mrisr.models import file_sha256
 
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def case(tmp_path_factory):
-    """A 2-frame phantom (24 x 24 x 8 anatomy) and a tiny model, on disk."""
-    folder = tmp_path_factory.mktemp("guard")
-    sample = load_sample()
-    affine = sample.affine.copy()
-    affine[:3, 3] = sample.affine[:3, :3] @ np.array([52, 52, 10]) + sample.affine[:3, 3]
-    crop = Volume(data=np.ascontiguousarray(sample.data[52:76, 52:76, 10:18]), affine=affine)
-    files = make_dynamic(crop, frames=2, keep=25, seed=1).save(folder / "phantom")
-    files["tiny"] = make_tiny_checkpoint(folder / "tiny.safetensors", prior=True)
-    return files
+@pytest.fixture
+def case(phantom_files):
+    return phantom_files
 
 
 def _one_error_line(result) -> str:

@@ -3,30 +3,18 @@ run that does not end, a silent no-op, a 2x2 "image" or a terabyte allocation), 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from mrisr.cli import app
-from mrisr.data import load_sample
-from mrisr.io import Volume
 from mrisr.limits import cpu_count
-from mrisr.models import make_tiny_checkpoint
-from mrisr.phantom import make_dynamic
 
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def case(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("limits")
-    sample = load_sample()
-    affine = sample.affine.copy()
-    affine[:3, 3] = sample.affine[:3, :3] @ np.array([52, 52, 10]) + sample.affine[:3, 3]
-    crop = Volume(data=np.ascontiguousarray(sample.data[52:76, 52:76, 10:18]), affine=affine)
-    files = make_dynamic(crop, frames=2, keep=25, seed=1).save(folder / "phantom")
-    files["tiny"] = make_tiny_checkpoint(folder / "tiny.safetensors", prior=True)
-    return files
+@pytest.fixture
+def case(phantom_files):
+    return phantom_files
 
 
 def _refused(tmp_path, args, *fragments) -> str:

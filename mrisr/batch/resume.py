@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from mrisr.batch.derivatives import (
 )
 from mrisr.batch.inputs import SeriesInputs, SubjectInputs
 from mrisr.batch.validation import RunSettings
+from mrisr.io.checks import check_gzip
 from mrisr.io.errors import MrisrInputError
 
 __all__ = ["RUNTIME_OPTIONS", "SeriesPlan", "SubjectPlan", "fingerprint_of", "plan_subject", "recorded", "up_to_date"]
@@ -88,27 +88,14 @@ def _hash_and_check(path: Path, chunk: int = 1 << 20) -> str:
         MrisrInputError: naming the file, what is wrong and the fix.
     """
     digest = hashlib.sha256()
-    gzipped = path.name.endswith(".gz")
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if gzipped else None
-    length = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-            if inflater is None:
+    if path.name.endswith(".gz"):
+        length = check_gzip(path, on_block=digest.update, chunk=chunk)
+    else:
+        length = 0
+        with open(path, "rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
                 length += len(block)
-                continue
-            try:
-                while block and not inflater.eof:
-                    length += len(inflater.decompress(block, chunk * 8))
-                    block = inflater.unconsumed_tail
-            except zlib.error as exc:
-                raise MrisrInputError(
-                    f"{path}: corrupt gzip data ({exc}); replace it with a complete copy of the image"
-                ) from None
-    if inflater is not None and not inflater.eof:
-        raise MrisrInputError(
-            f"{path}: truncated .gz file (the compressed data end early); replace it with a complete copy of the image"
-        )
     if path.name.endswith((".nii", ".nii.gz")):
         expected = _nifti_length(path)
         if expected is not None and length < expected:
