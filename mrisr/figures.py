@@ -71,6 +71,9 @@ def comparison_figure(
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    from mrisr.io.guard import check_target
+
+    check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)

@@ -34,10 +34,13 @@ import numpy as np
 from scipy import ndimage
 
 from mrisr.deform import breathing_field, breathing_trace, smooth_random_field
+from mrisr.io.checks import check_fits_memory
 from mrisr.io.errors import MrisrInputError
+from mrisr.io.guard import check_target
 from mrisr.io.volume import Volume
+from mrisr.limits import check_frames, check_keep
 
-__all__ = ["DynamicPhantom", "PHANTOM_FILES", "gamma_variate", "make_dynamic"]
+__all__ = ["DynamicPhantom", "PHANTOM_FILES", "gamma_variate", "make_dynamic", "phantom_paths"]
 
 PHANTOM_FILES = {"planning": "planning.nii.gz", "hr": "dynamic_hr.nii.gz", "lr": "dynamic_lr.nii.gz"}
 #: written only for phantoms with inserted structures
@@ -133,18 +136,33 @@ class DynamicPhantom:
             raise MrisrInputError(
                 f"{directory}: cannot create output folder ({exc.strerror}); choose a writable location"
             ) from None
-        paths = {key: directory / name for key, name in PHANTOM_FILES.items()}
-        save_like(paths["planning"], self.planning.data, self.planning)
-        save_like(paths["hr"], self.hr.data, self.hr, tr=self.tr)
-        save_like(paths["lr"], self.lr.data, self.lr, affine=self.lr.affine, tr=self.tr)
-        if self.insert_mask is not None:
-            paths["insert_mask"] = directory / INSERT_FILES["insert_mask"]
-            save_like(paths["insert_mask"], self.insert_mask.astype(np.uint8), self.hr, tr=self.tr, dtype=np.uint8)
-        if self.planning_insert_mask is not None:
-            paths["planning_insert_mask"] = directory / INSERT_FILES["planning_insert_mask"]
-            save_like(paths["planning_insert_mask"], self.planning_insert_mask.astype(np.uint8), self.hr, tr=self.tr,
-                      dtype=np.uint8)
-        paths["metadata"] = directory / METADATA_FILE
+        paths = phantom_paths(directory, self.insert_mask is not None, self.planning_insert_mask is not None)
+        for path in paths.values():
+            check_target(path)  # all of them before the first is written
+        written: list[Path] = []
+        try:
+            save_like(paths["planning"], self.planning.data, self.planning)
+            written.append(paths["planning"])
+            save_like(paths["hr"], self.hr.data, self.hr, tr=self.tr)
+            written.append(paths["hr"])
+            save_like(paths["lr"], self.lr.data, self.lr, affine=self.lr.affine, tr=self.tr)
+            written.append(paths["lr"])
+            if self.insert_mask is not None:
+                save_like(paths["insert_mask"], self.insert_mask.astype(np.uint8), self.hr, tr=self.tr, dtype=np.uint8)
+                written.append(paths["insert_mask"])
+            if self.planning_insert_mask is not None:
+                save_like(paths["planning_insert_mask"], self.planning_insert_mask.astype(np.uint8), self.hr,
+                          tr=self.tr, dtype=np.uint8)
+                written.append(paths["planning_insert_mask"])
+            self._save_metadata(paths)
+        except BaseException:
+            # a phantom is its files together: none is left when one cannot be written (disk full)
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        return paths
+
+    def _save_metadata(self, paths: dict[str, Path]) -> None:
         meta = {
             "files": {key: path.name for key, path in paths.items() if key != "metadata"},
             "keep_requested": self.keep,
@@ -159,10 +177,28 @@ class DynamicPhantom:
         }
         if self.planning_insert_contrast is not None:
             meta["planning_insert_contrast"] = round(float(self.planning_insert_contrast), 6)
-        tmp = paths["metadata"].with_name(f".{METADATA_FILE}.partial")
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(paths["metadata"])
-        return paths
+        from mrisr.io.guard import partial_file
+        from mrisr.io.save import _publish
+
+        tmp = partial_file(paths["metadata"])
+        try:
+            tmp.write_text(json.dumps(meta, indent=2))
+            _publish(tmp, paths["metadata"])
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def phantom_paths(directory: str | Path, insert_mask: bool = False, planning_insert_mask: bool = False) -> dict[str, Path]:
+    """The files :meth:`DynamicPhantom.save` writes into ``directory``: planning, hr, lr, the insert
+    masks (when there are inserts) and the metadata."""
+    directory = Path(directory)
+    paths = {key: directory / name for key, name in PHANTOM_FILES.items()}
+    if insert_mask:
+        paths["insert_mask"] = directory / INSERT_FILES["insert_mask"]
+    if planning_insert_mask:
+        paths["planning_insert_mask"] = directory / INSERT_FILES["planning_insert_mask"]
+    paths["metadata"] = directory / METADATA_FILE
+    return paths
 
 
 def gamma_variate(times: np.ndarray, onset: float, time_to_peak: float, alpha: float = 3.0) -> np.ndarray:
@@ -228,8 +264,12 @@ def _check_inputs(
         )
     if int(frames) != frames or frames < 1:
         raise MrisrInputError(f"frames={frames}: must be an integer >= 1, e.g. 20")
-    if not (0 < keep <= 100):
-        raise MrisrInputError(f"keep={keep}: must be a percentage of k-space in (0, 100], e.g. 6.25")
+    check_frames(int(frames), "frames")
+    check_keep(keep, "keep", inplane=static.spatial_shape[:2])
+    # the HR series is held whole (float32), with a warped frame and its LR copy beside it
+    voxels = float(np.prod(static.spatial_shape, dtype=np.float64))
+    check_fits_memory(voxels * 4 * (int(frames) * 1.1 + 8), f"{name}: a {frames}-frame phantom of {static.spatial_shape}",
+                      "make fewer frames or crop the source")
     if not tr > 0:
         raise MrisrInputError(f"tr={tr}: must be > 0 seconds, e.g. 0.5")
     if not motion_mm >= 0:

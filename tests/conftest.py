@@ -12,6 +12,7 @@ Fixtures:
     tiny_series: 4-D ``Volume`` ``(32, 28, 12, 3)`` with TR 0.45 s (the object drifts between frames).
     write_nifti: factory ``write_nifti(path, data, affine, qform_code=1, sform_code=2, tr=None)``.
     nifti_3d / nifti_4d: the tiny volume / series on disk (qform code 1, sform code 2).
+    phantom_files: a 2-frame phantom of real anatomy and a tiny model on disk (session-wide, read-only).
 """
 
 from __future__ import annotations
@@ -116,3 +117,22 @@ def nifti_3d(tmp_path, tiny_volume) -> Path:
 @pytest.fixture
 def nifti_4d(tmp_path, tiny_series) -> Path:
     return _write_nifti(tmp_path / "hr4d.nii.gz", tiny_series.data, tiny_series.affine, tr=TR)
+
+
+@pytest.fixture(scope="session")
+def phantom_files(tmp_path_factory) -> dict[str, Path]:
+    """A 2-frame phantom of real anatomy (24x24x8 crop of the bundled slab, 25 % of k-space: LR
+    12x12x8) and a tiny prior model, on disk: ``planning``, ``hr``, ``lr``, ``metadata``, ``tiny``.
+    Shared by many tests: never modify these files (copy them)."""
+    from mrisr.data import load_sample
+    from mrisr.models import make_tiny_checkpoint
+    from mrisr.phantom import make_dynamic
+
+    folder = tmp_path_factory.mktemp("phantom_files")
+    sample = load_sample()
+    affine = sample.affine.copy()
+    affine[:3, 3] = sample.affine[:3, :3] @ np.array([52, 52, 10]) + sample.affine[:3, 3]
+    crop = Volume(data=np.ascontiguousarray(sample.data[52:76, 52:76, 10:18]), affine=affine)
+    files = make_dynamic(crop, frames=2, keep=25, seed=1).save(folder / "phantom")
+    files["tiny"] = make_tiny_checkpoint(folder / "tiny.safetensors", prior=True)
+    return files

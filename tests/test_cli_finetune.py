@@ -85,7 +85,7 @@ def test_needs_exactly_one_of_like_and_keep(case, tmp_path, choice):
 def test_bad_keep_output_and_planning(case, tmp_path):
     result = _invoke("--planning", case["planning"], "--keep", 150, "--model", case["tiny"], "-o",
                      tmp_path / "m.safetensors")
-    assert "--keep 150.0 must be a percentage" in _error_line(result)
+    assert "--keep 150: must be a percentage" in _error_line(result)
     result = _invoke("--planning", case["planning"], "--keep", 25, "--model", case["tiny"], "-o", tmp_path / "m.pt")
     assert "must be a .safetensors file" in _error_line(result)
     series = shutil.copy(case["hr"], tmp_path / "series.nii.gz")

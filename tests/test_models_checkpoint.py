@@ -173,3 +173,84 @@ def test_tiny_checkpoint_is_valid_and_leaves_global_rng_alone(tmp_path, prior):
     # deterministic: same seed, same bytes
     again = make_tiny_checkpoint(tmp_path / "again.safetensors", prior=prior)
     assert file_sha256(again) == file_sha256(path)
+
+
+def _with_metadata(tmp_path: Path, raw: str) -> Path:
+    """A checkpoint with real tiny weights whose mrisr metadata is ``raw`` (as stored)."""
+    from safetensors.torch import load_file
+
+    source = make_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    path = tmp_path / "crafted.safetensors"
+    save_file(load_file(str(source)), str(path), metadata={"mrisr": raw})
+    return path
+
+
+def _crafted(**changes) -> str:
+    import json
+
+    meta = {"format": "mrisr-checkpoint", "format_version": 1, **_meta(arguments=dict(ARGS))}
+    for key, value in changes.items():
+        if key.startswith("arg_"):
+            meta["arguments"][key[4:]] = value
+        elif value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+    return json.dumps(meta)
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragments"),
+    [
+        ("{not json", ["not valid JSON"]),
+        ("[1, 2, 3]", ["is a list", "expected a JSON object"]),
+        (_crafted(arguments=None), ["lacks 'arguments'"]),
+        (_crafted(architecture=None), ["lacks 'architecture'"]),
+        (_crafted(arguments=[4, 8]), ["arguments = [4, 8]"]),
+        (_crafted(arg_channels=[-4, 8]), ["arguments.channels = [-4, 8]", "1..512"]),
+        (_crafted(arg_channels=[100000, 200000]), ["arguments.channels", "1..512"]),
+        (_crafted(arg_channels=[4, 8, 16, 32, 64, 128, 256]), ["2 to 6 integers"]),
+        (_crafted(arg_strides=[[3, 3, 3]]), ["arguments.strides"]),
+        (_crafted(arg_features=10**6), ["arguments.features", "1..256"]),
+        (_crafted(arg_space_to_depth=0), ["arguments.space_to_depth"]),
+        (_crafted(arg_kernel=7), ["unknown argument(s)"]),
+        (_crafted(uses_prior=False), ["uses_prior = false", "arguments.use_prior"]),
+        (_crafted(uses_prior="yes"), ["uses_prior = \"yes\""]),
+        (_crafted(normalisation={"percentile": 250}), ["normalisation.percentile = 250", "(0, 100]"]),
+        (_crafted(normalisation={"percentile": "high"}), ["normalisation.percentile"]),
+        (_crafted(keep_range=[30, 10]), ["keep_range = [30, 10]"]),
+        (_crafted(keep_range=[-1, 200]), ["keep_range"]),
+    ],
+)
+def test_malformed_metadata_is_a_one_line_error_before_any_network_is_built(tmp_path, raw, fragments):
+    path = _with_metadata(tmp_path, raw)
+    for loader in (read_metadata, load_network, load):
+        with pytest.raises(MrisrInputError) as exc:
+            loader(path)
+        _assert_one_line_error(exc, path, *fragments)
+
+
+def test_nan_weights_are_refused(tmp_path):
+    net = _trained_looking_net()
+    with torch.no_grad():
+        net.head.weight[0, 0] = float("nan")
+    path = save_checkpoint(net, tmp_path / "nan.safetensors", _meta())
+    with pytest.raises(MrisrInputError) as exc:
+        load(path)
+    _assert_one_line_error(exc, path, "head.weight", "NaN/Inf")
+
+
+def test_unreadable_file_is_not_called_a_foreign_format(tmp_path):
+    import os
+
+    path = make_tiny_checkpoint(tmp_path / "locked.safetensors")
+    folder = tmp_path / "a-folder.safetensors"
+    folder.mkdir()
+    with pytest.raises(MrisrInputError) as exc:
+        read_metadata(folder)
+    _assert_one_line_error(exc, folder, "not a regular file")
+    if os.geteuid() != 0:  # root reads anything
+        path.chmod(0)
+        with pytest.raises(MrisrInputError) as exc:
+            read_metadata(path)
+        _assert_one_line_error(exc, path, "cannot read the model file")

@@ -130,3 +130,32 @@ def test_sidecar_records_the_tracking(tmp_path):
     planning = reconstruct_file(files["lr"], tmp_path / "sr_planning.nii.gz", files["planning"],
                                 ReconstructOptions(model=str(tiny), prior_mode="planning"))
     assert json.loads(planning.sidecar.read_text())["prior"]["tracking"] is None
+
+
+def test_an_all_zero_frame_in_the_middle_is_a_one_line_error(tmp_path):
+    """Nothing was measured in that frame: refused naming the frame (it used to be an IndexError of
+    the tracked prior's histogram matching); the output is not written."""
+    from typer.testing import CliRunner
+
+    from mrisr.cli import app
+    from mrisr.io import Volume, load, save_like
+    from mrisr.reconstruct.demons import match_histogram
+
+    sample = load_sample()
+    crop = Volume(data=np.ascontiguousarray(sample.data[52:76, 52:76, 10:18]), affine=sample.affine)
+    files = make_dynamic(crop, frames=3, keep=25, seed=2).save(tmp_path / "phantom")
+    lr = load(files["lr"])
+    data = np.asarray(lr.data).copy()
+    data[..., 1] = 0
+    dynamic = save_like(tmp_path / "gap.nii.gz", data, lr, tr=lr.tr)
+    model = make_tiny_checkpoint(tmp_path / "tiny.safetensors", prior=True)
+    out = tmp_path / "out" / "sr.nii.gz"
+    result = CliRunner().invoke(app, ["reconstruct", str(dynamic), "--prior", str(files["planning"]),
+                                      "--model", str(model), "-o", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "frame 1 is all zero" in lines[0] and str(dynamic) in lines[0], result.stderr
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+    # the tracker's histogram matching itself no longer fails on an empty image
+    moving = np.asarray(crop.data, np.float32)
+    np.testing.assert_array_equal(match_histogram(moving, np.zeros_like(moving)), moving)

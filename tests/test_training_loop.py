@@ -104,3 +104,31 @@ def test_learning_rate_schedule_warms_up_then_decays():
     assert _lr_factor(0.0, 9, 10) == pytest.approx(1.0)
     assert _lr_factor(0.5, 50, 10) == pytest.approx(0.05 + 0.95 * 0.5)
     assert _lr_factor(1.0, 100, 10) == pytest.approx(0.05)
+
+
+def test_resume_with_a_malicious_state_file_is_one_line_and_never_unpickled(tmp_path):
+    import pickle
+
+    from typer.testing import CliRunner
+
+    from mrisr.cli import app
+    from mrisr.models import make_tiny_checkpoint
+
+    marker = tmp_path / "pwned.txt"
+
+    class Trap:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    run = make_tiny_checkpoint(tmp_path / "run.safetensors", prior=True)  # the recipe's TINY model
+    run.with_suffix(".state.pt").write_bytes(pickle.dumps({"optimizer": Trap(), "step": 1, "elapsed": 0.0}))
+    args = ["train", "configs/default.yaml", "-o", str(run), "--resume", str(run), "--quiet"]
+    for override in TINY:
+        args += ["--set", override]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "run.state.pt" in lines[0] and "not an mrisr optimiser state" in lines[0]
+    assert "weights_only" not in result.output and "Traceback" not in result.output
+    assert not marker.exists()

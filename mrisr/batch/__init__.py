@@ -3,7 +3,11 @@
 * :mod:`mrisr.batch.config`: the batch recipe (``configs/batch.yaml``): how inputs are found, options.
 * :mod:`mrisr.batch.inputs`: discovery and up-front validation (every problem reported at once).
 * :mod:`mrisr.batch.derivatives`: derivatives layout, ``dataset_description.json``, sidecars, ``summary.tsv``.
+* :mod:`mrisr.batch.validation`: everything a run needs, checked before any work starts.
+* :mod:`mrisr.batch.resume`: fingerprints of inputs, model and options; the up-to-date test.
 * :mod:`mrisr.batch.runner`: the resumable, failure-isolated runner (``mrisr batch``, ``pipelines/Snakefile``).
+* :mod:`mrisr.batch.workers`: the worker processes of ``--jobs N``.
+* :mod:`mrisr.batch.summary`: subject results and ``summary.tsv`` from disk.
 
 Importing this package does not import torch (the Snakefile imports it to build its job graph).
 """
@@ -11,14 +15,9 @@ Importing this package does not import torch (the Snakefile imports it to build 
 from mrisr.batch.config import BatchConfig, load_batch_config
 from mrisr.batch.derivatives import SUMMARY_COLUMNS, SeriesOutputs, series_outputs, write_summary
 from mrisr.batch.inputs import BatchValidationError, Cohort, SeriesInputs, SubjectInputs, discover
-from mrisr.batch.runner import (
-    RunSettings,
-    SubjectResult,
-    collect_summary,
-    run_batch,
-    validate_batch,
-    write_collected_summary,
-)
+from mrisr.batch.runner import run_batch
+from mrisr.batch.summary import SubjectResult, collect_summary, write_collected_summary
+from mrisr.batch.validation import RunSettings, validate_batch
 
 __all__ = [
     "SUMMARY_COLUMNS",

@@ -24,12 +24,12 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mrisr.batch.inputs import Cohort, SeriesInputs
+from mrisr.io.guard import partial_file, write_errors
 
 __all__ = [
     "BATCH_KEY",
@@ -118,9 +118,9 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def _atomic_text(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    tmp = partial_file(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        with write_errors(path), open(tmp, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

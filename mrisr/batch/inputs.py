@@ -442,6 +442,10 @@ def _manifest_file(
     if file.is_dir() and not any(file.iterdir()):
         problems.append(f"{where}: {column} {value} is an empty folder; give an image file")
         return None, False
+    if not file.is_dir() and not file.is_file():
+        # a device, FIFO or socket (/dev/zero, /dev/stdin) never ends or cannot be read twice
+        problems.append(f"{where}: {column} {value} is not a regular file; give an image file")
+        return None, False
     return file, True
 
 

@@ -1,10 +1,8 @@
-"""Resumable cohort runner: validate everything, skip what is up to date, isolate failures.
+"""Resumable cohort runner: skip what is up to date, isolate failures, run subjects in parallel.
 
-One subject is one unit of work (all its dynamic series). For every series the runner computes a
-*fingerprint*: SHA-256 of the input files (dynamic, planning, ground truth), of the model file and
-of the options that change the result (:class:`~mrisr.batch.config.ReconstructSettings`; the
-device and thread count are left out). A subject is skipped when every series' sidecar records
-that fingerprint and its outputs exist; anything else reruns it.
+One subject is one unit of work (all its dynamic series). Validation lives in
+:mod:`mrisr.batch.validation`, fingerprints and the up-to-date test in :mod:`mrisr.batch.resume`,
+worker processes in :mod:`mrisr.batch.workers` and subject results in :mod:`mrisr.batch.summary`.
 
 Each series is reconstructed by :func:`mrisr.reconstruct.reconstruct_file` (atomic output, then
 the library's sidecar); the runner then adds provenance and metrics and rewrites the sidecar
@@ -18,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,28 +23,27 @@ import time
 import traceback
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-import numpy as np
-
-from mrisr.batch.config import BatchConfig, load_batch_config
 from mrisr.batch.derivatives import (
     BATCH_KEY,
-    SeriesOutputs,
     bids_uri,
     file_sha256,
     read_json,
-    series_outputs,
     status_path,
     subject_log_path,
     write_dataset_description,
     write_json_atomic,
     write_summary,
 )
-from mrisr.batch.inputs import BatchValidationError, Cohort, SeriesInputs, SubjectInputs, discover
-from mrisr.io.errors import MrisrInputError
+from mrisr.batch.inputs import Cohort
+from mrisr.batch.lock import lock_subjects
+from mrisr.batch.resume import SeriesPlan, SubjectPlan, plan_subject, up_to_date
+from mrisr.batch.summary import SubjectResult, collect_summary, result_from_blocks, write_collected_summary
+from mrisr.batch.validation import RunSettings, validate_batch
+from mrisr.io.errors import MrisrInputError, one_line
+from mrisr.io.guard import check_target, is_stale_partial, write_scope
 
 __all__ = [
     "Reporter",
@@ -59,76 +55,8 @@ __all__ = [
     "process_subject",
     "run_batch",
     "validate_batch",
+    "write_collected_summary",
 ]
-
-#: options that decide where the work runs, not what it computes: never part of the fingerprint
-RUNTIME_OPTIONS = ("device", "threads")
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """What a batch run computes (``options``) and where (``device``, ``threads``).
-
-    Attributes:
-        options: :class:`~mrisr.batch.config.ReconstructSettings` as a dict (model, prior_mode,
-            factor, matrix, data_consistency, finetune, finetune_minutes).
-        desc: ``desc-`` entity of the SR series.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        threads: torch CPU threads per subject (``None``: torch's default; ``--jobs`` splits the cores).
-        force: recompute subjects even when they are up to date.
-    """
-
-    options: dict[str, Any]
-    desc: str = "sr"
-    device: str = "auto"
-    threads: int | None = None
-    force: bool = False
-
-    @property
-    def finetune(self) -> bool:
-        return bool(self.options.get("finetune"))
-
-
-@dataclass
-class SeriesPlan:
-    series: SeriesInputs
-    outputs: SeriesOutputs
-    inputs: dict[str, dict[str, Any]]
-    model: dict[str, str]
-    fingerprint: str
-
-
-@dataclass
-class SubjectPlan:
-    label: str
-    series: list[SeriesPlan]
-    log: Path
-    status: Path
-
-
-@dataclass
-class SubjectResult:
-    """How one subject went: a row of ``summary.tsv``."""
-
-    subject: str
-    status: str  # done | skipped | failed
-    seconds: float | None = None
-    frames: int | None = None
-    ssim_mean: float | None = None
-    psnr_mean: float | None = None
-    error: str = ""
-    log: Path | None = None
-
-    def row(self) -> dict[str, Any]:
-        return {
-            "subject": self.subject,
-            "status": self.status,
-            "seconds": None if self.seconds is None else round(self.seconds, 2),
-            "frames": self.frames,
-            "ssim_mean": self.ssim_mean,
-            "psnr_mean": self.psnr_mean,
-            "error": self.error,
-        }
 
 
 class Reporter(Protocol):
@@ -157,348 +85,11 @@ class _SilentReporter:
         pass
 
 
-# --------------------------------------------------------------------------- validation
-
-
-def _check_output_dir(output_dir: Path, cohort: Cohort, problems: list[str]) -> list[Path]:
-    """Problems with the output folder; returns the folders it had to create (to undo on failure)."""
-    out = output_dir.expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        problems.append(
-            f"{output_dir}: exists and is not a folder; OUTPUT_DIR is the derivatives folder, e.g. derivatives/mrisr"
-        )
-        return []
-    if cohort.kind == "bids" and cohort.root.is_dir():
-        root = cohort.root.resolve()
-        inside = out.relative_to(root).parts if out.is_relative_to(root) else None
-        if inside is not None and (not inside or inside[0].startswith("sub-")):
-            problems.append(
-                f"{output_dir}: writing into the source dataset (or one of its subjects) would mix raw and "
-                f"derived files; use {root / 'derivatives' / 'mrisr'}"
-            )
-            return []
-    missing = [folder for folder in (out, *out.parents) if not folder.exists()]
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".mrisr-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        problems.append(
-            f"{output_dir}: cannot create or write the output folder ({exc.strerror}); choose a writable location"
-        )
-    return missing
-
-
-def _remove_created(folders: list[Path]) -> None:
-    """Remove the (still empty) folders validation created, deepest first: a failed validation writes nothing."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            pass
-
-
-def _check_model(option: str, cohort: Cohort, problems: list[str]) -> None:
-    """Every model the cohort needs exists, is an mrisr checkpoint and fits the presence of a prior."""
-    from mrisr.models.checkpoint import read_metadata
-    from mrisr.models.registry import resolve_model_path
-    from mrisr.reconstruct.stepwise import ReconstructOptions, choose_model_name
-
-    needed: dict[str, list[SeriesInputs]] = {}
-    for subject in cohort.subjects.values():
-        for series in subject.series:
-            name = choose_model_name(ReconstructOptions(model=option), series.planning is not None)
-            needed.setdefault(name, []).append(series)
-    if not needed:
-        needed[option] = []
-    for name, series_list in needed.items():
-        try:
-            meta = read_metadata(resolve_model_path(name))
-        except MrisrInputError as exc:
-            problems.append(f"--model {option}: {exc}" if not str(exc).startswith(option) else str(exc))
-            continue
-        without_prior = [s for s in series_list if s.planning is None]
-        if meta.get("uses_prior", True) and without_prior:
-            problems.append(
-                f"--model {option}: model {name} needs a planning scan as prior but {len(without_prior)} series have "
-                f"none (e.g. {without_prior[0].dynamic}); add planning scans or use --model default-noprior"
-            )
-
-
-def _check_device(device: str, problems: list[str]) -> None:
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        problems.append(f"--device {device}: unknown device; use auto, cpu or cuda")
-        return
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            problems.append(f"--device {device}: no CUDA device is available here; use --device cpu or auto")
-
-
-def validate_batch(
-    source: str | Path,
-    output_dir: str | Path,
-    config: str | Path | BatchConfig | None = None,
-    participant_labels: list[str] | None = None,
-    model: str | None = None,
-    finetune: bool | None = None,
-    device: str = "auto",
-    jobs: int = 1,
-    force: bool = False,
-    check_model: bool = True,
-) -> tuple[Cohort, RunSettings]:
-    """Check everything a batch run needs before any work starts.
-
-    Args:
-        source: BIDS folder or ``.csv``/``.tsv`` manifest.
-        output_dir: the derivatives folder to write.
-        config: path of a batch config (``configs/batch.yaml``), a :class:`BatchConfig`, or ``None`` (defaults).
-        participant_labels: subjects to run (``None``: all).
-        model: overrides ``reconstruct.model`` of the config (``default`` or a checkpoint path).
-        finetune: overrides ``reconstruct.finetune``.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        jobs: parallel subjects (>= 1).
-        force: recompute up-to-date subjects too.
-        check_model: also validate the model file (off when only a summary is wanted).
-
-    Returns:
-        The cohort and the run settings.
-
-    Raises:
-        BatchValidationError: every problem found, in one message.
-        MrisrInputError: an unreadable or invalid config file.
-    """
-    cfg = config if isinstance(config, BatchConfig) else load_batch_config(config)
-    overrides: dict[str, Any] = {}
-    if model is not None:
-        overrides["model"] = str(model)
-    if finetune is not None:
-        overrides["finetune"] = bool(finetune)
-    if overrides:
-        cfg = cfg.model_copy(update={"reconstruct": cfg.reconstruct.model_copy(update=overrides)})
-    problems: list[str] = []
-    if jobs < 1:
-        problems.append(f"--jobs {jobs}: must be >= 1, e.g. --jobs 2")
-    cohort = discover(source, cfg, participant_labels, problems=problems)
-    created = _check_output_dir(Path(output_dir), cohort, problems)
-    options = cfg.reconstruct.model_dump(mode="json")
-    if options["factor"] is not None and options["matrix"] is not None:
-        problems.append("reconstruct.factor and reconstruct.matrix: give one of them, not both")
-    if check_model:
-        _check_model(options["model"], cohort, problems)
-        _check_device(device, problems)
-    for subject in cohort.subjects.values():
-        for series in subject.series:
-            if series.planning is None and options["finetune"]:
-                problems.append(
-                    f"{series.dynamic}: --finetune needs a planning scan; add one or run without --finetune"
-                )
-    outputs: dict[Path, Path] = {}
-    for subject in cohort.subjects.values():
-        for series in subject.series:
-            target = series_outputs(output_dir, series, cfg.desc).series
-            if target in outputs:
-                problems.append(
-                    f"{series.dynamic} and {outputs[target]}: both would be written to {target}; "
-                    "give them distinct BIDS entities (task, run, acq)"
-                )
-            outputs[target] = series.dynamic
-    if problems:
-        _remove_created(created)
-        raise BatchValidationError(source, problems)
-    settings = RunSettings(options=options, desc=cfg.desc, device=device, force=force)
-    return cohort, settings
-
-
-# --------------------------------------------------------------------------- planning and resume
-
-
-def _file_record(path: Path, previous: dict | None) -> dict[str, Any]:
-    stat = path.stat()
-    record = {
-        "path": str(path.resolve()),
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "inode": stat.st_ino,
-    }
-    if path.is_dir():
-        record["sha256"] = file_sha256(path)
-        return record
-    # a file whose path, size, modification time and inode are unchanged was hashed and checked
-    # by the run that recorded it: not read again
-    if (
-        previous
-        and previous.get("sha256")
-        and all(previous.get(k) == record[k] for k in ("path", "size", "mtime_ns", "inode"))
-    ):
-        record["sha256"] = previous["sha256"]
-    else:
-        record["sha256"] = _hash_and_check(path)
-    return record
-
-
-def _hash_and_check(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of an input file, read once; a NIfTI file is also checked for completeness in the
-    same pass (a ``.gz`` stream must end properly, the data must be as long as the header says),
-    so a truncated copy fails its subject here, before a model is loaded or fine-tuned.
-
-    Raises:
-        MrisrInputError: naming the file, what is wrong and the fix.
-    """
-    digest = hashlib.sha256()
-    gzipped = path.name.endswith(".gz")
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if gzipped else None
-    length = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-            if inflater is None:
-                length += len(block)
-                continue
-            try:
-                while block and not inflater.eof:
-                    length += len(inflater.decompress(block, chunk * 8))
-                    block = inflater.unconsumed_tail
-            except zlib.error as exc:
-                raise MrisrInputError(
-                    f"{path}: corrupt gzip data ({exc}); replace it with a complete copy of the image"
-                ) from None
-    if inflater is not None and not inflater.eof:
-        raise MrisrInputError(
-            f"{path}: truncated .gz file (the compressed data end early); replace it with a complete copy of the image"
-        )
-    if path.name.endswith((".nii", ".nii.gz")):
-        expected = _nifti_length(path)
-        if expected is not None and length < expected:
-            raise MrisrInputError(
-                f"{path}: truncated NIfTI ({length} of {expected} bytes of header and data); "
-                "replace it with a complete copy of the image"
-            )
-    return digest.hexdigest()
-
-
-def _nifti_length(path: Path) -> int | None:
-    """Bytes a single-file NIfTI needs (data offset plus voxel data), from its header; ``None`` if unreadable."""
-    import nibabel as nib
-
-    try:
-        header = nib.load(str(path)).header
-        voxels = int(np.prod(header.get_data_shape(), dtype=np.int64))
-        return int(header.get_data_offset()) + voxels * header.get_data_dtype().itemsize
-    except Exception:  # not our job to explain an unreadable header: the reader does that
-        return None
-
-
-def _resolve_model(option: str, has_prior: bool, cache: dict[str, dict[str, str]]) -> dict[str, str]:
-    from mrisr.models.registry import resolve_model_path
-    from mrisr.reconstruct.stepwise import ReconstructOptions, choose_model_name
-
-    name = choose_model_name(ReconstructOptions(model=option), has_prior)
-    if name not in cache:
-        path = resolve_model_path(name)
-        if not path.is_file():
-            raise MrisrInputError(
-                f"--model {option}: model {name} not found at {path}; pass --model PATH of a checkpoint"
-            )
-        cache[name] = {"name": name, "path": str(path.resolve()), "sha256": file_sha256(path)}
-    return cache[name]
-
-
-def fingerprint_of(inputs: dict[str, dict[str, Any]], model: dict[str, str], options: dict[str, Any]) -> str:
-    """SHA-256 over the input hashes, the model hash and the result-changing options."""
-    relevant = {k: v for k, v in sorted(options.items()) if k not in RUNTIME_OPTIONS and k != "model"}
-    if not relevant.get("finetune"):
-        relevant.pop("finetune_minutes", None)  # a budget that is not used changes nothing
-    payload = {
-        "inputs": {role: record["sha256"] for role, record in sorted(inputs.items())},
-        "model": model["sha256"],
-        "options": relevant,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def plan_subject(
-    subject: SubjectInputs,
-    output_dir: str | Path,
-    settings: RunSettings,
-    model_cache: dict[str, dict[str, str]] | None = None,
-) -> SubjectPlan:
-    """Hash a subject's inputs and model and work out its outputs and fingerprints."""
-    cache = {} if model_cache is None else model_cache
-    plans = []
-    for series in subject.series:
-        outputs = series_outputs(output_dir, series, settings.desc, settings.finetune)
-        previous = ((read_json(outputs.sidecar) or {}).get(BATCH_KEY) or {}).get("inputs") or {}
-        inputs = {role: _file_record(path, previous.get(role)) for role, path in series.files().items()}
-        model = _resolve_model(settings.options["model"], series.planning is not None, cache)
-        plans.append(SeriesPlan(series, outputs, inputs, model, fingerprint_of(inputs, model, settings.options)))
-    return SubjectPlan(
-        label=subject.label,
-        series=plans,
-        log=subject_log_path(output_dir, subject.label),
-        status=status_path(output_dir, subject.label),
-    )
-
-
-def _recorded(block: dict, series: SeriesPlan | None = None) -> dict | None:
-    """The batch block of a finished series, if its outputs are all still there."""
-    output = block.get("output") or {}
-    path = Path(output.get("path", ""))
-    if series is not None:
-        path = series.outputs.series
-    if not path.is_file() or path.stat().st_size != output.get("size"):
-        return None
-    tuned = block.get("finetuned_model")
-    if tuned:
-        # next to the series (the derivatives folder may have moved since it was recorded)
-        tuned_path = path.parent / Path(tuned["path"]).name if series is not None else Path(tuned["path"])
-        if not tuned_path.is_file():
-            return None
-    return block
-
-
-def up_to_date(plan: SubjectPlan) -> list[dict] | None:
-    """The sidecar batch blocks of every series if the subject is finished with these inputs, model
-    and options (and its outputs exist); else ``None``."""
-    blocks = []
-    for series in plan.series:
-        block = (read_json(series.outputs.sidecar) or {}).get(BATCH_KEY)
-        if not block or block.get("fingerprint") != series.fingerprint or _recorded(block, series) is None:
-            return None
-        if series.outputs.finetuned_model is not None and not series.outputs.finetuned_model.is_file():
-            return None
-        blocks.append(block)
-    return blocks or None
-
-
-def _result_from_blocks(label: str, status: str, blocks: list[dict], seconds: float | None = None) -> SubjectResult:
-    from mrisr.metrics import summarise
-
-    frames = sum(int(b.get("frames") or 0) for b in blocks)
-    rows = [row for b in blocks for row in ((b.get("metrics") or {}).get("frames") or [])]
-    summary = summarise(rows) if rows else {}
-    recorded_seconds = sum(float((b.get("timings") or {}).get("total_s") or 0.0) for b in blocks)
-    return SubjectResult(
-        subject=label,
-        status=status,
-        seconds=recorded_seconds if seconds is None else seconds,
-        frames=frames,
-        ssim_mean=summary.get("ssim_mean"),
-        psnr_mean=summary.get("psnr_mean"),
-    )
-
-
 # --------------------------------------------------------------------------- running one subject
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if isinstance(exc, MrisrInputError) else f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _open_log(path: Path, label: str) -> tuple[logging.Logger, logging.Handler]:
+    check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger(f"mrisr.batch.sub-{label}.{os.getpid()}.{time.monotonic_ns()}")
     logger.setLevel(logging.INFO)
@@ -509,13 +100,22 @@ def _open_log(path: Path, label: str) -> tuple[logging.Logger, logging.Handler]:
     return logger, handler
 
 
-def _remove_stale_partials(folder: Path) -> None:
-    """Temporary files of a run that was killed (``.name.*.partial*``): never results, safe to remove."""
-    if not folder.is_dir():
-        return
-    for stale in folder.rglob(".*.partial*"):
-        if stale.is_file():
-            stale.unlink(missing_ok=True)
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Temporary files in a subject's folder whose writer is gone (a killed run): never results.
+
+    Symbolic links are not followed (nothing outside the output folder is touched), and the
+    partials of a process still running are kept.
+    """
+    removed: list[Path] = []
+    if folder.is_symlink() or not folder.is_dir():
+        return removed
+    for parent, _folders, files in os.walk(folder, followlinks=False):
+        for name in files:
+            path = Path(parent) / name
+            if is_stale_partial(name) and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def _run_series(
@@ -541,6 +141,8 @@ def _run_series(
         finetune=options["finetune"],
         finetune_minutes=options["finetune_minutes"],
     )
+    for target in (outputs.series, outputs.sidecar):
+        check_target(target)  # before the folder is made: a link out of the output folder is refused
     outputs.series.parent.mkdir(parents=True, exist_ok=True)
     # the sidecar is the completion marker: drop the old one before the output is replaced
     outputs.sidecar.unlink(missing_ok=True)
@@ -573,7 +175,7 @@ def _run_series(
             if isinstance(exc, (EOFError, OSError, zlib.error))
             else ""
         )
-        raise MrisrInputError(f"{series.dynamic}: reconstruction failed ({_one_line(exc)}){hint}") from exc
+        raise MrisrInputError(f"{series.dynamic}: reconstruction failed ({one_line(exc)}){hint}") from exc
     reconstruct_seconds = time.perf_counter() - started
     for message in report.warnings:
         log.warning("%s", message)
@@ -660,8 +262,21 @@ def process_subject(
     """Run every series of a subject; any error is logged and returned as a failed result.
 
     Runs in a worker process with ``--jobs``; only ``KeyboardInterrupt`` escapes (the outputs in
-    progress are then removed by their atomic writers).
+    progress are then removed by their atomic writers). Writes stay inside the output folder and
+    never replace an input or the model (:mod:`mrisr.io.guard`).
     """
+    inputs = [path for series in plan.series for path in series.series.files().values()]
+    inputs += [series.model.get("path") for series in plan.series]
+    with write_scope(inputs=inputs, confine_to=plan.output_dir):
+        return _process_subject(plan, settings, on_frame, cohort_root)
+
+
+def _process_subject(
+    plan: SubjectPlan,
+    settings: RunSettings,
+    on_frame: Callable[[int, int], None] | None,
+    cohort_root: Path | None,
+) -> SubjectResult:
     started = time.perf_counter()
     log, handler = _open_log(plan.log, plan.label)
     try:
@@ -676,13 +291,16 @@ def process_subject(
             os.getpid(),
         )
         log.info("options %s", json.dumps(settings.options, sort_keys=True))
-        _remove_stale_partials(plan.log.parent.parent)
+        remove_stale_partials(plan.log.parent.parent)
         blocks = [_run_series(series, settings, log, on_frame, cohort_root) for series in plan.series]
         plan.status.unlink(missing_ok=True)
-        result = _result_from_blocks(plan.label, "done", blocks, seconds=time.perf_counter() - started)
+        result = result_from_blocks(plan.label, "done", blocks, seconds=time.perf_counter() - started)
         log.info("sub-%s done in %.2f s", plan.label, result.seconds)
+    except KeyboardInterrupt:
+        log.error("sub-%s interrupted: its outputs in progress were removed; rerun to resume", plan.label)
+        raise
     except Exception as exc:
-        message = _one_line(exc)
+        message = one_line(exc)
         log.error("sub-%s failed: %s", plan.label, message)
         if not isinstance(exc, MrisrInputError) or exc.__cause__ is not None:
             log.error("%s", traceback.format_exc())
@@ -709,22 +327,9 @@ def process_subject(
     return result
 
 
-def _worker_context():
-    """Workers must start clean (no inherited torch thread pools or CUDA state), yet importing torch
-    in every worker costs seconds: a fork server imports the heavy modules once and forks workers
-    from that single-threaded process. Where there is no fork (Windows), spawn."""
-    import multiprocessing
-
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["mrisr.batch.runner", "mrisr.reconstruct", "mrisr.metrics"])
-        return context
-    return multiprocessing.get_context("spawn")
-
-
 def _failed_before_start(label: str, output_dir: Path, exc: Exception) -> SubjectResult:
     """A subject whose inputs could not even be hashed and checked: logged and recorded like any failure."""
-    message = _one_line(exc)
+    message = one_line(exc)
     log_path = subject_log_path(output_dir, label)
     log, handler = _open_log(log_path, label)
     try:
@@ -737,13 +342,6 @@ def _failed_before_start(label: str, output_dir: Path, exc: Exception) -> Subjec
         {"subject": label, "status": "failed", "error": message, "seconds": 0.0, "log": str(log_path)},
     )
     return SubjectResult(label, "failed", seconds=0.0, error=message, log=log_path)
-
-
-def _init_worker(threads: int) -> None:
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- the cohort
@@ -773,6 +371,14 @@ def run_batch(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     reporter = reporter or _SilentReporter()
+    # nothing is written outside the output folder, and no other run works on these subjects meanwhile
+    with write_scope(confine_to=output_dir), lock_subjects(output_dir, list(cohort.subjects)):
+        return _run_locked(cohort, output_dir, settings, jobs, reporter, summary)
+
+
+def _run_locked(
+    cohort: Cohort, output_dir: Path, settings: RunSettings, jobs: int, reporter: Reporter, summary: bool
+) -> list[SubjectResult]:
     write_dataset_description(output_dir, cohort)
     reporter.start(len(cohort.subjects))
     results: dict[str, SubjectResult] = {}
@@ -793,7 +399,7 @@ def run_batch(
             continue
         blocks = None if settings.force else up_to_date(plan)
         if blocks is not None:
-            finished(_result_from_blocks(subject.label, "skipped", blocks))
+            finished(result_from_blocks(subject.label, "skipped", blocks))
         else:
             todo.append(plan)
 
@@ -810,78 +416,9 @@ def run_batch(
                 )
             )
     else:
-        _run_pool(todo, settings, workers, cohort.root, reporter, finished)
+        from mrisr.batch.workers import run_pool
+
+        run_pool(todo, settings, workers, cohort.root, finished)
     if summary:
         write_summary(output_dir, [results[label].row() for label in results])
     return [results[label] for label in cohort.labels if label in results]
-
-
-def _run_pool(
-    todo: list[SubjectPlan],
-    settings: RunSettings,
-    workers: int,
-    cohort_root: Path | None,
-    reporter: Reporter,
-    finished: Callable[[SubjectResult], None],
-) -> None:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    threads = settings.threads or max(1, (os.cpu_count() or 1) // workers)
-    worker_settings = replace(settings, threads=threads)
-    pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=_worker_context(), initializer=_init_worker, initargs=(threads,)
-    )
-    futures = {}
-    try:
-        for plan in todo:
-            futures[pool.submit(process_subject, plan, worker_settings, None, cohort_root)] = plan
-        for future in as_completed(futures):
-            plan = futures[future]
-            try:
-                result = future.result()
-            except Exception as exc:  # the worker process died (out of memory, killed)
-                result = SubjectResult(
-                    plan.label,
-                    "failed",
-                    error=f"worker process died ({_one_line(exc)}); see {plan.log}; rerun to retry",
-                    log=plan.log,
-                )
-            finished(result)
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-
-
-# --------------------------------------------------------------------------- summary from disk
-
-
-def collect_summary(cohort: Cohort, output_dir: str | Path, desc: str = "sr") -> list[SubjectResult]:
-    """The state of every subject from what is on disk (for pipelines that run subjects as separate jobs).
-
-    A subject is ``done`` when every series' sidecar holds a batch block and its output exists,
-    ``failed`` otherwise (with the error of its last failed run, or "no result").
-    """
-    output_dir = Path(output_dir)
-    results = []
-    for subject in cohort.subjects.values():
-        blocks = []
-        for series in subject.series:
-            outputs = series_outputs(output_dir, series, desc)
-            block = (read_json(outputs.sidecar) or {}).get(BATCH_KEY)
-            if block and _recorded(block, SeriesPlan(series, outputs, {}, {}, "")) is not None:
-                blocks.append(block)
-        if subject.series and len(blocks) == len(subject.series):
-            results.append(_result_from_blocks(subject.label, "done", blocks))
-            continue
-        status = read_json(status_path(output_dir, subject.label)) or {}
-        error = status.get("error") or (
-            f"no result: not run yet or interrupted; see {subject_log_path(output_dir, subject.label)}"
-        )
-        results.append(SubjectResult(subject.label, "failed", seconds=status.get("seconds"), error=error))
-    return results
-
-
-def write_collected_summary(cohort: Cohort, output_dir: str | Path, desc: str = "sr") -> Path:
-    """Write ``summary.tsv`` from :func:`collect_summary`."""
-    return write_summary(output_dir, [r.row() for r in collect_summary(cohort, output_dir, desc)])

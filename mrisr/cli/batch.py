@@ -128,7 +128,7 @@ def batch(
     from mrisr.batch.runner import run_batch, validate_batch, write_collected_summary
 
     labels = _labels(participant_label, list(ctx.args))
-    with user_errors():
+    with user_errors("subjects in progress were stopped and their partial files removed; finished subjects are kept, rerun to resume"):
         cohort, settings = validate_batch(
             input,
             output_dir,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import signal
 import sys
+import threading
+import warnings
 from collections.abc import Iterator
 
 import typer
@@ -17,22 +21,82 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound like Ctrl-C so every partial output is removed on the way out."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    text = " ".join(str(message).split())
+    typer.echo(f"warning: {text}", err=True)
+
+
+class _NibabelLines(logging.Handler):
+    """nibabel's header messages (it logs them) as our one-line warnings."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(f"warning: nibabel: {' '.join(record.getMessage().split())}", err=True)
+
+
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn :class:`MrisrInputError` (and Ctrl-C) into a one-line message and a non-zero exit."""
+def _one_line_warnings() -> Iterator[None]:
+    nib_logger = logging.getLogger("nibabel")
+    handler = _NibabelLines(level=logging.WARNING)
+    saved = nib_logger.handlers, nib_logger.propagate
+    nib_logger.handlers, nib_logger.propagate = [handler], False
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _warning_line
+            yield
+    finally:
+        nib_logger.handlers, nib_logger.propagate = saved
+
+
+@contextlib.contextmanager
+def user_errors(interrupted: str = "no output was written") -> Iterator[None]:
+    """Turn :class:`MrisrInputError` (and Ctrl-C, SIGTERM) into a one-line message and a non-zero exit.
+
+    The block is one write scope (:func:`mrisr.io.guard.write_scope`): no file it reads can be written
+    over. Python and nibabel warnings become one ``warning:`` line each on stderr (never stdout).
+
+    Args:
+        interrupted: what the interruption message says was kept or removed.
+    """
+    from mrisr.io.guard import write_scope
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        with write_scope(), _one_line_warnings():
+            yield
     except MrisrInputError as exc:
         fail(str(exc))
     except OSError as exc:
         # a failed read or write (disk full, permissions): one line naming the file, not a traceback
         fail(f"{exc.filename or 'file'}: {exc.strerror or exc}")
-    except KeyboardInterrupt:
-        typer.echo("interrupted: no output was written", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        typer.echo(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: {interrupted}", err=True)
+        raise typer.Exit(143 if terminated else 130) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def set_threads(threads: int | None) -> None:
+    """Set torch's CPU threads (``None``: torch's default).
+
+    Raises:
+        MrisrInputError: outside 1 .. the machine's cores.
+    """
+    from mrisr.limits import check_threads
+
+    check_threads(threads)
     if threads:
         import torch
 

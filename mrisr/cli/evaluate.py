@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import typer
@@ -24,9 +23,9 @@ def _check_csv_output(path: Path, inputs: tuple[Path, ...]) -> Path:
         raise MrisrInputError(f"{path}: output path is a folder; give a file name such as {path / 'metrics.csv'}")
     if path.suffix.lower() != ".csv":
         raise MrisrInputError(f"{path}: metrics are written as CSV; give a file name ending in .csv")
-    for inp in inputs:
-        if path.resolve() == Path(inp).resolve():
-            raise MrisrInputError(f"{path}: output path is the same as an input; choose another name with -o")
+    from mrisr.io.guard import check_target
+
+    check_target(path, inputs)
     parent = path.parent if str(path.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -61,9 +60,11 @@ def write_metrics_csv(path: Path, columns: list[str], prefixes: list[str], per_i
                       summaries: list[dict]) -> None:
     """One row per frame, then ``mean`` and ``std``; columns ``frame`` + each input's columns; atomic."""
     header = ["frame"] + [prefix + name for prefix in prefixes for name in columns]
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    from mrisr.io.guard import partial_file
+
+    tmp_name = partial_file(path)
     try:
-        with os.fdopen(fd, "w", newline="") as handle:
+        with open(tmp_name, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
             for t in range(len(per_input[0])):

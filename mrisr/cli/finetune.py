@@ -30,22 +30,29 @@ def finetune(
     from mrisr.cli.common import set_threads
     from mrisr.io import MrisrInputError, load
     from mrisr.io.geometry import coarsen_affine
+    from mrisr.io.guard import check_target
     from mrisr.io.stream import iter_frames
     from mrisr.io.volume import Volume
     from mrisr.kspace.functional import center_keep_shape
+    from mrisr.limits import check_keep, check_lr, check_minutes, check_steps
     from mrisr.models.checkpoint import file_sha256, save_checkpoint
     from mrisr.reconstruct import Reconstruction, ReconstructOptions
     from mrisr.reconstruct.run import finetune_for
 
     if (like is None) == (keep is None):
         fail(f"{planning}: give exactly one of --like DYNAMIC.nii.gz or --keep PERCENT")
-    if keep is not None and not (0 < keep <= 100):
-        fail(f"{planning}: --keep {keep} must be a percentage in (0, 100]")
     if not str(output).endswith(".safetensors"):
         fail(f"{output}: the fine-tuned model must be a .safetensors file")
-    set_threads(threads)
     with user_errors():
+        if keep is not None:
+            check_keep(keep)
+        check_minutes(minutes)
+        check_steps(steps)
+        check_lr(lr)
+        set_threads(threads)
         plan = load(planning)
+        if keep is not None:
+            check_keep(keep, inplane=plan.spatial_shape[:2])
         if plan.is_4d:
             raise MrisrInputError(f"{planning}: the planning scan is 4-D; pass a static 3-D volume")
         if like is not None:
@@ -58,6 +65,7 @@ def finetune(
                              source=Path(f"<keep {keep}%>"))
         opts = ReconstructOptions(model=model, device=device)
         rec = Reconstruction(dynamic, plan, opts)
+        check_target(output)  # against the planning scan, the dynamic and the base model, before any work
         # frame 0 only, streamed: a long series is never read whole
         first = next(iter_frames(dynamic)) if like is not None else None
         if first is None:

@@ -51,8 +51,10 @@ def phantom(
 
     Each HR frame is the source anatomy moved by a breathing deformation (plus a small irregular component), with optional contrast uptake; the planning scan is the same anatomy at deep inspiration without contrast; the LR series keeps the centre of k-space (a genuinely smaller matrix with its correct affine). All three share world space.
     """
-    if frames < 1:
-        fail(f"--frames {frames}: must be >= 1, e.g. 20")
+    from mrisr.limits import MAX_FRAMES
+
+    if not 1 <= frames <= MAX_FRAMES:
+        fail(f"--frames {frames}: must be an integer in 1..{MAX_FRAMES}, e.g. 20")
     if not (0 < keep <= 100):
         fail(f"--keep {keep}: must be a percentage in (0, 100], e.g. 6.25")
     if not tr > 0:
@@ -65,7 +67,8 @@ def phantom(
         fail(f"{output}: exists and is not a folder; -o takes a folder, e.g. -o phantom/")
 
     from mrisr.io import load
-    from mrisr.phantom import make_dynamic
+    from mrisr.io.guard import check_target
+    from mrisr.phantom import make_dynamic, phantom_paths
 
     with user_errors():
         if source is None:
@@ -74,6 +77,8 @@ def phantom(
             static = load_sample()
         else:
             static = load(source)
+        for target in phantom_paths(output).values():
+            check_target(target)  # the source is never overwritten: refused before any work
         result = make_dynamic(
             static,
             frames=frames,

@@ -73,7 +73,9 @@ def reconstruct(
             progress.update(task, advance=1, info=f"{result.seconds:.2f} s/frame")
 
         def on_status(message: str):
-            if not quiet or message.startswith("warning"):
+            if message.startswith("warning"):
+                typer.echo(" ".join(message.split()), err=True)  # warnings: one line on stderr, even with --quiet
+            elif not quiet:
                 progress.console.print(message, soft_wrap=True, markup=False, highlight=False)
 
         with warnings.catch_warnings():

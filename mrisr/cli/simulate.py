@@ -29,6 +29,7 @@ def simulate(
     """
     from mrisr.io import MrisrInputError, check_writable, load, save_like
     from mrisr.kspace import MASKS, simulate_volume
+    from mrisr.limits import check_keep
 
     if not (0 < keep <= 100):
         fail(f"{hr}: --keep {keep:g} is not a percentage in (0, 100]; pass e.g. --keep 6.25")
@@ -39,6 +40,8 @@ def simulate(
     with user_errors():
         check_writable(output, inputs=(hr,))
         volume = load(hr)
+        if mode == "center":
+            check_keep(keep, inplane=volume.spatial_shape[:2])
         if three_d and mode != "center":
             raise MrisrInputError(f"{hr}: --3d works with --mode center only")
         lowres, info = simulate_volume(volume, keep, mode, zero_fill, noise_snr, seed, three_d=three_d)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mrisr.io.checks import check_gzip, check_nifti_header
 from mrisr.io.errors import MrisrInputError
+from mrisr.io.guard import register_input
 from mrisr.io.volume import Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -28,6 +30,8 @@ def _check_exists(path: Path) -> None:
 def _nifti_volume(path: Path, lazy: bool) -> Volume:
     import nibabel as nib
 
+    # sizes, voxel type and geometry from the header as stored, before anything is allocated
+    check_nifti_header(path, lazy=lazy)
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many kinds
@@ -35,6 +39,8 @@ def _nifti_volume(path: Path, lazy: bool) -> Volume:
             f"{path}: not a readable NIfTI image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
             "pass a .nii or .nii.gz file"
         ) from None
+    if not lazy and path.name.lower().endswith(".gz"):
+        check_gzip(path)  # CRC and length: a damaged payload must not be read as numbers (streaming checks at its end)
     shape = img.shape
     _check_ndim(path, shape)
     if len(shape) == 4 and shape[3] == 1:
@@ -52,6 +58,9 @@ def _nifti_volume(path: Path, lazy: bool) -> Volume:
     if len(shape) == 4:
         raw = float(hdr.get_zooms()[3])
         tr = raw * _TIME_SCALE.get(time_unit, 1.0) if raw > 0 else None
+    extra = {"descrip": hdr["descrip"].tobytes().rstrip(b"\0").decode(errors="replace")}
+    if qform is None and sform is None:
+        extra["no_orientation"] = True  # written back without orientation, never as scanner space
     return Volume(
         data=data,
         affine=affine,
@@ -60,7 +69,7 @@ def _nifti_volume(path: Path, lazy: bool) -> Volume:
         sform_code=int(scode) if sform is not None else 0,
         source=path,
         xyzt_units=(space or "mm", "sec"),
-        extra={"descrip": hdr["descrip"].tobytes().rstrip(b"\0").decode(errors="replace")},
+        extra=extra,
     )
 
 
@@ -77,8 +86,11 @@ def _check_ndim(path: Path, shape: tuple[int, ...]) -> None:
             f"{path}: image is {ndim}-D with shape {tuple(shape)}; mrisr needs a 3-D volume or a 4-D series (X, Y, Z, T); "
             "split extra dimensions first"
         )
-    if min(shape[:3]) < 2 and ndim == 3 and shape[2] < 1:
-        raise MrisrInputError(f"{path}: empty image of shape {tuple(shape)}")
+    if min(shape[:2]) < 2:
+        raise MrisrInputError(
+            f"{path}: image of shape {tuple(shape)} has fewer than 2 voxels along an in-plane axis; "
+            "pass a 3-D volume or a 4-D series of real images (X, Y, Z[, T])"
+        )
 
 
 def _sitk_volume(path: Path) -> Volume:
@@ -93,6 +105,7 @@ def _sitk_volume(path: Path) -> Volume:
             reader.SetFileNames(names)
             image = reader.Execute()
         else:
+            _check_sitk_size(path)
             image = sitk.ReadImage(str(path))
     except MrisrInputError:
         raise
@@ -100,6 +113,26 @@ def _sitk_volume(path: Path) -> Volume:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise MrisrInputError(f"{path}: not a readable image ({first}); pass a NIfTI, NRRD, MHA or DICOM series") from None
     return sitk_to_volume(image, source=path)
+
+
+def _check_sitk_size(path: Path) -> None:
+    """Declared size against memory (and, for single-file MetaImage, the file's size) before reading."""
+    import SimpleITK as sitk
+
+    from mrisr.io.checks import MAX_DEFLATE_RATIO, check_fits_memory, gib
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    voxels = float(np.prod(reader.GetSize(), dtype=np.float64)) * reader.GetNumberOfComponents()
+    nbytes = voxels * 8  # the widest voxel type: a bound, not an estimate
+    if path.name.lower().endswith(".mha") and voxels > path.stat().st_size * MAX_DEFLATE_RATIO + 1024:
+        raise MrisrInputError(
+            f"{path}: header declares {'x'.join(str(n) for n in reader.GetSize())} voxels ({gib(nbytes)}) but the "
+            f"file holds only {path.stat().st_size} bytes; the file is truncated or its header is wrong"
+        )
+    check_fits_memory(2 * nbytes, f"{path} ({'x'.join(str(n) for n in reader.GetSize())} voxels)",
+                      "crop or split the image first")
 
 
 def sitk_to_volume(image, source: Path | None = None) -> Volume:
@@ -112,6 +145,8 @@ def sitk_to_volume(image, source: Path | None = None) -> Volume:
         raise MrisrInputError(f"{source}: image has {image.GetNumberOfComponentsPerPixel()} components per voxel; pass a scalar image")
     if dim == 2:
         raise MrisrInputError(f"{source}: image is 2-D; mrisr needs a 3-D volume or a 4-D series")
+    if np.iscomplexobj(arr):
+        raise MrisrInputError(f"{source}: voxels are complex; mrisr needs magnitude images; save the magnitude (abs) first")
     data = np.transpose(arr, tuple(range(arr.ndim - 1, -1, -1)))
     spacing = np.array(image.GetSpacing()[:3])
     origin = np.array(image.GetOrigin()[:3])
@@ -165,6 +200,11 @@ def check_frame(frame: np.ndarray, source: Path | str | None, t: int) -> None:
         raise MrisrInputError(
             f"{source}: frame {t} contains NaN/Inf voxels; replace them (e.g. with 0) or drop the frame before running mrisr"
         )
+    if not np.any(frame):
+        # nothing was measured: a dropped or blanked frame, which no prior can be matched to
+        raise MrisrInputError(
+            f"{source}: frame {t} is all zero (no signal); drop the frame or replace it before running mrisr"
+        )
 
 
 def load(path: str | Path, validate: bool = True, lazy: bool = False) -> Volume:
@@ -185,6 +225,7 @@ def load(path: str | Path, validate: bool = True, lazy: bool = False) -> Volume:
     """
     path = Path(path)
     _check_exists(path)
+    register_input(path)
     if is_nifti(path):
         volume = _nifti_volume(path, lazy=lazy)
     else:

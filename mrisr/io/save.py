@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from mrisr.io.errors import MrisrInputError
+from mrisr.io.errors import MrisrInputError, one_line
+from mrisr.io.guard import check_target, partial_file, write_errors
 from mrisr.io.load import is_nifti
 from mrisr.io.volume import Volume
 
 
 def _partial_path(path: Path, extension: str = "") -> Path:
     # writers that pick their format from the name (MetaImage: .mha is one file, anything else
-    # a header plus a .raw) need the real extension at the end of the temporary name
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{extension}", dir=path.parent)
-    os.close(fd)
-    return Path(name)
+    # a header plus a .raw) need the real extension at the end of the temporary name; the guard
+    # refuses a target that is an input or lies outside the output folder
+    return partial_file(path, extension)
 
 
 def _read_umask() -> int:
@@ -44,13 +43,10 @@ def check_writable(path: str | Path, inputs: tuple[str | Path, ...] = ()) -> Pat
     """Validate an output path before any work starts.
 
     Raises:
-        MrisrInputError: if the output equals an input, its folder cannot be created or
-            written, or it is an existing folder.
+        MrisrInputError: if the output is an input (same path, symbolic or hard link; see
+            :mod:`mrisr.io.guard`), its folder cannot be created or written, or it is an existing folder.
     """
-    path = Path(path)
-    for inp in inputs:
-        if inp is not None and Path(inp).resolve() == path.resolve():
-            raise MrisrInputError(f"{path}: output path is the same as the input; choose another name with -o")
+    path = check_target(path, inputs)
     if path.is_dir():
         raise MrisrInputError(f"{path}: output path is a folder; give a file name such as {path / 'out.nii.gz'}")
     if not (str(path).lower().endswith((".nii", ".nii.gz", ".nrrd", ".mha"))):
@@ -89,7 +85,9 @@ def nifti_header(
     hdr.set_data_shape(shape)
     qcode = reference.qform_code or 0
     scode = reference.sform_code or 0
-    if qcode == 0 and scode == 0:
+    if reference.extra.get("no_orientation"):
+        pass  # read from a file without orientation: none is invented on the way out
+    elif qcode == 0 and scode == 0:
         # a geometry nobody claimed: still store it, marked as scanner space
         qcode = scode = 1
     hdr.set_qform(affine, code=int(qcode) if qcode else 0)
@@ -151,8 +149,12 @@ def save_like(
     tmp = _partial_path(path, extension=path.suffix)
     try:
         image = volume_to_sitk(Volume(data=data, affine=affine))
-        sitk.WriteImage(image, str(tmp), imageIO="NrrdImageIO" if str(path).endswith(".nrrd") else "MetaImageIO")
-        _publish(tmp, path)
+        try:
+            sitk.WriteImage(image, str(tmp), imageIO="NrrdImageIO" if str(path).endswith(".nrrd") else "MetaImageIO")
+        except RuntimeError as exc:  # SimpleITK reports a failed write (disk full) this way
+            raise MrisrInputError(f"{path}: cannot write ({one_line(exc)[-200:]}); free some space or choose another location") from None
+        with write_errors(path):
+            _publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -196,7 +198,8 @@ class FrameWriter:
     def __enter__(self) -> FrameWriter:
         self._tmp = _partial_path(self.path)
         try:
-            self._open_and_write_header()
+            with write_errors(self.path):
+                self._open_and_write_header()
         except BaseException:
             self._close()
             self._tmp.unlink(missing_ok=True)
@@ -222,7 +225,8 @@ class FrameWriter:
         expected = self.n_frames or 1
         if self._written >= expected:
             raise ValueError(f"{self.path}: all {expected} frame(s) already written")
-        self._fh.write(np.asarray(frame, dtype=self.dtype).tobytes(order="F"))
+        with write_errors(self.path):
+            self._fh.write(np.asarray(frame, dtype=self.dtype).tobytes(order="F"))
         self._written += 1
 
     def _close(self) -> None:
@@ -233,12 +237,14 @@ class FrameWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            self._close()
+            with write_errors(self.path):
+                self._close()
             if exc_type is None:
                 expected = self.n_frames or 1
                 if self._written != expected:
                     raise ValueError(f"{self.path}: {self._written} of {expected} frame(s) written")
-                _publish(self._tmp, self.path)
+                with write_errors(self.path):
+                    _publish(self._tmp, self.path)
         finally:
             if self._tmp is not None and self._tmp.exists():
                 self._tmp.unlink()

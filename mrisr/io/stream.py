@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from mrisr.io.errors import MrisrInputError
+from mrisr.io.errors import MrisrInputError, one_line
 from mrisr.io.volume import Volume
 
 
@@ -54,3 +54,13 @@ def iter_frames(volume: Volume) -> Iterator[np.ndarray]:
             if slope != 1.0 or inter != 0.0:
                 frame = frame * np.float32(slope) + np.float32(inter)
             yield frame
+        if opener is gzip.open:
+            # the CRC and length are checked at the end of the stream: a damaged payload fails the
+            # run (and its output, still a partial file, is removed) instead of passing as numbers
+            try:
+                while fh.read(1 << 20):
+                    pass
+            except (EOFError, OSError, gzip.BadGzipFile) as exc:
+                raise MrisrInputError(
+                    f"{source}: corrupt .gz data ({one_line(exc)}); replace it with a complete copy"
+                ) from None

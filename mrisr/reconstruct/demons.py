@@ -89,7 +89,10 @@ def match_histogram(moving: np.ndarray, fixed: np.ndarray, points: int = 15) -> 
         return v[v > 0.05 * np.percentile(v, 99.5)]
 
     q = np.linspace(0.02, 0.98, points)
-    src, dst = np.quantile(fg(moving), q), np.quantile(fg(fixed), q)
+    moving_fg, fixed_fg = fg(moving), fg(fixed)
+    if moving_fg.size == 0 or fixed_fg.size == 0:
+        return np.asarray(moving, dtype=np.float32)  # an image without signal has no histogram to match
+    src, dst = np.quantile(moving_fg, q), np.quantile(fixed_fg, q)
     src = np.maximum.accumulate(src + np.arange(points) * 1e-6 * max(float(src[-1]), 1e-6))
     return np.interp(moving, np.concatenate([[0.0], src]), np.concatenate([[0.0], dst])).astype(np.float32)
 

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import platform
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -17,6 +16,8 @@ import numpy as np
 
 from mrisr.io import FrameWriter, check_writable, load
 from mrisr.io.errors import MrisrInputError
+from mrisr.io.guard import check_target
+from mrisr.io.load import check_frame
 from mrisr.models.checkpoint import file_sha256, save_checkpoint
 from mrisr.reconstruct.stepwise import (
     FrameResult,
@@ -44,9 +45,11 @@ class ReconstructionReport:
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    from mrisr.io.guard import partial_file, write_errors
+
+    tmp = partial_file(path)
     try:
-        with os.fdopen(fd, "w") as fh:
+        with write_errors(path), open(tmp, "w") as fh:
             json.dump(payload, fh, indent=2, default=str)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
@@ -110,26 +113,33 @@ def reconstruct_file(
         # frames are streamed into a NIfTI file; any other extension would name NIfTI bytes wrongly
         raise MrisrInputError(f"{output}: reconstruction writes NIfTI; name the output .nii.gz or .nii")
     status = on_status or (lambda message: None)
-    dynamic = load(dynamic_path, lazy=True)
-    prior = load(prior_path) if prior_path else None
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
+        # header warnings (no orientation, qform/sform disagreement) are reported like the others
+        dynamic = load(dynamic_path, lazy=True)
+        prior = load(prior_path) if prior_path else None
         rec = Reconstruction(dynamic, prior, options)
         first = next(iter(_first_frame(dynamic)))
+        check_frame(first, dynamic_path, 0)
         rec.prepare_prior(first)
     caught += [str(r.message) for r in records]
     for message in caught:
         status(f"warning: {message}")
+    # every target, checked against every input (the model too) before any work is done
+    inputs = (dynamic_path, prior_path, getattr(rec.model, "path", None))
+    check_target(output, inputs)
+    check_target(sidecar_path(output), inputs)
     finetune_info = None
     tuned_path = None
     if options.finetune:
+        tuned_path = Path(finetuned_model_path) if finetuned_model_path else output.with_name(
+            sidecar_path(output).stem + "_model.safetensors")
+        check_target(tuned_path, inputs)
         status(f"fine-tuning on {prior.name if prior else '?'} for up to {options.finetune_minutes:g} min")
         tuned, report = finetune_for(rec, options.finetune_minutes)
         rec.model = tuned
         finetune_info = report.as_dict()
-        tuned_path = Path(finetuned_model_path) if finetuned_model_path else output.with_name(
-            sidecar_path(output).stem + "_model.safetensors")
         meta = dict(tuned.meta)
         meta.pop("sha256", None)
         meta.update({"base_model": choose_model_name(options, prior is not None),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mrisr.io.checks import check_fits_memory
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.load import check_frame
 from mrisr.io.stream import iter_frames
@@ -23,6 +24,11 @@ from mrisr.reconstruct.prior import PreparedPrior, prepare_prior
 
 #: the prior modes, the default first
 PRIOR_MODES = ("tracked", "planning", "previous")
+#: float32 copies of one HR frame a reconstruction holds at once (sinc, prior, SR, network
+#: activations of a whole frame): the memory bound checked before the first frame
+HR_FRAME_COPIES = 32
+#: the largest in-plane refinement (as --factor allows)
+MAX_INPLANE_FACTOR = 16
 
 
 @dataclass
@@ -71,6 +77,8 @@ class ReconstructOptions:
         return d
 
     def validate(self) -> None:
+        from mrisr.limits import check_matrix, check_minutes, check_threads, check_tile
+
         if self.method not in METHODS:
             raise MrisrInputError(f"--method {self.method}: choose one of {', '.join(METHODS)}")
         if self.method != "network" and self.data_consistency:
@@ -84,12 +92,12 @@ class ReconstructOptions:
             raise MrisrInputError(f"--prior-mode {self.prior_mode}: choose one of {', '.join(PRIOR_MODES)}")
         if self.factor is not None and not (1 <= self.factor <= 16):
             raise MrisrInputError(f"--factor {self.factor}: in-plane factor must be in [1, 16]")
-        if self.matrix is not None and min(self.matrix) < 2:
-            raise MrisrInputError(f"--matrix {self.matrix}: both sizes must be >= 2")
+        check_matrix(self.matrix)
         if self.factor is not None and self.matrix is not None:
             raise MrisrInputError("--factor and --matrix: give one of them, not both")
-        if self.finetune_minutes <= 0:
-            raise MrisrInputError(f"--finetune-minutes {self.finetune_minutes}: must be > 0")
+        check_minutes(self.finetune_minutes, "--finetune-minutes")
+        check_threads(self.threads)
+        check_tile(self.tile)
 
 
 @dataclass
@@ -171,6 +179,18 @@ class Reconstruction:
             self.grid: HRGrid = plan_grid(dynamic, prior, options.factor, options.matrix)
         except ValueError as exc:
             raise MrisrInputError(f"{dynamic.name}: {exc}; choose a larger --factor/--matrix") from None
+        ratio = max(h / lr for h, lr in zip(self.grid.hr_shape[:2], self.grid.lr_shape[:2]))
+        if ratio > MAX_INPLANE_FACTOR:
+            raise MrisrInputError(
+                f"{dynamic.name}: HR grid {'x'.join(str(n) for n in self.grid.hr_shape)} is {ratio:.0f}x the "
+                f"{'x'.join(str(n) for n in self.grid.lr_shape)} dynamic in-plane, more than {MAX_INPLANE_FACTOR}x; "
+                "choose a smaller --matrix or --factor"
+            )
+        check_fits_memory(
+            float(np.prod(self.grid.hr_shape, dtype=np.float64)) * 4 * HR_FRAME_COPIES,
+            f"{dynamic.name}: HR grid {'x'.join(str(n) for n in self.grid.hr_shape)}",
+            "choose a smaller --matrix or --factor",
+        )
         kr = None if self.model is None else self.model.keep_range
         if kr and not (kr[0] * 0.8 <= self.grid.keep <= kr[1] * 1.2):
             warnings.warn(

@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from mrisr.io.errors import MrisrInputError
+from mrisr.io.errors import MrisrInputError, one_line
+from mrisr.io.guard import check_target, partial_file, release_input
 from mrisr.models.checkpoint import save_checkpoint
 from mrisr.models.network import PriorSRNet
 from mrisr.models.predictor import resolve_device
@@ -55,6 +58,44 @@ def _load_weights(net: PriorSRNet, path: str | Path, device: torch.device, what:
         )
     net.load_state_dict(loaded.state_dict())
     return meta
+
+
+def _load_state(path: Path, opt: torch.optim.Optimizer, device: torch.device) -> tuple[int, float]:
+    """Restore the optimiser from ``<checkpoint>.state.pt``; the step count and elapsed seconds.
+
+    Only tensors and plain containers are read (``weights_only``): anything else in the file is a
+    one-line error, never unpickled.
+    """
+    fix = "delete it to resume from the checkpoint's weights alone, or start a new run"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on foreign pickles: the file is judged below
+            state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        reason = "it holds objects other than tensors" if "weights only" in str(exc).lower() else one_line(exc)
+        raise MrisrInputError(f"{path}: not an mrisr optimiser state ({reason}); {fix}") from None
+    if not isinstance(state, dict) or not {"optimizer", "step", "elapsed"} <= set(state):
+        raise MrisrInputError(f"{path}: not an mrisr optimiser state (keys optimizer, step, elapsed expected); {fix}")
+    try:
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+    except Exception as exc:
+        raise MrisrInputError(f"{path}: optimiser state does not fit this model ({one_line(exc)}); {fix}") from None
+    if step < 0 or not math.isfinite(elapsed) or elapsed < 0:
+        raise MrisrInputError(f"{path}: step {step} / elapsed {elapsed} s are not a valid position; {fix}")
+    return step, elapsed
+
+
+def _save_state(path: Path, opt: torch.optim.Optimizer, step: int, elapsed: float) -> None:
+    """Write the optimiser state next to the checkpoint, atomically."""
+    from mrisr.io.save import _publish
+
+    tmp = partial_file(path)
+    try:
+        torch.save({"optimizer": opt.state_dict(), "step": step, "elapsed": elapsed}, tmp)
+        _publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _loader(dataset, workers: int) -> DataLoader:
@@ -230,13 +271,16 @@ def train(
     state_path = output.with_suffix(".state.pt")
     if resume:
         meta = _load_weights(net, resume, device, "checkpoint", "resume with the model settings it was trained with")
+        if os.path.realpath(resume) == os.path.realpath(output):
+            # continuing a run in place is what --resume X -o X asks for: X may be replaced
+            release_input(resume)
         rstate = Path(resume).with_suffix(".state.pt")
         if rstate.exists():
-            st = torch.load(rstate, map_location=device, weights_only=True)
-            opt.load_state_dict(st["optimizer"])
-            start_step, elapsed_before = int(st["step"]), float(st["elapsed"])
+            start_step, elapsed_before = _load_state(rstate, opt, device)
         else:
             start_step = int(meta.get("training", {}).get("steps", 0))
+    check_target(output)
+    check_target(state_path)
     loss_fn = SRLoss(cfg.loss.l1, cfg.loss.ssim, cfg.loss.perceptual).to(device)
     bank = build_bank(cfg.data.train, cfg.data.inplane_mm, cfg.data.slice_mm, list(cfg.data.orientations))
     workers = cfg.data_workers
@@ -260,6 +304,7 @@ def train(
     last_val: dict = {}
     fields = ["step", "elapsed_s", "lr", "loss", "l1", "ssim_loss", "chain", "val_sinc_ssim", "val_ssim", "val_gain"]
     new_log = not (resume and log_path.exists())
+    check_target(log_path)
     with open(log_path, "a" if not new_log else "w", newline="") as log_fh:
         writer = csv.DictWriter(log_fh, fieldnames=fields)
         if new_log:
@@ -318,10 +363,10 @@ def train(
                 on_progress(step, cfg.optim.steps, {"loss": float(np.mean(running[-20:])), "progress": progress, **row})
             if step % cfg.checkpoint_every_steps == 0:
                 save_checkpoint(net, output, checkpoint_meta(cfg, net, step, last_val, {"partial": True, "init": init_info}))
-                torch.save({"optimizer": opt.state_dict(), "step": step, "elapsed": time.time() - t0}, state_path)
+                _save_state(state_path, opt, step, time.time() - t0)
     if cases:
         last_val = validate(net, cases, device)
     save_checkpoint(net, output, checkpoint_meta(cfg, net, step, last_val,
                                                  {"training_seconds": round(time.time() - t0, 1), "init": init_info}))
-    torch.save({"optimizer": opt.state_dict(), "step": step, "elapsed": time.time() - t0}, state_path)
+    _save_state(state_path, opt, step, time.time() - t0)
     return output

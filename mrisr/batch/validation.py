@@ -1,0 +1,225 @@
+"""Batch validation: everything a run needs is checked before any work starts.
+
+Every problem found (cohort, output folder, model, device, options, colliding outputs) is reported
+at once in one :class:`~mrisr.batch.inputs.BatchValidationError`; a failed validation writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mrisr.batch.config import BatchConfig, load_batch_config
+from mrisr.batch.derivatives import series_outputs, subject_log_path
+from mrisr.batch.inputs import BatchValidationError, Cohort, SeriesInputs, discover
+from mrisr.io.errors import MrisrInputError
+
+__all__ = ["RunSettings", "validate_batch"]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a batch run computes (``options``) and where (``device``, ``threads``).
+
+    Attributes:
+        options: :class:`~mrisr.batch.config.ReconstructSettings` as a dict (model, prior_mode,
+            factor, matrix, data_consistency, finetune, finetune_minutes).
+        desc: ``desc-`` entity of the SR series.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        threads: torch CPU threads per subject (``None``: torch's default; ``--jobs`` splits the cores).
+        force: recompute subjects even when they are up to date.
+    """
+
+    options: dict[str, Any]
+    desc: str = "sr"
+    device: str = "auto"
+    threads: int | None = None
+    force: bool = False
+
+    @property
+    def finetune(self) -> bool:
+        return bool(self.options.get("finetune"))
+
+
+
+def _check_output_dir(output_dir: Path, cohort: Cohort, problems: list[str]) -> list[Path]:
+    """Problems with the output folder; returns the folders it had to create (to undo on failure)."""
+    out = output_dir.expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        problems.append(
+            f"{output_dir}: exists and is not a folder; OUTPUT_DIR is the derivatives folder, e.g. derivatives/mrisr"
+        )
+        return []
+    if cohort.kind == "bids" and cohort.root.is_dir():
+        root = cohort.root.resolve()
+        inside = out.relative_to(root).parts if out.is_relative_to(root) else None
+        if inside is not None and (not inside or inside[0].startswith("sub-")):
+            problems.append(
+                f"{output_dir}: writing into the source dataset (or one of its subjects) would mix raw and "
+                f"derived files; use {root / 'derivatives' / 'mrisr'}"
+            )
+            return []
+    missing = [folder for folder in (out, *out.parents) if not folder.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".mrisr-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        problems.append(
+            f"{output_dir}: cannot create or write the output folder ({exc.strerror}); choose a writable location"
+        )
+    return missing
+
+
+def _check_links(output_dir: Path, cohort: Cohort, desc: str, problems: list[str]) -> None:
+    """Subject folders (or files) in the output folder that are symbolic links to somewhere else:
+    the run would write, and clean temporary files, outside the output folder."""
+    root = os.path.realpath(output_dir)
+    reported: set[str] = set()
+    for subject in cohort.subjects.values():
+        targets = [subject_log_path(output_dir, subject.label)]
+        for series in subject.series:
+            outputs = series_outputs(output_dir, series, desc, finetune=True)
+            targets += [outputs.series, outputs.sidecar, outputs.finetuned_model]
+        for target in targets:
+            real = os.path.realpath(target)
+            if os.path.commonpath([root, real]) == root:
+                continue
+            # name the link itself: the first component on the way that resolves elsewhere
+            link = next(
+                (p for p in [*reversed(target.parents), target] if p.is_symlink() and p.is_relative_to(output_dir)),
+                target,
+            )
+            if str(link) not in reported:
+                reported.add(str(link))
+                problems.append(
+                    f"{link}: a symbolic link to {os.path.realpath(link)}, outside the output folder; results are "
+                    "only written inside it: replace the link by a real folder or choose another output folder"
+                )
+
+
+def _remove_created(folders: list[Path]) -> None:
+    """Remove the (still empty) folders validation created, deepest first: a failed validation writes nothing."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+def _check_model(option: str, cohort: Cohort, problems: list[str]) -> None:
+    """Every model the cohort needs exists, is an mrisr checkpoint and fits the presence of a prior."""
+    from mrisr.models.checkpoint import read_metadata
+    from mrisr.models.registry import resolve_model_path
+    from mrisr.reconstruct.stepwise import ReconstructOptions, choose_model_name
+
+    needed: dict[str, list[SeriesInputs]] = {}
+    for subject in cohort.subjects.values():
+        for series in subject.series:
+            name = choose_model_name(ReconstructOptions(model=option), series.planning is not None)
+            needed.setdefault(name, []).append(series)
+    if not needed:
+        needed[option] = []
+    for name, series_list in needed.items():
+        try:
+            meta = read_metadata(resolve_model_path(name))
+        except MrisrInputError as exc:
+            problems.append(f"--model {option}: {exc}" if not str(exc).startswith(option) else str(exc))
+            continue
+        without_prior = [s for s in series_list if s.planning is None]
+        if meta.get("uses_prior", True) and without_prior:
+            problems.append(
+                f"--model {option}: model {name} needs a planning scan as prior but {len(without_prior)} series have "
+                f"none (e.g. {without_prior[0].dynamic}); add planning scans or use --model default-noprior"
+            )
+
+
+def _check_device(device: str, problems: list[str]) -> None:
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        problems.append(f"--device {device}: unknown device; use auto, cpu or cuda")
+        return
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append(f"--device {device}: no CUDA device is available here; use --device cpu or auto")
+
+
+def validate_batch(
+    source: str | Path,
+    output_dir: str | Path,
+    config: str | Path | BatchConfig | None = None,
+    participant_labels: list[str] | None = None,
+    model: str | None = None,
+    finetune: bool | None = None,
+    device: str = "auto",
+    jobs: int = 1,
+    force: bool = False,
+    check_model: bool = True,
+) -> tuple[Cohort, RunSettings]:
+    """Check everything a batch run needs before any work starts.
+
+    Args:
+        source: BIDS folder or ``.csv``/``.tsv`` manifest.
+        output_dir: the derivatives folder to write.
+        config: path of a batch config (``configs/batch.yaml``), a :class:`BatchConfig`, or ``None`` (defaults).
+        participant_labels: subjects to run (``None``: all).
+        model: overrides ``reconstruct.model`` of the config (``default`` or a checkpoint path).
+        finetune: overrides ``reconstruct.finetune``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        jobs: parallel subjects (>= 1).
+        force: recompute up-to-date subjects too.
+        check_model: also validate the model file (off when only a summary is wanted).
+
+    Returns:
+        The cohort and the run settings.
+
+    Raises:
+        BatchValidationError: every problem found, in one message.
+        MrisrInputError: an unreadable or invalid config file.
+    """
+    cfg = config if isinstance(config, BatchConfig) else load_batch_config(config)
+    overrides: dict[str, Any] = {}
+    if model is not None:
+        overrides["model"] = str(model)
+    if finetune is not None:
+        overrides["finetune"] = bool(finetune)
+    if overrides:
+        cfg = cfg.model_copy(update={"reconstruct": cfg.reconstruct.model_copy(update=overrides)})
+    problems: list[str] = []
+    if jobs < 1:
+        problems.append(f"--jobs {jobs}: must be >= 1, e.g. --jobs 2")
+    cohort = discover(source, cfg, participant_labels, problems=problems)
+    created = _check_output_dir(Path(output_dir), cohort, problems)
+    options = cfg.reconstruct.model_dump(mode="json")
+    if options["factor"] is not None and options["matrix"] is not None:
+        problems.append("reconstruct.factor and reconstruct.matrix: give one of them, not both")
+    if check_model:
+        _check_model(options["model"], cohort, problems)
+        _check_device(device, problems)
+    for subject in cohort.subjects.values():
+        for series in subject.series:
+            if series.planning is None and options["finetune"]:
+                problems.append(
+                    f"{series.dynamic}: --finetune needs a planning scan; add one or run without --finetune"
+                )
+    _check_links(Path(output_dir), cohort, cfg.desc, problems)
+    outputs: dict[Path, Path] = {}
+    for subject in cohort.subjects.values():
+        for series in subject.series:
+            target = series_outputs(output_dir, series, cfg.desc).series
+            if target in outputs:
+                problems.append(
+                    f"{series.dynamic} and {outputs[target]}: both would be written to {target}; "
+                    "give them distinct BIDS entities (task, run, acq)"
+                )
+            outputs[target] = series.dynamic
+    if problems:
+        _remove_created(created)
+        raise BatchValidationError(source, problems)
+    settings = RunSettings(options=options, desc=cfg.desc, device=device, force=force)
+    return cohort, settings
+

@@ -1,0 +1,98 @@
+"""Bounds on numeric options, checked where they enter (CLI options, library entry points).
+
+A value outside its bounds is a one-line :class:`~mrisr.io.errors.MrisrInputError` naming the
+option, the value and the valid range, never a run that does not end, a silent no-op or a
+terabyte allocation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+from mrisr.io.errors import MrisrInputError
+
+#: the largest in-plane matrix accepted for an HR grid (scanners stop well below)
+MAX_MATRIX = 4096
+#: fine-tuning budget cap (a day)
+MAX_MINUTES = 24 * 60
+MAX_STEPS = 1_000_000
+MAX_FRAMES = 10_000
+#: the smallest LR matrix a k-space fraction may leave, per in-plane axis
+MIN_LR_MATRIX = 4
+#: smallest sliding-window tile: in-plane (the network's stride multiple) and slices
+MIN_TILE = (16, 16, 2)
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: int | None, option: str = "--threads") -> None:
+    if threads is None:
+        return
+    cores = cpu_count()
+    if not 1 <= int(threads) <= cores:
+        raise MrisrInputError(
+            f"{option} {threads}: must be between 1 and the {cores} CPU core(s) of this machine, e.g. {option} {cores}"
+        )
+
+
+def check_minutes(minutes: float | None, option: str = "--minutes") -> None:
+    if minutes is None:
+        return
+    if not (math.isfinite(minutes) and 0 < minutes <= MAX_MINUTES):
+        raise MrisrInputError(f"{option} {minutes}: must be a number of minutes in (0, {MAX_MINUTES}], e.g. {option} 5")
+
+
+def check_steps(steps: int | None, option: str = "--steps") -> None:
+    if steps is not None and not 1 <= steps <= MAX_STEPS:
+        raise MrisrInputError(f"{option} {steps}: must be an integer in 1..{MAX_STEPS}, e.g. {option} 200")
+
+
+def check_lr(lr: float, option: str = "--lr") -> None:
+    if not (math.isfinite(lr) and 0 < lr <= 1):
+        raise MrisrInputError(f"{option} {lr}: the learning rate must be a number in (0, 1], e.g. {option} 2e-5")
+
+
+def check_frames(frames: int, option: str = "--frames") -> None:
+    if not 1 <= frames <= MAX_FRAMES:
+        raise MrisrInputError(f"{option} {frames}: must be an integer in 1..{MAX_FRAMES}, e.g. {option} 20")
+
+
+def check_keep(keep: float, option: str = "--keep", inplane: Sequence[int] | None = None) -> None:
+    """``keep`` percent of k-space: in (0, 100] and, given the in-plane matrix, leaving at least 4x4 samples."""
+    if not (math.isfinite(keep) and 0 < keep <= 100):
+        raise MrisrInputError(f"{option} {keep:g}: must be a percentage of k-space in (0, 100], e.g. {option} 6.25")
+    if inplane is not None:
+        from mrisr.kspace.functional import center_keep_shape
+
+        kept = center_keep_shape(tuple(int(n) for n in inplane[:2]), keep)
+        if min(kept) < MIN_LR_MATRIX:
+            matrix = "x".join(str(int(n)) for n in inplane[:2])
+            least = 100.0 * MIN_LR_MATRIX**2 / (int(inplane[0]) * int(inplane[1]))
+            raise MrisrInputError(
+                f"{option} {keep:g}: keeps only a {kept[0]}x{kept[1]} k-space matrix of the {matrix} image; "
+                f"give at least {MIN_LR_MATRIX}x{MIN_LR_MATRIX} samples, e.g. {option} {max(least * 1.5, 0.1):.2g}"
+            )
+
+
+def check_matrix(matrix: Sequence[int] | None, option: str = "--matrix") -> None:
+    if matrix is not None and not all(2 <= int(n) <= MAX_MATRIX for n in matrix):
+        raise MrisrInputError(
+            f"{option} {' '.join(str(n) for n in matrix)}: both sizes must be in 2..{MAX_MATRIX}, e.g. {option} 256 256"
+        )
+
+
+def check_tile(tile: Sequence[int] | None, option: str = "--tile") -> None:
+    if tile is None:
+        return
+    if len(tile) != 3 or not all(low <= int(n) <= MAX_MATRIX for n, low in zip(tile, MIN_TILE)):
+        raise MrisrInputError(
+            f"{option} {' '.join(str(n) for n in tile)}: X and Y must be in {MIN_TILE[0]}..{MAX_MATRIX} and Z in "
+            f"{MIN_TILE[2]}..{MAX_MATRIX} voxels, e.g. {option} 128 128 32"
+        )
