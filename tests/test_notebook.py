@@ -33,7 +33,7 @@ def test_notebook_is_stored_without_outputs():
 def test_notebook_tells_the_whole_story():
     source = "\n".join(cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells)
     for api in ("simulate_volume", "make_dynamic", "iter_reconstruct", "reconstruct_volume", "finetune=True",
-                "evaluate_frames", "mrisr train", "mrisr batch", "napari"):
+                "score_frames", "registered keyhole", "mrisr train", "mrisr batch", "napari"):
         assert api in source, f"{NOTEBOOK}: the tutorial no longer mentions {api}"
 
 
