@@ -105,7 +105,7 @@ def run_methods(phantom, prior_model, noprior_model, tuned_model) -> dict[str, t
     timed("network planning", lambda: recon(ReconstructOptions(prior_mode="planning"), prior_model))
     timed("network previous", lambda: recon(ReconstructOptions(prior_mode="previous"), prior_model))
     timed("no-prior network", lambda: [r.sr for r in iter_reconstruct(lr, None, ReconstructOptions(
-        model="default-noprior", factor=hr_xy[0] / lr.data.shape[0]), model=noprior_model)])
+        model="default-noprior", matrix=tuple(int(n) for n in hr_xy)), model=noprior_model)])
     if tuned_model is not None:
         timed("default + fine-tuning", lambda: recon(ReconstructOptions(prior_mode="tracked"), tuned_model))
     return out
