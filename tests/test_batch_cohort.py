@@ -34,6 +34,17 @@ def bids_names(label: str) -> dict[str, str]:
     }
 
 
+def tiny_static():
+    """The 24x24x8 crop of the bundled Colin27 slab every subject's phantom is made from."""
+    from mrisr.data import load_sample
+
+    sample = load_sample()
+    offset = np.array([s.start for s in CROP], dtype=np.float64)
+    affine = sample.affine.copy()
+    affine[:3, 3] = sample.affine[:3, :3] @ offset + sample.affine[:3, 3]
+    return sample.with_data(np.ascontiguousarray(sample.data[CROP]), affine=affine)
+
+
 def build_cohort(root: Path, labels: tuple[str, ...] = LABELS) -> dict[str, Path]:
     """Write the tiny cohort under ``root``.
 
@@ -41,16 +52,10 @@ def build_cohort(root: Path, labels: tuple[str, ...] = LABELS) -> dict[str, Path
         ``{"phantoms": root/phantoms (one folder s<label> per subject), "bids": root/bids,
         "manifest": root/cohort.csv (relative paths into phantoms/), "model": root/tiny.safetensors}``.
     """
-    from mrisr.data import load_sample
     from mrisr.models import make_tiny_checkpoint
     from mrisr.phantom import make_dynamic
 
-    sample = load_sample()
-    offset = np.array([s.start for s in CROP], dtype=np.float64)
-    affine = sample.affine.copy()
-    affine[:3, 3] = sample.affine[:3, :3] @ offset + sample.affine[:3, 3]
-    static = sample.with_data(np.ascontiguousarray(sample.data[CROP]), affine=affine)
-
+    static = tiny_static()
     bids = root / "bids"
     bids.mkdir(parents=True)
     (bids / "dataset_description.json").write_text(json.dumps({"Name": "tiny phantom cohort", "BIDSVersion": "1.10.0"}))

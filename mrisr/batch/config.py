@@ -97,6 +97,10 @@ class BatchConfig(_Strict):
     planning_required: bool = Field(
         True, description="a series without a planning scan is a validation error (else it runs without a prior)"
     )
+    authors: list[str] = Field(
+        default_factory=list,
+        description="Authors of the derivatives dataset; empty: the source dataset's Authors, else mrisr",
+    )
 
 
 def load_batch_config(path: str | Path | None = None) -> BatchConfig:

@@ -2,7 +2,10 @@
 
 Layout of ``OUTPUT_DIR``::
 
-    dataset_description.json                  Name, BIDSVersion, DatasetType "derivative", GeneratedBy, SourceDatasets
+    dataset_description.json                  Name, BIDSVersion, DatasetType "derivative", Authors, GeneratedBy,
+                                              SourceDatasets and DatasetLinks (relative: the pair can move)
+    README.md                                 what the dataset holds (written once; edit it freely)
+    .bidsignore                               summary.tsv, sub-*/log, fine-tuned models: not BIDS files
     summary.tsv                               one row per subject: status, seconds, frames, metrics, error
     sub-01/[ses-1/]func/
         sub-01_task-x_desc-sr_bold.nii.gz     SR series (X', Y', Z, T), geometry and TR from the library
@@ -14,6 +17,10 @@ Layout of ``OUTPUT_DIR``::
 Every file is written under a temporary name and renamed; the sidecar is written last and is
 the completion marker: a series is finished exactly when its sidecar holds the batch
 fingerprint (inputs, model and options) and the files it lists exist.
+
+The dataset passes the official BIDS validator (``bids-validator-deno``) without errors.
+Identical inputs and options give byte-identical images; in the sidecars only the wall-clock
+fields (:data:`TIMING_KEYS`) differ from run to run.
 """
 
 from __future__ import annotations
@@ -35,8 +42,10 @@ __all__ = [
     "BATCH_KEY",
     "BIDS_VERSION",
     "SUMMARY_COLUMNS",
+    "TIMING_KEYS",
     "SeriesOutputs",
     "bids_uri",
+    "derivative_sidecar",
     "file_sha256",
     "read_json",
     "read_summary",
@@ -54,6 +63,14 @@ BATCH_KEY = "MrisrBatch"
 SUMMARY_COLUMNS = ("subject", "status", "seconds", "frames", "ssim_mean", "psnr_mean", "error")
 SUMMARY_NAME = "summary.tsv"
 MISSING = "n/a"
+#: name of the source dataset in BIDS URIs (``bids:raw:sub-01/func/...``), declared in ``DatasetLinks``
+SOURCE_LINK = "raw"
+#: files of ours that BIDS has no place for, hidden from the validator by ``.bidsignore``
+# ("sub-*/log", not "sub-*/log/": the validator matches the folder path without the slash)
+BIDSIGNORE = (SUMMARY_NAME, "sub-*/log", "*_model.safetensors")
+#: sidecar keys that hold wall-clock times, the only sidecar content that differs between identical runs:
+#: ``frame_seconds`` and ``total_seconds`` of the reconstruction record, ``timings`` of the batch block
+TIMING_KEYS = ("frame_seconds", "total_seconds", f"{BATCH_KEY}.timings")
 
 
 @dataclass(frozen=True)
@@ -172,18 +189,44 @@ def bids_uri(path: Path, root: Path | None) -> str:
     """
     resolved = Path(path).resolve()
     if root is not None and resolved.is_relative_to(Path(root).resolve()):
-        return f"bids:raw:{resolved.relative_to(Path(root).resolve()).as_posix()}"
+        return f"bids:{SOURCE_LINK}:{resolved.relative_to(Path(root).resolve()).as_posix()}"
     return resolved.as_uri()
 
 
-def dataset_description(cohort: Cohort) -> dict:
-    """``dataset_description.json`` of the derivatives dataset."""
+def relative_link(output_dir: str | Path, root: str | Path) -> str:
+    """The source dataset ``root`` as a path relative to the derivatives folder (``../..`` for
+    ``bids/derivatives/mrisr``), so moving both together keeps the link; a ``file://`` URI where
+    no relative path exists (another drive)."""
+    root = Path(root).resolve()
+    try:
+        return Path(os.path.relpath(root, Path(output_dir).resolve())).as_posix()
+    except ValueError:
+        return root.as_uri()
+
+
+def _source_description(cohort: Cohort) -> dict:
+    return (read_json(cohort.root / "dataset_description.json") or {}) if cohort.kind == "bids" else {}
+
+
+def dataset_description(cohort: Cohort, output_dir: str | Path) -> dict:
+    """``dataset_description.json`` of the derivatives dataset written to ``output_dir``.
+
+    ``Authors`` are the batch config's ``authors``, else the source dataset's, else ``["mrisr"]``.
+    The source dataset is linked relatively: ``SourceDatasets`` is ``bids:raw:`` and
+    ``DatasetLinks.raw`` the path from ``output_dir`` to it.
+    """
     import mrisr
 
+    source = _source_description(cohort)
+    authors = list(cohort.config.authors) or [str(a) for a in source.get("Authors") or []] or ["mrisr"]
+    origin: dict[str, str] = {"URL": f"bids:{SOURCE_LINK}:"}
+    if source.get("DatasetDOI"):
+        origin["DOI"] = str(source["DatasetDOI"])
     return {
         "Name": f"mrisr super-resolution of {cohort.name}",
         "BIDSVersion": BIDS_VERSION,
         "DatasetType": "derivative",
+        "Authors": authors,
         "GeneratedBy": [
             {
                 "Name": "mrisr",
@@ -191,18 +234,71 @@ def dataset_description(cohort: Cohort) -> dict:
                 "Description": "Prior-guided super-resolution of dynamic MRI, step-wise over frames",
             }
         ],
-        "SourceDatasets": [{"URL": cohort.root.resolve().as_uri()}],
-        "DatasetLinks": {"raw": cohort.root.resolve().as_uri()},
+        "SourceDatasets": [origin],
+        "DatasetLinks": {SOURCE_LINK: relative_link(output_dir, cohort.root)},
     }
 
 
+def dataset_readme(cohort: Cohort) -> str:
+    """``README.md`` of the derivatives dataset."""
+    import mrisr
+
+    return f"""# mrisr super-resolution of {cohort.name}
+
+Super-resolved dynamic MRI series written by `mrisr batch` (mrisr {mrisr.__version__}): each dynamic
+series of the source dataset (linked as `raw` in `dataset_description.json`) reconstructed on
+the grid of the subject's planning scan, frame by frame, guided by that scan.
+
+- `sub-<label>/[ses-<label>/]<datatype>/*_desc-sr_<suffix>.nii.gz`: the SR series (X, Y, Z, T);
+  geometry and repetition time follow the source series, the in-plane grid the planning scan.
+- `*_desc-sr_<suffix>.json`: sidecar: `Sources` (the dynamic series and the planning scan), the
+  reconstruction record (grid, prior, model, options) and the `MrisrBatch` provenance block
+  (input and model SHA-256s, options, metrics against a ground truth where one was given).
+- `summary.tsv`: one row per subject (status, seconds, frames, mean SSIM/PSNR, error).
+- `sub-<label>/log/`: per-subject logs.
+
+`summary.tsv`, the logs and fine-tuned models (`*_model.safetensors`) are not BIDS files and are
+listed in `.bidsignore`. Rerunning with identical inputs and options gives byte-identical images;
+in the sidecars only the wall-clock timings differ.
+"""
+
+
+def _write_bidsignore(output_dir: Path) -> None:
+    """Add our patterns to ``.bidsignore`` (lines already there, the user's included, are kept)."""
+    path = output_dir / ".bidsignore"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    missing = [pattern for pattern in BIDSIGNORE if pattern not in lines]
+    if missing:
+        _atomic_text(path, "\n".join([*lines, *missing]) + "\n")
+
+
 def write_dataset_description(output_dir: str | Path, cohort: Cohort) -> Path:
-    """Write (or refresh) ``dataset_description.json``; unchanged content is not rewritten."""
-    path = Path(output_dir) / "dataset_description.json"
-    wanted = dataset_description(cohort)
+    """Write (or refresh) ``dataset_description.json``, and ``README.md`` and ``.bidsignore`` where
+    missing; unchanged content is not rewritten and a README that is there is never touched."""
+    output_dir = Path(output_dir)
+    path = output_dir / "dataset_description.json"
+    wanted = dataset_description(cohort, output_dir)
     if read_json(path) != wanted:
         write_json_atomic(path, wanted)
+    if not any((output_dir / name).exists() for name in ("README", "README.md", "README.txt", "README.rst")):
+        _atomic_text(output_dir / "README.md", dataset_readme(cohort))
+    _write_bidsignore(output_dir)
     return path
+
+
+def derivative_sidecar(library: dict, series: SeriesInputs, root: Path | None, block: dict) -> dict:
+    """The BIDS sidecar of an SR series: ``Sources`` (the dynamic series and the planning scan:
+    the ground truth only feeds the metrics), the keys BIDS requires of a derivative image, the
+    library's reconstruction record ``library`` and the batch provenance ``block``."""
+    sources = [bids_uri(path, root) for path in (series.dynamic, series.planning) if path is not None]
+    return {
+        "Description": "Super-resolved dynamic series (mrisr, step-wise prior-guided reconstruction)",
+        "Sources": sources,
+        "SkullStripped": False,
+        "RepetitionTime": library.get("RepetitionTime"),
+        **{k: v for k, v in library.items() if k not in ("Description", "Sources", "SkullStripped", "RepetitionTime")},
+        BATCH_KEY: block,
+    }
 
 
 def _cell(value: Any) -> str:

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mrisr.batch.derivatives import (
-    BATCH_KEY,
-    bids_uri,
+    derivative_sidecar,
     file_sha256,
     read_json,
     status_path,
@@ -234,19 +233,11 @@ def _run_series(
             "metrics_s": round(metrics_seconds, 3),
             "frame_s": report.frame_seconds,
             "finetune_s": (report.finetune or {}).get("seconds"),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
         "metrics": metrics,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    sources = [bids_uri(path, cohort_root) for path in series.files().values()]
-    sidecar = {
-        "Description": "Super-resolved dynamic series (mrisr, step-wise prior-guided reconstruction)",
-        "Sources": sources,
-        "RepetitionTime": library.get("RepetitionTime"),
-        **{k: v for k, v in library.items() if k not in ("Description", "Sources", "RepetitionTime")},
-        BATCH_KEY: block,
-    }
-    write_json_atomic(outputs.sidecar, sidecar)
+    write_json_atomic(outputs.sidecar, derivative_sidecar(library, series, cohort_root, block))
     if report.sidecar.resolve() != outputs.sidecar.resolve():
         Path(report.sidecar).unlink(missing_ok=True)
     log.info("series finished in %.2f s, sidecar %s", block["timings"]["total_s"], outputs.sidecar)

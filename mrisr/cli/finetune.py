@@ -82,7 +82,7 @@ def finetune(
         meta = dict(tuned.meta)
         meta.pop("sha256", None)
         meta.update({"base_model": model, "base_model_sha256": rec.model.meta.get("sha256"),
-                     "planning_sha256": file_sha256(planning), "finetune": report.as_dict(),
+                     "planning_sha256": file_sha256(planning), "finetune": report.as_dict(timings=False),
                      "finetune_keep_percent": rec.grid.keep})
         save_checkpoint(tuned.network, output, meta)
     typer.echo(

@@ -208,7 +208,13 @@ class FrameWriter:
 
     def _open_and_write_header(self) -> None:
         self._raw = raw = open(self._tmp, "wb")
-        self._fh = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=4) if str(self.path).endswith(".gz") else raw
+        # no file name (it would be the temporary one) and mtime 0 in the gzip header: the same
+        # voxels always give the same bytes, so the SHA-256s recorded in sidecars mean something
+        self._fh = (
+            gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=4, mtime=0)
+            if str(self.path).endswith(".gz")
+            else raw
+        )
         # nibabel writes the 348-byte header and, for single files, the 4-byte "no extensions"
         # flag; pad up to vox_offset whatever it wrote so the data start where the header says
         self.header.write_to(self._fh)

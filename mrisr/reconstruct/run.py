@@ -144,7 +144,7 @@ def reconstruct_file(
         meta.pop("sha256", None)
         meta.update({"base_model": choose_model_name(options, prior is not None),
                      "base_model_sha256": rec.model.meta.get("sha256"),
-                     "planning_sha256": file_sha256(prior_path), "finetune": finetune_info})
+                     "planning_sha256": file_sha256(prior_path), "finetune": report.as_dict(timings=False)})
         save_checkpoint(tuned.network, tuned_path, meta)
         status(f"fine-tuned: {report.steps} steps in {report.seconds:.0f} s -> {tuned_path}")
     model_path = getattr(rec.model, "path", None)

@@ -32,8 +32,13 @@ class FinetuneReport:
     lr: float
     stopped_early: bool
 
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
+    def as_dict(self, timings: bool = True) -> dict:
+        """The report as a dict; ``timings=False`` leaves out the wall-clock ``seconds`` (checkpoint
+        metadata: the same steps on the same data give a byte-identical checkpoint)."""
+        report = dict(self.__dict__)
+        if not timings:
+            report.pop("seconds")
+        return report
 
 
 def _batch(samples, device):
