@@ -90,7 +90,7 @@ class RichReporter:
         self.console.print("  ".join(parts), soft_wrap=True)
 
 
-@app.command(context_settings={"allow_extra_args": True})
+@app.command(context_settings={"allow_extra_args": True}, short_help="Super-resolve a cohort into BIDS derivatives.")
 def batch(
     ctx: typer.Context,
     input: Path = typer.Argument(

@@ -105,3 +105,12 @@ def set_threads(threads: int | None) -> None:
 
 def progress_enabled(quiet: bool) -> bool:
     return not quiet and sys.stderr is not None
+
+
+def progress_bar(*columns, quiet: bool = False, transient: bool = False):
+    """A rich progress bar on stderr (stdout carries only the result, so ``> out.txt`` gets no bar
+    lines); off with ``--quiet``. Messages printed through ``bar.console`` go to stderr as well."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    return Progress(*columns, console=Console(stderr=True), disable=not progress_enabled(quiet), transient=transient)

@@ -10,7 +10,7 @@ from mrisr.cli.app import app
 from mrisr.cli.common import user_errors
 
 
-@app.command()
+@app.command(short_help="Phantom, reconstruction, metrics and a figure from the sample.")
 def demo(
     output: Path = typer.Option(Path("demo_output"), "-o", "--output", help="Folder for the NIfTI files and demo.png."),
     frames: int = typer.Option(8, "--frames", min=1, help="Frames of the dynamic phantom."),

@@ -142,7 +142,7 @@ def _leak_reference(leak_mask: Path, given: float | None) -> float:
     return float(value)
 
 
-@app.command()
+@app.command(short_help="SSIM, PSNR and NRMSE against the ground truth.")
 def evaluate(
     prediction: Path = typer.Argument(..., help="Predicted (SR) volume or series, on the ground truth's grid."),
     ground_truth: Path = typer.Argument(..., help="Ground-truth HR volume or series."),
@@ -178,7 +178,7 @@ def evaluate(
     """
     from rich.progress import Progress
 
-    from mrisr.cli.common import progress_enabled
+    from mrisr.cli.common import progress_bar
     from mrisr.io import load
     from mrisr.metrics import check_same_grid, contrast_recovery, leakage, object_mask, score_frame, summarise
 
@@ -209,7 +209,7 @@ def evaluate(
         columns = list(SCORE_COLUMNS) + (["recovery"] if insert_mask else []) + (["leakage"] if leak_mask else [])
         frames = target.n_frames
         per_input: list[list[dict]] = [[] for _ in volumes]
-        with Progress(transient=True, disable=not progress_enabled(quiet) or frames == 1) as progress:
+        with progress_bar(*Progress.get_default_columns(), quiet=quiet or frames == 1, transient=True) as progress:
             task = progress.add_task("evaluating", total=frames)
             for t in range(frames):
                 gt_frame = target.frame(t)

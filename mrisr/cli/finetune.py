@@ -10,7 +10,7 @@ from mrisr.cli.app import app
 from mrisr.cli.common import fail, user_errors
 
 
-@app.command()
+@app.command(short_help="Fine-tune a model on one subject's planning scan.")
 def finetune(
     planning: Path = typer.Option(..., "--planning", help="Static HR planning scan of the subject (3-D)."),
     like: Path = typer.Option(None, "--like", help="The subject's dynamic series: its matrix and k-space fraction are used."),
@@ -76,7 +76,8 @@ def finetune(
 
         def show(step, seconds, info):
             if not quiet:
-                typer.echo(f"step {step:5d}  {seconds:6.1f} s  held-out loss {info['val_loss']:.5f} (best {info['best']:.5f})")
+                typer.echo(f"step {step:5d}  {seconds:6.1f} s  held-out loss {info['val_loss']:.5f} (best {info['best']:.5f})",
+                           err=True)
 
         tuned, report = finetune_for(rec, minutes, steps, lr, on_progress=show)
         meta = dict(tuned.meta)

@@ -7,7 +7,7 @@ import typer
 from mrisr.cli.app import app
 
 
-@app.command()
+@app.command(short_help="Versions, threads, device, bundled data and models.")
 def info() -> None:
     """Show versions, threads, compute device, bundled sample data and models."""
     import platform

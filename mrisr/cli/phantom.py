@@ -16,7 +16,7 @@ def _describe(volume) -> str:
     return f"{shape} at {zooms} mm"
 
 
-@app.command()
+@app.command(short_help="Make a dynamic phantom from a real static volume.")
 def phantom(
     output: Path = typer.Option(
         ..., "-o", "--output", help="Output folder for planning.nii.gz, dynamic_hr.nii.gz, dynamic_lr.nii.gz."

@@ -10,7 +10,7 @@ from mrisr.cli.app import app
 from mrisr.cli.common import fail, user_errors
 
 
-@app.command()
+@app.command(short_help="Super-resolve a dynamic series frame by frame.")
 def reconstruct(
     dynamic: Path = typer.Argument(..., help="Dynamic LR series (4-D) or one frame (3-D): NIfTI, NRRD, MHA."),
     prior: Path = typer.Option(None, "--prior", help="Static HR planning scan of the same subject (3-D)."),
@@ -60,17 +60,22 @@ def reconstruct(
         fail(f"{dynamic}: --finetune needs the planning scan; pass --prior PLANNING.nii.gz")
     out = output or default_output(dynamic)
     with user_errors():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), disable=quiet, transient=False)
+        from mrisr.cli.common import progress_bar
+
+        progress = progress_bar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), quiet=quiet)
         task = None
+        seconds: list[float] = []
 
         def on_frame(result):
             nonlocal task
             if task is None:
                 task = progress.add_task("frames", total=result.total, info="")
-            progress.update(task, advance=1, info=f"{result.seconds:.2f} s/frame")
+            # the mean so far, as the closing summary reports it
+            seconds.append(result.seconds)
+            progress.update(task, advance=1, info=f"{sum(seconds) / len(seconds):.2f} s/frame")
 
         def on_status(message: str):
             if message.startswith("warning"):
@@ -83,7 +88,7 @@ def reconstruct(
             with progress:
                 report = reconstruct_file(dynamic, out, prior, opts, on_frame=on_frame, on_status=on_status)
     grid = report.hr_shape
-    mean_s = sum(report.frame_seconds) / max(len(report.frame_seconds), 1)
+    mean_s = sum(seconds) / max(len(seconds), 1)  # the bar's last figure
     typer.echo(
         f"{report.output}: {len(report.frame_seconds)} frame(s) on a {grid[0]}x{grid[1]}x{grid[2]} grid "
         f"(LR = {report.keep:.2f}% of k-space), {mean_s:.2f} s/frame, {'model ' if method == 'network' else 'method '}{report.model}; sidecar {report.sidecar}"

@@ -10,7 +10,7 @@ from mrisr.cli.app import app
 from mrisr.cli.common import fail, user_errors
 
 
-@app.command()
+@app.command(short_help="Simulate a low-resolution acquisition in k-space.")
 def simulate(
     hr: Path = typer.Argument(..., help="HR volume or series (NIfTI, NRRD, MHA or DICOM folder)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output file (.nii.gz)."),

@@ -10,7 +10,7 @@ from mrisr.cli.app import app
 from mrisr.cli.common import user_errors
 
 
-@app.command()
+@app.command(short_help="Train an SR model from a YAML recipe.")
 def train(
     config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/default.yaml."),
     output: Path = typer.Option(None, "-o", "--output", help="Output checkpoint (default: runs/<name>.safetensors)."),
@@ -28,12 +28,13 @@ def train(
     with user_errors():
         cfg = load_config(config, list(overrides))
         out = output or Path("runs") / f"{cfg.name}.safetensors"
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
+        from mrisr.cli.common import progress_bar
         from mrisr.training.loop import train as run_training
 
-        progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=quiet)
+        progress = progress_bar(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), quiet=quiet)
         with progress:
             task = progress.add_task("train", total=1.0, info="")
 
