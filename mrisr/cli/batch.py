@@ -101,7 +101,10 @@ def batch(
         None, "--participant-label", help="Subjects to process (01 or sub-01; several: --participant-label 01 02)."
     ),
     config: Path = typer.Option(
-        None, "--config", help="Batch config (matching rules, options); default: built-in, as configs/batch.yaml."
+        None,
+        "--config",
+        help="Batch config (matching rules, options); default: built-in, as the packaged 'batch' recipe "
+        "(mrisr config show batch > my_batch.yaml).",
     ),
     jobs: int = typer.Option(
         1, "--jobs", "-j", help="Subjects processed in parallel processes (torch threads are split)."

@@ -12,7 +12,9 @@ from mrisr.cli.common import user_errors
 
 @app.command(short_help="Train an SR model from a YAML recipe.")
 def train(
-    config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/default.yaml."),
+    config: str = typer.Argument(
+        ..., help="YAML recipe file, or a packaged recipe: default, default-noprior, default-recurrent."
+    ),
     output: Path = typer.Option(None, "-o", "--output", help="Output checkpoint (default: runs/<name>.safetensors)."),
     overrides: list[str] = typer.Option([], "--set", help="Override a setting: --set optim.steps=200 (repeatable)."),
     resume: Path = typer.Option(None, "--resume", help="Resume from a checkpoint written by an earlier run."),
@@ -20,13 +22,17 @@ def train(
 ) -> None:
     """Train a prior-guided (or single-frame) SR model on pairs simulated from static HR volumes.
 
+    CONFIG is a YAML file or the name of a packaged recipe (mrisr config list); mrisr config show
+    NAME > my.yaml gives a copy to edit.
+
     The resolved recipe is validated, then saved inside the checkpoint; a CSV log of losses and
     validation SSIM is written next to it (<output>.log.csv).
     """
+    from mrisr.resources import recipe_path
     from mrisr.training.config import load_config
 
     with user_errors():
-        cfg = load_config(config, list(overrides))
+        cfg = load_config(recipe_path(config), list(overrides))
         out = output or Path("runs") / f"{cfg.name}.safetensors"
         from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
