@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +12,9 @@ import torch
 
 import mrisr
 from mrisr.data import load_sample
-from mrisr.io import MrisrInputError, Volume, load, save_like
+from mrisr.io import MrisrInputError, OptionError, Volume, load, save_like
 from mrisr.kspace import center_crop_lowres, crop_kspace, fftc, zero_fill
+from mrisr.limits import cpu_count
 from mrisr.models import file_sha256, make_tiny_checkpoint
 from mrisr.models import load as load_model
 from mrisr.phantom import make_dynamic
@@ -136,17 +138,44 @@ def test_stepwise_uses_the_previous_result_as_prior(case):
         np.testing.assert_allclose(result.hr_affine, phantom.hr.affine, atol=1e-5)
 
 
-def test_prior_mode_and_options_are_validated(case):
-    phantom, files = case
-    with pytest.raises(MrisrInputError, match="--prior-mode bogus: choose one of tracked, planning, previous"):
-        ReconstructOptions(prior_mode="bogus").validate()
-    with pytest.raises(MrisrInputError, match="--prior-mode bogus"):
-        next(iter_reconstruct(phantom.lr, phantom.planning, ReconstructOptions(model=str(files["tiny"]),
-                                                                                prior_mode="bogus")))
-    with pytest.raises(MrisrInputError, match="--factor 40"):
-        ReconstructOptions(factor=40).validate()
-    with pytest.raises(MrisrInputError, match="give one of them"):
-        ReconstructOptions(factor=2, matrix=(64, 64)).validate()
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"prior_mode": "bogus"}, "ReconstructOptions.prior_mode = 'bogus': choose one of tracked, planning, previous"),
+        ({"finetune_minutes": "abc"}, "ReconstructOptions.finetune_minutes = 'abc': must be a number, e.g. 3"),
+        ({"finetune_minutes": 0}, "ReconstructOptions.finetune_minutes = 0: must be in (0, 1440], e.g. 3"),
+        ({"factor": 40}, "ReconstructOptions.factor = 40: must be in [1, 16], e.g. 4"),
+        ({"matrix": (1, 64)},
+         "ReconstructOptions.matrix = (1, 64): needs 2 whole numbers (each in 2..4096), e.g. (256, 256)"),
+        ({"factor": 2, "matrix": (64, 64)}, "ReconstructOptions.matrix = (64, 64): give factor or matrix, not both"),
+        ({"device": "gpu"}, "ReconstructOptions.device = 'gpu': use auto, cpu, cuda or cuda:N, e.g. cuda:0"),
+        ({"threads": 0}, f"ReconstructOptions.threads = 0: must be a whole number between 1 and the {cpu_count()} "
+         f"CPU core(s) of this machine, e.g. {cpu_count()}"),
+        ({"tile": (64, 64)}, "ReconstructOptions.tile = (64, 64): needs 3 whole numbers (16..4096, 16..4096, "
+         "2..4096), e.g. (128, 128, 32)"),
+        ({"finetune": "yes"}, "ReconstructOptions.finetune = 'yes': must be True or False"),
+        ({"method": "sinc"}, "ReconstructOptions.method = 'sinc': choose one of network, keyhole, keyhole-registered"),
+        ({"method": "keyhole", "finetune": True},
+         "ReconstructOptions.method = 'keyhole': a keyhole method has no model to fine-tune; turn fine-tuning off"),
+    ],
+)
+def test_options_are_validated_on_construction_in_library_words(fields, message):
+    with pytest.raises(OptionError) as info:
+        ReconstructOptions(**fields)
+    assert str(info.value) == message
+    assert isinstance(info.value, MrisrInputError) and "--" not in str(info.value)
+
+
+def test_options_are_normalised():
+    options = ReconstructOptions(model=Path("m.safetensors"), factor=2, matrix=None, threads=np.int64(1),
+                                 tile=[64, 64, np.int32(8)], data_consistency=np.bool_(True))
+    assert (options.model, options.factor, options.threads, options.tile, options.data_consistency) == (
+        "m.safetensors", 2.0, 1, (64, 64, 8), True)
+    assert type(options.threads) is int and type(options.data_consistency) is bool
+    # a field changed later is checked again by validate()
+    options.prior_mode = "sideways"
+    with pytest.raises(OptionError, match="prior_mode"):
+        options.validate()
 
 
 def test_cancel_stops_cleanly(case):

@@ -109,11 +109,11 @@ def test_options_validate_the_method():
     for method in METHODS:
         ReconstructOptions(method=method).validate()
     assert ReconstructOptions(method="keyhole").as_dict()["method"] == "keyhole"
-    with pytest.raises(MrisrInputError, match="--method sinc: choose one of network, keyhole, keyhole-registered"):
-        ReconstructOptions(method="sinc").validate()
+    with pytest.raises(MrisrInputError, match="method = 'sinc': choose one of network, keyhole, keyhole-registered"):
+        ReconstructOptions(method="sinc")
     for method in ("keyhole", "keyhole-registered"):
-        with pytest.raises(MrisrInputError, match=f"--method {method} has no model to fine-tune; drop --finetune"):
-            ReconstructOptions(method=method, finetune=True).validate()
+        with pytest.raises(MrisrInputError, match=f"method = '{method}': a keyhole method has no model to fine-tune"):
+            ReconstructOptions(method=method, finetune=True)
 
 
 # --------------------------------------------------------------------------- `mrisr reconstruct --method`
@@ -229,7 +229,8 @@ def test_keyhole_with_finetune_is_refused(case, tmp_path):
     files = case["files"]
     result = _invoke(files["lr"], "--prior", files["planning"], "--method", "keyhole", "--finetune",
                      "-o", tmp_path / "out.nii.gz")
-    _assert_one_line_error(result, tmp_path, "--method keyhole has no model to fine-tune", "--finetune")
+    _assert_one_line_error(result, tmp_path, "--method keyhole: a keyhole method has no model to fine-tune",
+                           "turn fine-tuning off")
 
 
 def test_unknown_method_lists_the_choices(case, tmp_path):

@@ -357,7 +357,12 @@ def run_batch(
         summary: write ``summary.tsv`` (after every subject, so it is current even after a kill).
 
     Returns:
-        One :class:`SubjectResult` per subject, in label order.
+        One :class:`SubjectResult` per subject, in label order; a failing subject is a
+        ``failed`` result (logged, in ``summary.tsv``), never an exception.
+
+    Raises:
+        OSError: the derivatives folder itself cannot be written.
+        KeyboardInterrupt: passed on after the outputs in progress were removed.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

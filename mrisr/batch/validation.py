@@ -38,6 +38,15 @@ class RunSettings:
     threads: int | None = None
     force: bool = False
 
+    def __post_init__(self) -> None:
+        from mrisr.io.errors import OptionError
+        from mrisr.reconstruct.stepwise import check_device
+
+        check_device("RunSettings", self.device)
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise OptionError("RunSettings", "threads", self.threads, "must be a whole number >= 1, e.g. 4")
+
     @property
     def finetune(self) -> bool:
         return bool(self.options.get("finetune"))

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import typer
 
-from mrisr.io.errors import MrisrInputError
+from mrisr.io.errors import MrisrInputError, OptionError
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -58,7 +58,8 @@ def _one_line_warnings() -> Iterator[None]:
 
 @contextlib.contextmanager
 def user_errors(interrupted: str = "no output was written") -> Iterator[None]:
-    """Turn :class:`MrisrInputError` (and Ctrl-C, SIGTERM) into a one-line message and a non-zero exit.
+    """Turn :class:`MrisrInputError` (and Ctrl-C, SIGTERM) into a one-line message and a non-zero exit;
+    a bad option value (:class:`OptionError`) is worded with its command-line flag.
 
     The block is one write scope (:func:`mrisr.io.guard.write_scope`): no file it reads can be written
     over. Python and nibabel warnings become one ``warning:`` line each on stderr (never stdout).
@@ -74,6 +75,8 @@ def user_errors(interrupted: str = "no output was written") -> Iterator[None]:
     try:
         with write_scope(), _one_line_warnings():
             yield
+    except OptionError as exc:
+        fail(exc.cli_message())
     except MrisrInputError as exc:
         fail(str(exc))
     except OSError as exc:

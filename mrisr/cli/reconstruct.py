@@ -42,24 +42,24 @@ def reconstruct(
 
     from mrisr.reconstruct import ReconstructOptions, default_output, reconstruct_file
 
-    opts = ReconstructOptions(
-        method=method,
-        model=model,
-        prior_mode=prior_mode,
-        factor=factor,
-        matrix=None if not matrix else (int(matrix[0]), int(matrix[1])),
-        data_consistency=data_consistency,
-        device=device,
-        threads=threads,
-        finetune=finetune,
-        finetune_minutes=finetune_minutes,
-        tile=None if not tile else tuple(int(v) for v in tile),
-        maps=maps,
-    )
     if finetune and prior is None:
         fail(f"{dynamic}: --finetune needs the planning scan; pass --prior PLANNING.nii.gz")
     out = output or default_output(dynamic)
     with user_errors():
+        opts = ReconstructOptions(
+            method=method,
+            model=model,
+            prior_mode=prior_mode,
+            factor=factor,
+            matrix=None if not matrix else (int(matrix[0]), int(matrix[1])),
+            data_consistency=data_consistency,
+            device=device,
+            threads=threads,
+            finetune=finetune,
+            finetune_minutes=finetune_minutes,
+            tile=None if not tile else tuple(int(v) for v in tile),
+            maps=maps,
+        )
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
         from mrisr.cli.common import progress_bar

@@ -14,3 +14,27 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, MrisrInputError):
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class OptionError(MrisrInputError):
+    """A bad value of a library option object (e.g. :class:`mrisr.reconstruct.ReconstructOptions`).
+
+    The message speaks the library's words (``ReconstructOptions.prior_mode = 'bogus': choose one
+    of tracked, planning, previous``); :meth:`cli_message` says the same of the command-line flag
+    (``--prior-mode bogus: ...``), which the CLI prints instead.
+
+    Attributes:
+        owner: the option object's class name.
+        option: the field name.
+        value: the rejected value.
+        rule: what a valid value is, with an example.
+    """
+
+    def __init__(self, owner: str, option: str, value: object, rule: str) -> None:
+        self.owner, self.option, self.value, self.rule = owner, option, value, rule
+        super().__init__(f"{owner}.{option} = {value!r}: {rule}")
+
+    def cli_message(self) -> str:
+        """The message with the field as its command-line flag (``prior_mode`` -> ``--prior-mode``)."""
+        value = " ".join(map(str, self.value)) if isinstance(self.value, tuple | list) else self.value
+        return f"--{self.option.replace('_', '-')} {value}: {self.rule}"

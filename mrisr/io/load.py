@@ -220,6 +220,9 @@ def load(path: str | Path, validate: bool = True, lazy: bool = False) -> Volume:
         lazy: for NIfTI, keep the data as a nibabel array proxy so frames are read on demand
             (streaming); ``Volume.frame(t)`` then reads only frame ``t``.
 
+    Returns:
+        The :class:`Volume`: data ``(X, Y, Z[, T])``, affine (RAS+, mm), TR (s) and NIfTI codes.
+
     Raises:
         MrisrInputError: with a one-line message naming the file, the problem and the fix.
     """

@@ -125,6 +125,17 @@ def save_like(
         path: ``.nii``/``.nii.gz`` (any dimension), or ``.nrrd``/``.mha`` (3-D, via SimpleITK).
         data: ``(X, Y, Z)`` or ``(X, Y, Z, T)``.
         reference: volume whose header codes (and, by default, affine and TR) are used.
+        affine: voxel-to-world matrix ``(4, 4)`` (RAS+, mm) instead of the reference's.
+        tr: repetition time in seconds instead of the reference's (4-D only).
+        dtype: data type on disk; ``None`` keeps the data's.
+
+    Returns:
+        ``path``. Identical data and geometry give identical bytes (a ``.nii.gz`` has no file
+        name and mtime 0 in its gzip header).
+
+    Raises:
+        MrisrInputError: a 4-D series to a format other than NIfTI.
+        OSError: the file cannot be written (nothing is left behind).
     """
     path = Path(path)
     data = np.asarray(data)

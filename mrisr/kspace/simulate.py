@@ -93,6 +93,15 @@ def simulate_volume(
         noise_snr: optional SNR of added complex Gaussian noise.
         seed: seed of the generator for masks and noise (global RNG is never touched).
         three_d: crop the slice axis as well (``center`` mode only).
+
+    Returns:
+        The LR :class:`~mrisr.io.Volume` (``(X', Y', Z[, T])`` with its coarser affine, or the HR
+        matrix with ``zero_fill`` or a non-``center`` mode) and the :class:`SimulationInfo`
+        (mask, kept percentage).
+
+    Raises:
+        ValueError: ``keep`` outside ``(0, 100]``, an unknown ``mode``, or ``three_d`` with a
+            mode other than ``center``.
     """
     if not (0 < keep <= 100):
         raise ValueError(f"keep must be in (0, 100] percent, got {keep}")

@@ -38,6 +38,9 @@ def evaluate_frames(
 
     Returns:
         One dict per frame: ``{"frame": t, "ssim": ..., "psnr": ..., "nrmse": ...}``.
+
+    Raises:
+        ValueError: shapes that differ or are not 3-D/4-D, or a mask that fits neither.
     """
     pred_arr, target_arr = _pair(pred, target)
     if pred_arr.ndim not in (3, 4):

@@ -99,7 +99,27 @@ def reconstruct_file(
     """Reconstruct a dynamic series file into ``output`` (default ``<stem>_sr.nii.gz``), streaming.
 
     The output is written under a temporary name and renamed at the end, so an error or Ctrl-C
-    leaves nothing behind; the sidecar (``<output stem>.json``) is written last.
+    leaves nothing behind; the sidecar (``<output stem>.json``) is written last. The same inputs
+    and options give a byte-identical output; in the sidecar only ``frame_seconds`` and
+    ``total_seconds`` (wall-clock) change.
+
+    Args:
+        dynamic_path: the LR series ``(X, Y, Z[, T])`` (NIfTI, NRRD, MHA, DICOM folder).
+        output: ``.nii.gz``/``.nii`` to write; default ``<input>_sr.nii.gz`` next to the input.
+        prior_path: the static HR planning scan (3-D), or ``None``.
+        options: :class:`ReconstructOptions` (default: all defaults).
+        on_frame: called with each :class:`FrameResult` after it is written (progress).
+        finetuned_model_path: where ``options.finetune`` keeps the tuned model; default
+            ``<output stem>_model.safetensors``.
+        on_status: called with one-line messages (warnings, fine-tuning progress).
+
+    Returns:
+        :class:`ReconstructionReport`: output and sidecar paths, HR grid, per-frame seconds,
+        model and its SHA-256, warnings.
+
+    Raises:
+        MrisrInputError: unreadable inputs, an output that equals an input or cannot be
+            written, a non-NIfTI output name, a model that does not fit the inputs.
     """
     options = options or ReconstructOptions()
     options.validate()

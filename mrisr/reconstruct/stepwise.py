@@ -3,16 +3,19 @@ result of frame t-1. Frames stream through one at a time (memory does not grow w
 
 from __future__ import annotations
 
+import numbers
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from mrisr.io.checks import check_fits_memory
-from mrisr.io.errors import MrisrInputError
+from mrisr.io.errors import MrisrInputError, OptionError
 from mrisr.io.load import check_frame
 from mrisr.io.stream import iter_frames
 from mrisr.io.volume import Volume
@@ -29,11 +32,60 @@ PRIOR_MODES = ("tracked", "planning", "previous")
 HR_FRAME_COPIES = 32
 #: the largest in-plane refinement (as --factor allows)
 MAX_INPLANE_FACTOR = 16
+PriorMode = Literal["tracked", "planning", "previous"]
+Method = Literal["network", "keyhole", "keyhole-registered"]
+#: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:<index>``
+Device = str
+
+
+def check_device(owner: str, device: object) -> str:
+    """``device`` if it names a device mrisr can use (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+
+    Raises:
+        OptionError: for anything else.
+    """
+    if isinstance(device, str) and (device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", device)):
+        return device
+    raise OptionError(owner, "device", device, "use auto, cpu, cuda or cuda:N, e.g. cuda:0")
+
+
+def _number(owner: str, name: str, value: object, low: float, high: float | None, example: str,
+            include_low: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise OptionError(owner, name, value, f"must be a number, e.g. {example}")
+    number = float(value)
+    if not (number >= low if include_low else number > low) or (high is not None and number > high):
+        if high is None:
+            bounds = f">= {low:g}" if include_low else f"> {low:g}"
+        else:
+            bounds = f"in {'[' if include_low else '('}{low:g}, {high:g}]"
+        raise OptionError(owner, name, value, f"must be {bounds}, e.g. {example}")
+    return number
+
+
+def _whole(value: object, low: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+
+def _sizes(owner: str, name: str, value: object, lows: tuple[int, ...], high: int, example: str) -> tuple[int, ...]:
+    """``value`` as ``len(lows)`` whole numbers, the i-th in ``lows[i]..high``."""
+    sizes = tuple(value) if isinstance(value, tuple | list | np.ndarray) else ()
+    if len(sizes) != len(lows) or not all(_whole(v, low) and v <= high for v, low in zip(sizes, lows)):
+        ranges = (f"each in {lows[0]}..{high}" if len(set(lows)) == 1
+                  else ", ".join(f"{low}..{high}" for low in lows))
+        raise OptionError(owner, name, value, f"needs {len(lows)} whole numbers ({ranges}), e.g. {example}")
+    return tuple(int(v) for v in sizes)
+
+
+def _flag(owner: str, name: str, value: object) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise OptionError(owner, name, value, "must be True or False")
+    return bool(value)
 
 
 @dataclass
 class ReconstructOptions:
-    """Options of a reconstruction (CLI, napari and batch all fill this).
+    """Options of a reconstruction (CLI, napari and batch all fill this); validated on construction.
 
     Attributes:
         method: ``network`` (the prior-guided model), ``keyhole`` (the measured central k-space
@@ -47,29 +99,45 @@ class ReconstructOptions:
             ``planning`` (the planning scan as it is) or ``previous`` (step-wise: the SR of frame
             t-1; the network's errors feed back and grow over long series). Frame 0 always uses
             the planning scan (tracked to frame 0 in ``tracked`` mode).
-        factor / matrix: in-plane HR grid; default: the prior's voxel size, else factor 4.
+        factor: in-plane upsampling factor in [1, 16]; ``None``: the prior's voxel size, else 4.
+        matrix: in-plane HR matrix ``(NX, NY)``, each >= 2 (instead of ``factor``).
         data_consistency: put the measured central k-space back into each SR frame.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        threads: torch CPU threads (None: torch's default).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        threads: torch CPU threads (>= 1; ``None``: torch's default).
         finetune: fine-tune the model on the planning scan first.
-        finetune_minutes: time budget of that fine-tuning.
-        tile: sliding-window tile ``(X, Y, Z)``; None: whole frames unless a frame is huge.
+        finetune_minutes: time budget of that fine-tuning in minutes (> 0).
+        tile: sliding-window tile ``(X, Y, Z)`` in voxels; ``None``: whole frames unless a frame is huge.
         maps: also compute, per frame, the disagreement and unmeasured-detail maps and the
             data-consistency residual (:mod:`mrisr.reconstruct.maps`); off: nothing extra computed.
+
+    Raises:
+        OptionError: (a :class:`~mrisr.io.MrisrInputError`) on construction, naming the field,
+            the bad value and a valid example.
+
+    Example:
+        >>> ReconstructOptions(prior_mode="planning", matrix=(256, 256)).matrix
+        (256, 256)
+        >>> ReconstructOptions(prior_mode="bogus")
+        Traceback (most recent call last):
+        ...
+        mrisr.io.errors.OptionError: ReconstructOptions.prior_mode = 'bogus': choose one of tracked, planning, previous
     """
 
     model: str = "default"
-    prior_mode: str = "tracked"
-    method: str = "network"
+    prior_mode: PriorMode = "tracked"
+    method: Method = "network"
     factor: float | None = None
     matrix: tuple[int, int] | None = None
     data_consistency: bool = False
-    device: str = "auto"
+    device: Device = "auto"
     threads: int | None = None
     finetune: bool = False
     finetune_minutes: float = 3.0
     tile: tuple[int, int, int] | None = None
     maps: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -77,27 +145,53 @@ class ReconstructOptions:
         return d
 
     def validate(self) -> None:
-        from mrisr.limits import check_matrix, check_minutes, check_threads, check_tile
+        from mrisr.limits import MAX_MATRIX, MAX_MINUTES, MIN_TILE, cpu_count
 
+        """Check (and normalise: numbers to float/int, sizes to tuples) every field.
+
+        Called on construction; call it again after changing a field.
+
+        Raises:
+            OptionError: naming the field, the bad value and a valid example.
+        """
+        owner = type(self).__name__
         if self.method not in METHODS:
-            raise MrisrInputError(f"--method {self.method}: choose one of {', '.join(METHODS)}")
-        if self.method != "network" and self.data_consistency:
-            raise MrisrInputError(f"--method {self.method} keeps the measured k-space already; drop --data-consistency")
-        if self.method != "network" and self.prior_mode != "tracked":
-            raise MrisrInputError(f"--prior-mode {self.prior_mode} applies to --method network only; "
-                                  "use --method keyhole (planning scan as it is) or keyhole-registered")
-        if self.method != "network" and self.finetune:
-            raise MrisrInputError(f"--method {self.method} has no model to fine-tune; drop --finetune")
+            raise OptionError(owner, "method", self.method, f"choose one of {', '.join(METHODS)}")
+        if not isinstance(self.model, str | Path) or not str(self.model):
+            raise OptionError(owner, "model", self.model, "give default, a bundled model name or a checkpoint path")
+        self.model = str(self.model)
         if self.prior_mode not in PRIOR_MODES:
-            raise MrisrInputError(f"--prior-mode {self.prior_mode}: choose one of {', '.join(PRIOR_MODES)}")
-        if self.factor is not None and not (1 <= self.factor <= 16):
-            raise MrisrInputError(f"--factor {self.factor}: in-plane factor must be in [1, 16]")
-        check_matrix(self.matrix)
+            raise OptionError(owner, "prior_mode", self.prior_mode, f"choose one of {', '.join(PRIOR_MODES)}")
+        if self.factor is not None:
+            self.factor = _number(owner, "factor", self.factor, 1, MAX_INPLANE_FACTOR, "4")
+        if self.matrix is not None:
+            self.matrix = _sizes(owner, "matrix", self.matrix, (2, 2), MAX_MATRIX, "(256, 256)")  # type: ignore[assignment]
         if self.factor is not None and self.matrix is not None:
-            raise MrisrInputError("--factor and --matrix: give one of them, not both")
-        check_minutes(self.finetune_minutes, "--finetune-minutes")
-        check_threads(self.threads)
-        check_tile(self.tile)
+            raise OptionError(owner, "matrix", self.matrix, "give factor or matrix, not both")
+        self.data_consistency = _flag(owner, "data_consistency", self.data_consistency)
+        self.device = check_device(owner, self.device)
+        if self.threads is not None:
+            cores = cpu_count()
+            if not (_whole(self.threads, 1) and self.threads <= cores):
+                raise OptionError(owner, "threads", self.threads,
+                                  f"must be a whole number between 1 and the {cores} CPU core(s) of this machine, "
+                                  f"e.g. {cores}")
+            self.threads = int(self.threads)
+        self.finetune = _flag(owner, "finetune", self.finetune)
+        self.maps = _flag(owner, "maps", self.maps)
+        if self.method != "network" and self.data_consistency:
+            raise OptionError(owner, "method", self.method, "a keyhole method keeps the measured k-space already; "
+                              "turn data consistency off")
+        if self.method != "network" and self.prior_mode != "tracked":
+            raise OptionError(owner, "prior_mode", self.prior_mode, "applies to method network only; use method "
+                              "keyhole (the planning scan as it is) or keyhole-registered")
+        if self.method != "network" and self.finetune:
+            raise OptionError(owner, "method", self.method, "a keyhole method has no model to fine-tune; "
+                              "turn fine-tuning off")
+        self.finetune_minutes = _number(owner, "finetune_minutes", self.finetune_minutes, 0, MAX_MINUTES, "3",
+                                        include_low=False)
+        if self.tile is not None:
+            self.tile = _sizes(owner, "tile", self.tile, MIN_TILE, MAX_MATRIX, "(128, 128, 32)")  # type: ignore[assignment]
 
 
 @dataclass
@@ -270,6 +364,14 @@ def iter_reconstruct(
         options: see :class:`ReconstructOptions`.
         cancel: polled before each frame; returning True stops cleanly.
         model: an already loaded :class:`~mrisr.models.SRModel` (e.g. a fine-tuned one).
+
+    Yields:
+        :class:`FrameResult` per frame: ``sr`` ``(X', Y', Z)`` float32 on the HR grid, its
+        ``hr_affine`` and the seconds it took.
+
+    Raises:
+        MrisrInputError: a model that needs a prior without one, a grid that cannot be planned,
+            a frame with NaN/Inf voxels.
     """
     rec = Reconstruction(dynamic, prior, options or ReconstructOptions(), model=model)
     yield from rec.frames(cancel)
