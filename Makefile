@@ -28,13 +28,13 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-# Debian packages the tests need: a virtual X server for napari, Qt's xcb libraries, and
+# Debian packages the tests need: a virtual X server for napari, Qt 6's xcb libraries, and
 # the Colin27 scan (mricron-data) that the sample and training data come from
 system-deps:
-	@if ! command -v Xvfb >/dev/null || [ ! -f /usr/share/mricron/templates/ch2.nii.gz ] || ! ldconfig -p | grep -q libxcb-icccm.so.4; then \
+	@if ! command -v Xvfb >/dev/null || [ ! -f /usr/share/mricron/templates/ch2.nii.gz ] || ! ldconfig -p | grep -q libxcb-icccm.so.4 || ! ldconfig -p | grep -q libxcb-cursor.so.0; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-			xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxkbcommon-x11-0 libxcb-randr0 \
+			xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxkbcommon-x11-0 libxcb-randr0 \
 			libxcb-render-util0 libxcb-image0 libxcb-shape0 libxcb-xfixes0 libgl1 libegl1 libfontconfig1 \
 			libdbus-1-3 mricron-data >/dev/null; \
 	fi

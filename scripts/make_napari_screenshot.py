@@ -32,7 +32,7 @@ def _wait(signal, start) -> list:
     start()
     if not got:
         QTimer.singleShot(TIMEOUT_MS, loop.quit)
-        loop.exec_()
+        loop.exec()
     if not got:
         raise RuntimeError(f"no result within {TIMEOUT_MS / 1000:.0f} s")
     return list(got[0])
@@ -43,9 +43,6 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "napari.png")
     args = parser.parse_args()
 
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated.*")  # no toast over the canvas
     import napari
     from imageio.v3 import imwrite
 

@@ -72,12 +72,20 @@ def test_slurm_profile_builds_the_job_graph(cohort, tmp_path):
     result = snakemake(tmp_path, "-n", *profile, **config)
     assert result.returncode == 0, result.log
     assert job_counts(result.log) == {"all": 1, "sub_01": 1, "sub_02": 1, "sub_03": 1, "summary": 1}
-    # one GPU job per subject with the profile's default resources
+    # one GPU job per subject on the GPU partition, with the profile's default resources
     for label in LABELS:
         block = result.log.split(f"rule sub_{label}:", 1)[1].split("rule ", 1)[0]
         assert "gpu=1" in block and "mem_mb=16000" in block and "runtime=60" in block, block
+        assert "slurm_partition=gpu" in block and "slurm_account" not in block, block
         assert f"--participant-label {label} --force" in block
     assert not (tmp_path / "out").exists()
+
+    # device=cpu: the CPU partition and no GPU; the account is charged when set
+    cpu = snakemake(tmp_path, "-n", *profile, **{**config, "device": "cpu", "slurm_account": "mri_lab"})
+    assert cpu.returncode == 0, cpu.log
+    for label in LABELS:
+        block = cpu.log.split(f"rule sub_{label}:", 1)[1].split("rule ", 1)[0]
+        assert "slurm_partition=cpu" in block and "slurm_account=mri_lab" in block and "gpu=0" in block, block
 
 
 def test_snakemake_run_resume_rerun_and_keep_going(cohort, tmp_path):

@@ -166,7 +166,7 @@ class CompareWidget(Container):
         # stack the compared layers on top, the first one lowest, so tiles read LR, sinc, SR, ...
         for layer in shown:
             layers.move(layers.index(layer), len(layers))
-        self._viewer.grid.enabled = bool(self.grid.value)
+        self._viewer.canvas.grid.enabled = bool(self.grid.value)
         if self.inplane.value:
             show_inplane(self._viewer)
         self._viewer.reset_view()

@@ -176,4 +176,4 @@ def show_inplane(viewer: Any) -> None:
     x_axis, y_axis = ndim - 3, ndim - 2
     rest = [a for a in order if a not in (x_axis, y_axis)]
     viewer.dims.order = (*rest, y_axis, x_axis)
-    viewer.camera.orientation2d = ("up", "right")
+    viewer.scene.camera.orientation2d = ("up", "right")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("QT_API", "pyqt6")  # qtpy (napari) on the binding pytest-qt uses
 
 CROP_START = (48, 56, 12)
 CROP_SHAPE = (32, 32, 8)

@@ -211,9 +211,9 @@ def test_sample_reconstruct_compare_screenshot(make_napari_viewer, qtbot, tiny_m
     with qtbot.waitSignal(compare.metrics_ready, timeout=RUN_TIMEOUT_MS):
         shown = compare.run()
     assert [layer.name for layer in shown][2:4] == [widget.result_layer.name, "ground truth"]
-    assert viewer.grid.enabled and set(compare.metrics) == {"SR", "sinc"}
+    assert viewer.canvas.grid.enabled and set(compare.metrics) == {"SR", "sinc"}
     # tiles read LR, sinc, SR, ground truth, error (row by row)
-    positions = [viewer.grid.position(viewer.layers.index(layer), viewer.layers) for layer in shown]
+    positions = [viewer.canvas.grid.position(viewer.layers.index(layer), viewer.layers) for layer in shown]
     assert positions == sorted(positions)
     assert all(len(v) == 8 for v in compare.metrics.values())
     error = shown[-1]
@@ -225,3 +225,11 @@ def test_sample_reconstruct_compare_screenshot(make_napari_viewer, qtbot, tiny_m
     from imageio.v3 import imwrite
 
     imwrite(SCREENSHOT, shot)
+
+
+def test_viewer_runs_on_qt6(make_napari_viewer):
+    import qtpy
+
+    viewer = make_napari_viewer(show=True)
+    assert qtpy.QT6 and qtpy.API_NAME in ("PyQt6", "PySide6")
+    assert viewer.window._qt_window.isVisible()
