@@ -56,7 +56,8 @@ def main() -> None:
         raise SystemExit(f"reconstruction ended with {status!r}")
     _, compare = viewer.window.add_plugin_dock_widget("mrisr", "Compare")
     _wait(compare.metrics_ready, compare.run)
-    viewer.dims.set_point(viewer.dims.ndim - 1, truth.data_to_world((0, 0, 0, 16))[-1])
+    # slice 16 of 32 on the slice slider (layers are (T, Z, Y, X): the acquired plane is shown)
+    viewer.dims.set_point(viewer.dims.ndim - 3, truth.data_to_world((0, 16, 0, 0))[1])
     from qtpy.QtWidgets import QApplication
 
     try:  # no notification toast over the canvas

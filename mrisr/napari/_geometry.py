@@ -1,15 +1,18 @@
 """Between :class:`mrisr.io.Volume` and napari image layers: data axes, world geometry, metadata.
 
-Convention used by every part of the plugin:
+Convention used by every part of the plugin (napari's own plane-row-column order):
 
-* layer data keep the stored voxel axes ``(X, Y, Z)``; a 4-D series puts time FIRST,
-  ``(T, X, Y, Z)``, so napari's frame slider is the leftmost;
-* the layer ``affine`` is the file's voxel-to-world matrix (RAS+, mm), extended to 5x5 for a
-  series with the time axis scaled by TR (seconds). napari's world axes are therefore
-  ``(t, x, y, z)`` in seconds and RAS millimetres, and ``layer.data_to_world`` gives scanner
-  coordinates, so scans of different matrices (planning scan, LR series, SR result) overlay;
-* napari shows the last two world axes as the plane (``y, z``: a sagittal reformat of an axial
-  slab); :func:`show_inplane` switches the viewer to the acquired ``(x, y)`` plane.
+* layer data are the stored voxel axes reversed, ``(Z, Y, X)`` (a view, no copy); a 4-D series
+  puts time FIRST, ``(T, Z, Y, X)``, so napari's frame slider is the leftmost;
+* the layer ``affine`` is the file's voxel-to-world matrix (RAS+, mm) with its axes in the same
+  reversed order, extended to 5x5 for a series with the time axis scaled by TR (seconds).
+  napari's world axes are therefore ``(t, z, y, x)`` in seconds and RAS millimetres, and
+  ``layer.data_to_world`` gives scanner coordinates in that order, so scans of different
+  matrices (planning scan, LR series, SR result) overlay;
+* napari shows the last two world axes as the plane: ``(y, x)``, the acquired in-plane plane of
+  an axial slab, slices on the slider. :func:`show_inplane` also turns +y (anterior) up.
+* a slab whose affine is oblique to the scanner axes is shown without its out-of-plane rotation
+  (napari's "non-orthogonal slicing" warning); positions and every computation stay exact.
 
 The geometry of a layer is always read back from its transforms (``scale``, ``translate``,
 ``rotate``, ``shear`` and ``affine``), so moving a layer in napari moves what is written or
@@ -28,8 +31,20 @@ from mrisr.io.errors import MrisrInputError
 from mrisr.io.volume import Volume
 
 METADATA_KEY = "mrisr"
-SPATIAL_LABELS = ("x", "y", "z")
+SPATIAL_LABELS = ("z", "y", "x")
 TIME_LABEL = "t"
+#: (x, y, z, 1) <-> (z, y, x, 1): between the file's axis order and napari's (its own inverse)
+_REVERSE = np.eye(4)[[2, 1, 0, 3]]
+
+
+def to_layer_axes(array: np.ndarray) -> np.ndarray:
+    """``(X, Y, Z[, T])`` -> napari's ``(Z, Y, X)`` / ``(T, Z, Y, X)`` (a view)."""
+    return array.transpose(3, 2, 1, 0) if array.ndim == 4 else array.transpose(2, 1, 0)
+
+
+def from_layer_axes(array: np.ndarray) -> np.ndarray:
+    """napari's ``(Z, Y, X)`` / ``(T, Z, Y, X)`` -> ``(X, Y, Z[, T])`` (a view)."""
+    return array.transpose(3, 2, 1, 0) if array.ndim == 4 else array.transpose(2, 1, 0)
 
 
 def volume_to_layer_data(
@@ -48,12 +63,12 @@ def volume_to_layer_data(
         **layer_kwargs: further layer keyword arguments (colormap, contrast_limits, ...).
 
     Returns:
-        ``(data, kwargs, "image")`` with data ``(X, Y, Z)`` or ``(T, X, Y, Z)``.
+        ``(data, kwargs, "image")`` with data ``(Z, Y, X)`` or ``(T, Z, Y, X)``.
     """
-    data = np.asarray(volume.data)
-    affine = np.asarray(volume.affine, dtype=np.float64)
+    data = to_layer_axes(np.asarray(volume.data))
+    ras = np.asarray(volume.affine, dtype=np.float64)
+    affine = _REVERSE @ ras @ _REVERSE
     if volume.is_4d:
-        data = np.moveaxis(data, -1, 0)
         full = np.eye(5)
         full[0, 0] = float(volume.tr) if volume.tr else 1.0
         full[1:, 1:] = affine
@@ -62,7 +77,7 @@ def volume_to_layer_data(
     else:
         labels = SPATIAL_LABELS
     meta = {
-        "affine": affine[-4:, -4:].copy(),
+        "affine": ras.copy(),
         "tr": float(volume.tr) if volume.tr else None,
         "qform_code": int(volume.qform_code),
         "sform_code": int(volume.sform_code),
@@ -111,7 +126,8 @@ def layer_state(layer: Any) -> dict[str, Any]:
 
 
 def array_to_volume(data: Any, state: dict[str, Any], name: str = "layer") -> Volume:
-    """A :class:`Volume` from napari image data ``(X, Y, Z)``/``(T, X, Y, Z)`` and its layer state.
+    """A :class:`Volume` (``(X, Y, Z[, T])``) from napari image data ``(Z, Y, X)``/``(T, Z, Y, X)``
+    and its layer state.
 
     Raises:
         MrisrInputError: for data that is not a 3-D volume or 4-D series, or a series whose
@@ -123,7 +139,7 @@ def array_to_volume(data: Any, state: dict[str, Any], name: str = "layer") -> Vo
     if data.ndim not in (3, 4):
         raise MrisrInputError(
             f"layer {name!r}: image is {data.ndim}-D with shape {tuple(data.shape)}; mrisr needs a 3-D volume "
-            "(X, Y, Z) or a 4-D series (T, X, Y, Z); open NIfTI files with the mrisr reader"
+            "(Z, Y, X) or a 4-D series (T, Z, Y, X); open NIfTI files with the mrisr reader"
         )
     if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
         raise MrisrInputError(f"layer {name!r}: data type {data.dtype} is not numeric; use a greyscale image layer")
@@ -139,8 +155,8 @@ def array_to_volume(data: Any, state: dict[str, Any], name: str = "layer") -> Vo
         time_scale = float(matrix[0, 0])
         # a series read without TR got a unit time axis: keep "no TR" rather than invent 1 s
         tr = None if (time_scale == 1.0 and "tr" in meta and meta["tr"] is None) else time_scale
-        data = np.moveaxis(data, 0, -1)
-    affine = np.asarray(matrix[-4:, -4:], dtype=np.float64)
+    data = from_layer_axes(data)
+    affine = _REVERSE @ np.asarray(matrix[-4:, -4:], dtype=np.float64) @ _REVERSE
     source = meta.get("source")
     return Volume(
         data=data,
@@ -168,12 +184,12 @@ def layer_role(layer: Any) -> str | None:
 
 
 def show_inplane(viewer: Any) -> None:
-    """Show the acquired ``(x, y)`` plane: x across, y up (neurological axial view of a RAS grid)."""
+    """Show the acquired ``(x, y)`` plane (napari's default for these layers) with x across and
+    y up: the neurological axial view of a RAS grid."""
     ndim = viewer.dims.ndim
     if ndim < 3:
         return
-    order = list(range(ndim))
-    x_axis, y_axis = ndim - 3, ndim - 2
-    rest = [a for a in order if a not in (x_axis, y_axis)]
+    y_axis, x_axis = ndim - 2, ndim - 1
+    rest = [a for a in range(ndim) if a not in (x_axis, y_axis)]
     viewer.dims.order = (*rest, y_axis, x_axis)
     viewer.scene.camera.orientation2d = ("up", "right")

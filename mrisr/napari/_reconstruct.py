@@ -17,7 +17,7 @@ from psygnal import Signal
 
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.volume import Volume
-from mrisr.napari._geometry import layer_to_volume, volume_to_layer_data
+from mrisr.napari._geometry import from_layer_axes, layer_to_volume, to_layer_axes, volume_to_layer_data
 from mrisr.napari._layers import chosen, layer_combo, notify_errors
 
 MODEL_FILE = "checkpoint file..."
@@ -205,9 +205,9 @@ class ReconstructWidget(Container):
             fills += [(layer, getattr(item.maps, name)) for name, layer in self.map_layers.items()]
         for layer, values in fills:
             if layer.data.ndim == 4:
-                layer.data[item.index] = values
+                layer.data[item.index] = to_layer_axes(values)
             else:
-                layer.data[...] = values
+                layer.data[...] = to_layer_axes(values)
             layer.refresh()
         data = self.result_layer.data
         self._frames_done = item.index + 1
@@ -226,11 +226,10 @@ class ReconstructWidget(Container):
     def _create_layer(self, first: Any, name: str | None = None, role: str = "sr", **layer_kwargs: Any) -> Any:
         shape = first.sr.shape
         dynamic = self._dynamic
-        if dynamic.is_4d:
-            # (T, X, Y, Z) contiguous, handed over as (X, Y, Z, T) so volume_to_layer_data returns it unchanged
-            data = np.moveaxis(np.zeros((self._total, *shape), dtype=np.float32), 0, -1)
-        else:
-            data = np.zeros(shape, dtype=np.float32)
+        # the layer's (T, Z, Y, X) contiguous, handed over as (X, Y, Z[, T]) so volume_to_layer_data
+        # returns it unchanged
+        layer_shape = ((self._total,) if dynamic.is_4d else ()) + tuple(shape[::-1])
+        data = from_layer_axes(np.zeros(layer_shape, dtype=np.float32))
         result = Volume(data=data, affine=first.hr_affine, tr=dynamic.tr, qform_code=dynamic.qform_code,
                         sform_code=dynamic.sform_code)
         if not layer_kwargs:

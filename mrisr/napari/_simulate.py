@@ -14,7 +14,7 @@ class SimulateWidget(Container):
 
     ``center`` without zero-filling gives the true LR matrix on its coarser grid (placed in
     world space); every other case gives the zero-filled image on the input grid. The mask
-    layer is the in-plane k-space ``(kx, ky)`` (DC at the centre), not an image in world space.
+    layer is the in-plane k-space ``(ky, kx)`` (rows, columns) (DC at the centre), not an image in world space.
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -48,8 +48,9 @@ class SimulateWidget(Container):
         kwargs["metadata"]["mrisr"].update(mode=mode, keep_requested=keep, keep_actual=info.keep_actual)
         lr_layer = self._viewer.add_image(data, **kwargs)
         mask = np.asarray(info.mask, dtype=np.uint8) if info.mask is not None else np.ones(info.lr_inplane, np.uint8)
+        # rows ky, columns kx: the same plane as the image layers
         mask_layer = self._viewer.add_image(
-            mask, name=f"{name} k-space mask (kx, ky)", colormap="gray", contrast_limits=(0, 1),
+            mask.T, name=f"{name} k-space mask (ky, kx)", colormap="gray", contrast_limits=(0, 1),
             metadata={"mrisr": {"role": "kspace_mask", "mode": mode, "keep_actual": info.keep_actual}},
         )
         self.status.value = (f"kept {info.keep_actual:.3g} % of k-space; LR in-plane matrix "

@@ -23,12 +23,15 @@ def make_layer(volume: Volume, name: str = "layer", role: str | None = None) -> 
 
 def test_series_layer_has_time_first_and_world_geometry(tiny_series):
     layer = make_layer(tiny_series)
-    assert layer.data.shape == (3, 32, 28, 12)
-    assert layer.axis_labels == ("t", "x", "y", "z")
+    # napari's order: time, then slice, row (y), column (x); the acquired plane is the shown one
+    assert layer.data.shape == (3, 12, 28, 32)
+    assert layer.axis_labels == ("t", "z", "y", "x")
+    assert np.shares_memory(layer.data, tiny_series.data)
     ijk = np.array([5.0, 7.0, 3.0])
-    world = layer.data_to_world((2, *ijk))
+    np.testing.assert_array_equal(layer.data[2, 3, 7, 5], tiny_series.data[5, 7, 3, 2])
+    world = layer.data_to_world((2, *ijk[::-1]))
     assert world[0] == pytest.approx(2 * tiny_series.tr)
-    np.testing.assert_allclose(world[1:], (tiny_series.affine @ [*ijk, 1.0])[:3], atol=1e-9)
+    np.testing.assert_allclose(world[1:], (tiny_series.affine @ [*ijk, 1.0])[:3][::-1], atol=1e-9)
 
 
 def test_layer_to_volume_round_trip_is_exact(tiny_series, tiny_volume):
@@ -46,7 +49,7 @@ def test_moving_a_layer_moves_its_geometry(tiny_volume):
     back = layer_to_volume(layer)
     # the volume lies where napari shows the moved layer, not where the file put it
     for ijk in ([0, 0, 0], [5, 7, 3], [31, 27, 11]):
-        np.testing.assert_allclose((back.affine @ [*ijk, 1])[:3], layer.data_to_world(ijk), atol=1e-9)
+        np.testing.assert_allclose((back.affine @ [*ijk, 1])[:3][::-1], layer.data_to_world(ijk[::-1]), atol=1e-9)
     assert not np.allclose(back.affine, tiny_volume.affine)
     np.testing.assert_allclose(back.affine[:3, :3], tiny_volume.affine[:3, :3])
 
@@ -76,8 +79,10 @@ def test_reader_layer_matches_the_file(nifti_4d):
     data, kwargs, kind = read_layer_data(nifti_4d)
     img = nib.load(str(nifti_4d))
     assert kind == "image"
-    assert data.shape == (img.shape[3], *img.shape[:3])
-    np.testing.assert_allclose(kwargs["affine"][1:, 1:], img.affine, atol=1e-5)
+    assert data.shape == (img.shape[3], *img.shape[:3][::-1])
+    reverse = np.eye(4)[[2, 1, 0, 3]]
+    np.testing.assert_allclose(kwargs["affine"][1:, 1:], reverse @ img.affine @ reverse, atol=1e-5)
+    np.testing.assert_allclose(kwargs["metadata"]["mrisr"]["affine"], img.affine, atol=1e-5)
     assert kwargs["affine"][0, 0] == pytest.approx(0.45)
     assert kwargs["metadata"]["mrisr"]["source"] == str(nifti_4d)
     assert kwargs["name"] == "hr4d"
@@ -161,7 +166,7 @@ def test_sinc_and_metrics_helpers(tiny_phantom):
 def test_array_to_volume_from_writer_state_of_a_plain_array():
     # a layer made outside mrisr: data axes (X, Y, Z), unit geometry
     volume = array_to_volume(np.ones((4, 5, 6), dtype=bool), {"name": "mask"})
-    assert volume.spatial_shape == (4, 5, 6)
+    assert volume.spatial_shape == (6, 5, 4)
     np.testing.assert_allclose(volume.affine, np.eye(4))
 
 

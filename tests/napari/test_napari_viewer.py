@@ -39,15 +39,18 @@ def test_reader_opens_a_4d_file_in_world_space(make_napari_viewer, nifti_4d, nif
     [series] = viewer.open(str(nifti_4d), plugin="mrisr")
     [static] = viewer.open(str(nifti_3d), plugin="mrisr")
     reference = load(nifti_4d)
-    assert series.ndim == 4 and series.data.shape == (3, 32, 28, 12)
-    np.testing.assert_allclose(series.extent.step, [0.45, *reference.zooms], rtol=1e-5)
+    assert series.ndim == 4 and series.data.shape == (3, 12, 28, 32)
+    np.testing.assert_allclose(series.extent.step, [0.45, *reference.zooms[::-1]], rtol=1e-5)
     ijk = np.array([10, 20, 5])
-    world = series.data_to_world((2, *ijk))
+    world = series.data_to_world((2, *ijk[::-1]))
     assert world[0] == pytest.approx(2 * 0.45, rel=1e-5)
-    np.testing.assert_allclose(world[1:], (reference.affine @ [*ijk, 1])[:3], atol=1e-4)
+    np.testing.assert_allclose(world[1:], (reference.affine @ [*ijk, 1])[:3][::-1], atol=1e-4)
     # the 3-D scan of the same grid lands on the same world point
-    np.testing.assert_allclose(static.data_to_world(ijk), world[1:], atol=1e-4)
+    np.testing.assert_allclose(static.data_to_world(ijk[::-1]), world[1:], atol=1e-4)
     assert viewer.dims.ndim == 4
+    # opened on the acquired plane: y down the screen, x across, slices and frames on sliders
+    assert viewer.dims.displayed == (2, 3) and viewer.dims.axis_labels[2:] == ("y", "x")
+    assert np.asarray(viewer.layers[0]._slice.image.view).shape == (28, 32)
 
 
 def test_unreadable_file_shows_an_error_and_adds_nothing(make_napari_viewer, tmp_path):
@@ -81,10 +84,10 @@ def test_simulate_widget_adds_lr_on_its_coarser_grid_and_the_mask(make_napari_vi
     assert widget.image.value is truth
     widget.keep.value = 25.0
     lr_layer, mask_layer = widget.run()
-    assert lr_layer.data.shape == (3, 16, 16, 8)
+    assert lr_layer.data.shape == (3, 8, 16, 16)
     assert mask_layer.data.shape == (32, 32) and mask_layer.data.sum() == 16 * 16
     # LR voxel N//2 and HR voxel M//2 are the same world point (centred k-space crop)
-    np.testing.assert_allclose(lr_layer.data_to_world((0, 8, 8, 4)), truth.data_to_world((0, 16, 16, 4)), atol=1e-6)
+    np.testing.assert_allclose(lr_layer.data_to_world((0, 4, 8, 8)), truth.data_to_world((0, 4, 16, 16)), atol=1e-6)
     assert "25" in widget.status.value
 
 
@@ -104,7 +107,7 @@ def test_reconstruct_widget_end_to_end(make_napari_viewer, qtbot, tiny_phantom, 
     assert wait_for_run(qtbot, widget) == "done"
     result = widget.result_layer
     assert result.name == "dynamic LR SR"
-    assert result.data.shape == truth.data.shape == (3, 32, 32, 8)
+    assert result.data.shape == truth.data.shape == (3, 8, 32, 32)
     np.testing.assert_allclose(result.affine.affine_matrix, truth.affine.affine_matrix, atol=1e-9)
     np.testing.assert_allclose(result.data_to_world((2, 3, 4, 5)), truth.data_to_world((2, 3, 4, 5)), atol=1e-9)
     assert [i for i in frames_seen if i is not None] == [0, 1, 2]
@@ -198,8 +201,8 @@ def test_sample_reconstruct_compare_screenshot(make_napari_viewer, qtbot, tiny_m
     layers = viewer.open_sample("mrisr", "dynamic_phantom")
     assert [layer.ndim for layer in layers] == [3, 4, 4]
     planning, lr, truth = layers
-    assert lr.data.shape == (8, 32, 36, 32) and truth.data.shape == (8, 128, 144, 32)
-    np.testing.assert_allclose(lr.data_to_world((0, 16, 18, 0)), truth.data_to_world((0, 64, 72, 0)), atol=1e-6)
+    assert lr.data.shape == (8, 32, 36, 32) and truth.data.shape == (8, 32, 144, 128)
+    np.testing.assert_allclose(lr.data_to_world((0, 0, 18, 16)), truth.data_to_world((0, 0, 72, 64)), atol=1e-6)
     widget = dock(viewer, "Reconstruct")
     widget.model.value = "checkpoint file..."
     widget.model_file.value = tiny_model
@@ -218,7 +221,7 @@ def test_sample_reconstruct_compare_screenshot(make_napari_viewer, qtbot, tiny_m
     assert all(len(v) == 8 for v in compare.metrics.values())
     error = shown[-1]
     np.testing.assert_allclose(error.data, np.abs(widget.result_layer.data - truth.data), atol=1e-5)
-    viewer.dims.set_point(viewer.dims.ndim - 1, truth.data_to_world((0, 0, 0, 16))[-1])
+    viewer.dims.set_point(viewer.dims.ndim - 3, truth.data_to_world((0, 16, 0, 0))[1])
     qtbot.wait(200)
     shot = viewer.screenshot(canvas_only=False, flash=False)
     assert shot[..., :3].std() > 10
