@@ -67,14 +67,14 @@ def dataset(tmp_path_factory) -> dict[str, Path]:
 
 def mrisr(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([str(BIN / "mrisr"), *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run([str(BIN / "mrisr"), *map(str, args)], capture_output=True, text=True, encoding="utf-8", env=env, timeout=600)
 
 
 def validate(folder: Path) -> subprocess.CompletedProcess:
     """The official validator on ``folder``; exit 0 means no errors (warnings are allowed)."""
     assert VALIDATOR.is_file(), f"{VALIDATOR} missing: pip install -e '.[dev]'"
     return subprocess.run(
-        [str(VALIDATOR), str(folder), "--format", "json"], capture_output=True, text=True, timeout=300
+        [str(VALIDATOR), str(folder), "--format", "json"], capture_output=True, text=True, encoding="utf-8", timeout=300
     )
 
 

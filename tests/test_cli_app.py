@@ -22,7 +22,7 @@ MRISR = str(Path(sys.executable).parent / "mrisr")
 
 
 def run(*args, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([MRISR, *map(str, args)], capture_output=True, text=True, timeout=300,
+    return subprocess.run([MRISR, *map(str, args)], capture_output=True, text=True, encoding="utf-8", timeout=300,
                           env={**os.environ, **(env or {})})
 
 
@@ -58,7 +58,8 @@ def test_help_reads_whole_at_80_columns(name):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80, [line for line in lines if len(line) > 80]
-    assert "…" not in result.stdout and "..." not in re.sub(r"<[^>]*>\.\.\.|\[ARGS\]\.\.\.", "", result.stdout)
+    # nothing cut short: rich's ellipsis, or click's "..." ending a shortened command summary
+    assert "…" not in result.stdout and not [line for line in lines[1:] if line.rstrip().endswith("...")]
     names = [opt for param in command.params if not getattr(param, "hidden", False)
              for opt in (*param.opts, *getattr(param, "secondary_opts", ())) if opt.startswith("-")]
     shown = set(re.findall(r"(?<![\w-])(--?[A-Za-z0-9][\w-]*)", result.stdout))

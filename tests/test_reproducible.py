@@ -81,7 +81,7 @@ def test_reconstruct_twice_in_separate_processes_is_byte_identical(source, tmp_p
         result = subprocess.run(
             [str(Path(sys.executable).parent / "mrisr"), "reconstruct", str(phantom / "dynamic_lr.nii.gz"),
              "--prior", str(phantom / "planning.nii.gz"), "--model", str(source["model"]), "-o", str(out), "--quiet"],
-            capture_output=True, text=True, env=env, timeout=300,
+            capture_output=True, text=True, encoding="utf-8", env=env, timeout=300,
         )
         assert result.returncode == 0, result.stderr
         images.append(sha256(out))

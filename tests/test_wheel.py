@@ -31,7 +31,7 @@ def wheel(tmp_path_factory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
     build = subprocess.run(
         [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(ROOT)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, encoding="utf-8", timeout=600,
     )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     # the SPDX licence: no deprecation warnings from setuptools
@@ -47,11 +47,11 @@ def fresh(wheel, tmp_path_factory) -> dict:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+                             capture_output=True, text=True, encoding="utf-8", check=True).stdout.strip()
     dependencies = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()}
     Path(purelib, "mrisr_test_dependencies.pth").write_text("\n".join(sorted(dependencies)) + "\n")
     install = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
-                             capture_output=True, text=True, timeout=600)
+                             capture_output=True, text=True, encoding="utf-8", timeout=600)
     assert install.returncode == 0, install.stderr
     work = tmp_path_factory.mktemp("user")
     return {"venv": venv, "bin": venv / "bin", "site": Path(purelib), "work": work}
