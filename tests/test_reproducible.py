@@ -1,7 +1,7 @@
 """Identical inputs and options give byte-identical outputs: every command run twice, SHA-256s compared.
 
-Only wall-clock times may differ, and only in JSON sidecars (``frame_seconds``, ``total_seconds``);
-images, phantoms and checkpoints carry none (gzip headers hold no file name and mtime 0).
+Only wall-clock times may differ, and only in JSON sidecars (``frame_seconds``, ``total_seconds``)
+and logs; images, phantoms and checkpoints carry none (gzip headers hold no file name and mtime 0).
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 from test_batch_cohort import tiny_static
+from test_cli_train import RECIPE
 from typer.testing import CliRunner
 
 from mrisr.cli import app
+from mrisr.data import sample_path
 
 runner = CliRunner()
 #: the wall-clock fields of the reconstruction sidecar (README, "Reproducible outputs")
@@ -66,8 +68,15 @@ def test_phantom_simulate_and_finetune_twice_are_byte_identical(source, tmp_path
         invoke("finetune", "--planning", folder / "phantom" / "planning.nii.gz", "--like",
                folder / "phantom" / "dynamic_lr.nii.gz", "--model", source["model"], "--steps", "2",
                "--minutes", "5", "-o", folder / "tuned.safetensors", "--quiet")
+        recipe = tmp_path / "tiny.yaml"
+        recipe.write_text(RECIPE.replace("SAMPLE", str(sample_path())))
+        invoke("train", recipe, "-o", folder / "trained.safetensors", "--set", "optim.steps=2", "--quiet")
     first, second = hashes(tmp_path / "a"), hashes(tmp_path / "b")
-    assert len(first) == 9 and first == second
+    # the training log holds the wall time; checkpoints do not
+    assert (tmp_path / "a" / "trained.log.csv").read_text().startswith("step,elapsed_s")
+    first.pop("trained.log.csv"), second.pop("trained.log.csv")
+    first.pop("trained.state.pt"), second.pop("trained.state.pt")  # optimiser state (pickled, with elapsed time)
+    assert len(first) == 10 and first == second
 
 
 def test_reconstruct_twice_in_separate_processes_is_byte_identical(source, tmp_path):

@@ -366,7 +366,8 @@ def train(
                 _save_state(state_path, opt, step, time.time() - t0)
     if cases:
         last_val = validate(net, cases, device)
-    save_checkpoint(net, output, checkpoint_meta(cfg, net, step, last_val,
-                                                 {"training_seconds": round(time.time() - t0, 1), "init": init_info}))
+    # no wall time in the checkpoint (the log and the optimiser state keep it): the same recipe and
+    # step budget give the same bytes
+    save_checkpoint(net, output, checkpoint_meta(cfg, net, step, last_val, {"init": init_info}))
     _save_state(state_path, opt, step, time.time() - t0)
     return output
