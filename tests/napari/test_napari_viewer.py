@@ -163,7 +163,7 @@ def test_reconstruct_widget_keyhole_with_maps(make_napari_viewer, qtbot, tiny_ph
     result = widget.result_layer
     assert set(widget.map_layers) == {"disagreement", "unmeasured"}
     expected = reconstruct_volume(tiny_phantom.lr, tiny_phantom.planning, ReconstructOptions(method="keyhole-registered"))
-    np.testing.assert_allclose(result.data, np.moveaxis(expected.data, -1, 0), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(result.data, expected.data.transpose(3, 2, 1, 0), rtol=1e-5, atol=1e-3)
     for name, layer in widget.map_layers.items():
         # on the result's grid, filled frame by frame, drawn over the anatomy
         assert layer.data.shape == result.data.shape, name
