@@ -61,7 +61,7 @@ def mrisr_in(fresh: dict, *args) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(OMP_NUM_THREADS="2", PATH=f"{fresh['bin']}:{env.get('PATH', '')}")
     result = subprocess.run([str(fresh["bin"] / "mrisr"), *map(str, args)], cwd=fresh["work"], capture_output=True,
-                            text=True, env=env, timeout=600)
+                            text=True, encoding="utf-8", env=env, timeout=600)
     assert result.returncode == 0, f"mrisr {' '.join(map(str, args))}: {result.stderr[-3000:]}"
     return result
 
