@@ -8,6 +8,7 @@ and two runs, one with a ground truth for the metrics. ``mrisr batch`` also runs
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -120,7 +121,7 @@ def test_derivatives_pass_the_bids_validator_and_reruns_are_byte_identical(datas
     assert first["SkullStripped"] is False
     # Sources: the real inputs only (the ground truth fed only the metrics), resolvable through DatasetLinks
     assert first["Sources"] == ["bids:raw:sub-01/func/sub-01_task-breath_bold.nii.gz", "bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]
-    assert first["MrisrBatch"]["metrics"]["summary"]["ssim_mean"] > 0
+    assert first["MrisrBatch"]["metrics"]["summary"]["ssim_tissue_mean"] > 0
     for source in first["Sources"]:
         assert (out / description["DatasetLinks"]["raw"] / source.removeprefix("bids:raw:")).is_file()
     for series in SERIES:
@@ -163,3 +164,39 @@ def test_finetuned_derivatives_with_configured_authors_pass_the_validator(datase
     assert (out / description["DatasetLinks"]["raw"]).resolve() == dataset["bids"].resolve()
     check = validate(out)
     assert check.returncode == 0 and errors(check) == [], (check.returncode, errors(check))
+
+
+def test_maps_derivatives_pass_the_validator(dataset, tmp_path):
+    config = tmp_path / "batch.yaml"
+    config.write_text("reconstruct:\n  method: keyhole-registered\n  maps: true\n")
+    out = tmp_path / "derivatives"
+    result = mrisr("batch", dataset["bids"], out, "--device", "cpu", "--config", config, "--participant-label", "01",
+                   "--quiet")
+    assert result.returncode == 0, result.stderr
+    folder = out / "sub-01" / "func"
+    sr = folder / "sub-01_task-breath_desc-sr_bold.nii.gz"
+    sidecar = json.loads((folder / "sub-01_task-breath_desc-sr_bold.json").read_text())
+    assert sidecar["method"] == "keyhole-registered" and sidecar["model"] is None
+    block = sidecar["MrisrBatch"]["maps"]
+    for name in ("disagreement", "unmeasured"):
+        image = folder / f"sub-01_task-breath_desc-{name}_bold.nii.gz"
+        assert block["files"][name]["sha256"] == sha256(image)
+        meta = json.loads(image.with_name(image.name.replace(".nii.gz", ".json")).read_text())
+        assert meta["Sources"] == ["bids::sub-01/func/sub-01_task-breath_desc-sr_bold.nii.gz"]
+        assert (out / meta["Sources"][0].removeprefix("bids::")) == sr
+        from mrisr.io import load
+
+        assert load(image).data.shape == load(sr).data.shape
+    # summary.tsv: the largest data-consistency residual of the subject's frames
+    with open(out / "summary.tsv") as handle:
+        row = next(csv.DictReader(handle, delimiter="\t"))
+    assert float(row["max_consistency_nrmse"]) == pytest.approx(block["max_consistency_nrmse"], abs=1e-4)
+    check = validate(out)
+    assert check.returncode == 0 and errors(check) == [], (check.returncode, errors(check))
+    # up to date on a second run; a missing map reruns the subject
+    again = mrisr("batch", dataset["bids"], out, "--device", "cpu", "--config", config, "--participant-label", "01")
+    assert "1 skipped" in again.stdout, again.stdout
+    (folder / "sub-01_task-breath_desc-unmeasured_bold.nii.gz").unlink()
+    again = mrisr("batch", dataset["bids"], out, "--device", "cpu", "--config", config, "--participant-label", "01")
+    assert "1 done" in again.stdout, again.stdout
+    assert (folder / "sub-01_task-breath_desc-unmeasured_bold.nii.gz").is_file()

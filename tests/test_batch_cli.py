@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import mrisr
 from mrisr.cli import app
 from mrisr.io import load, save_like
-from mrisr.metrics import evaluate_frames, summarise
+from mrisr.metrics import SCORE_COLUMNS, score_frames, summarise
 
 runner = CliRunner()
 
@@ -39,7 +39,8 @@ def sha256(path: Path) -> str:
 def summary(out: Path) -> dict[str, dict[str, str]]:
     with open(out / "summary.tsv", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
-    assert list(rows[0]) == ["subject", "status", "seconds", "frames", "ssim_mean", "psnr_mean", "error"]
+    assert list(rows[0]) == ["subject", "status", "seconds", "frames", "ssim_tissue_mean", "psnr_tissue_mean",
+                             "ssim_whole_mean", "max_consistency_nrmse", "error"]
     return {row["subject"]: row for row in rows}
 
 
@@ -101,14 +102,16 @@ def test_bids_cohort_end_to_end_resume_and_reruns(cohort, tmp_path):
         assert block["options"]["prior_mode"] == "tracked" and block["runtime"]["device"] == "cpu"
         assert block["output"]["sha256"] == sha256(sr_path(out, label))
         assert block["frames"] == 3 and len(block["timings"]["frame_s"]) == 3 and block["timings"]["total_s"] > 0
-        expected = summarise(evaluate_frames(predicted.data, truth.data))
-        assert block["metrics"]["summary"]["ssim_mean"] == pytest.approx(expected["ssim_mean"])
+        expected = summarise(score_frames(predicted.data, truth.data), SCORE_COLUMNS)
+        assert block["metrics"]["summary"]["ssim_tissue_mean"] == pytest.approx(expected["ssim_tissue_mean"])
 
         row = rows[label]
         assert (row["status"], row["frames"], row["error"]) == ("done", "3", "n/a")
-        assert float(row["ssim_mean"]) == pytest.approx(expected["ssim_mean"], abs=1e-4)
-        assert float(row["psnr_mean"]) == pytest.approx(expected["psnr_mean"], abs=1e-4)
-        assert 0.5 < float(row["ssim_mean"]) <= 1.0
+        assert float(row["ssim_tissue_mean"]) == pytest.approx(expected["ssim_tissue_mean"], abs=1e-4)
+        assert float(row["psnr_tissue_mean"]) == pytest.approx(expected["psnr_tissue_mean"], abs=1e-4)
+        assert float(row["ssim_whole_mean"]) == pytest.approx(expected["ssim_whole_mean"], abs=1e-4)
+        assert row["max_consistency_nrmse"] == "n/a"  # maps off
+        assert 0.5 < float(row["ssim_tissue_mean"]) <= 1.0
         log = (out / f"sub-{label}" / "log" / f"sub-{label}_mrisr.log").read_text()
         assert "frame 3/3" in log and f"sub-{label} done" in log
     assert no_partials(out)
@@ -120,7 +123,7 @@ def test_bids_cohort_end_to_end_resume_and_reruns(cohort, tmp_path):
     assert "0 done, 3 skipped (up to date), 0 failed" in result.stdout
     assert {p: p.stat().st_mtime_ns for p in out.rglob("sub-*_desc-sr_bold.*")} == written
     assert statuses(out) == dict.fromkeys(LABELS, "skipped")
-    assert summary(out)["01"]["ssim_mean"] == rows["01"]["ssim_mean"]
+    assert summary(out)["01"]["ssim_tissue_mean"] == rows["01"]["ssim_tissue_mean"]
 
     # a changed option reruns every subject; the same option again skips them
     config = tmp_path / "previous-prior.yaml"

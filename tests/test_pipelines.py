@@ -99,7 +99,7 @@ def test_snakemake_run_resume_rerun_and_keep_going(cohort, tmp_path):
     assert job_counts(result.log) == {"all": 1, "sub_01": 1, "sub_02": 1, "sub_03": 1, "summary": 1}
     rows = summary(out)
     assert {label: row["status"] for label, row in rows.items()} == dict.fromkeys(LABELS, "done")
-    assert all(row["frames"] == "3" and 0.5 < float(row["ssim_mean"]) <= 1 for row in rows.values())
+    assert all(row["frames"] == "3" and 0.5 < float(row["ssim_tissue_mean"]) <= 1 for row in rows.values())
     assert (out / "dataset_description.json").is_file()
     for label in LABELS:
         assert all(path.is_file() for path in outputs(out, label))

@@ -72,12 +72,14 @@ class ReconstructSettings(_Strict):
     """
 
     model: str = "default"
+    method: Literal["network", "keyhole", "keyhole-registered"] = "network"
     prior_mode: Literal["tracked", "planning", "previous"] = "tracked"
     factor: float | None = Field(None, gt=1, le=16)
     matrix: tuple[int, int] | None = None
     data_consistency: bool = False
     finetune: bool = False
     finetune_minutes: float = Field(3.0, gt=0, le=600)
+    maps: bool = Field(False, description="also write desc-disagreement and desc-unmeasured maps per series")
 
     @field_validator("matrix")
     @classmethod

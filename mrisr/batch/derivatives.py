@@ -11,6 +11,9 @@ Layout of ``OUTPUT_DIR``::
         sub-01_task-x_desc-sr_bold.nii.gz     SR series (X', Y', Z, T), geometry and TR from the library
         sub-01_task-x_desc-sr_bold.json       sidecar: sources + sha256, model + sha256, options, timings, metrics
         sub-01_task-x_desc-finetuned_model.safetensors   with --finetune
+        sub-01_task-x_desc-disagreement_bold.nii.gz / _desc-unmeasured_bold.nii.gz (+ .json)
+                                              with reconstruct.maps: where the frame disagrees with its
+                                              prior, and the detail added outside the measured k-space
     sub-01/log/sub-01_mrisr.log               per-subject log (appended run after run)
     sub-01/log/sub-01_status.json             why the last run of the subject failed (removed on success)
 
@@ -46,6 +49,7 @@ __all__ = [
     "SeriesOutputs",
     "bids_uri",
     "derivative_sidecar",
+    "map_sidecar",
     "file_sha256",
     "read_json",
     "read_summary",
@@ -60,7 +64,10 @@ __all__ = [
 BIDS_VERSION = "1.10.0"
 #: key of the batch provenance block inside each sidecar
 BATCH_KEY = "MrisrBatch"
-SUMMARY_COLUMNS = ("subject", "status", "seconds", "frames", "ssim_mean", "psnr_mean", "error")
+#: tissue (object mask) first; whole-volume SSIM is mostly background; the largest data-consistency
+#: residual of the subject's frames comes with reconstruct.maps
+SUMMARY_COLUMNS = ("subject", "status", "seconds", "frames", "ssim_tissue_mean", "psnr_tissue_mean", "ssim_whole_mean",
+                   "max_consistency_nrmse", "error")
 SUMMARY_NAME = "summary.tsv"
 MISSING = "n/a"
 #: name of the source dataset in BIDS URIs (``bids:raw:sub-01/func/...``), declared in ``DatasetLinks``
@@ -81,11 +88,21 @@ class SeriesOutputs:
         series: the SR series (``.nii.gz``).
         sidecar: its JSON sidecar (written last: the completion marker).
         finetuned_model: the subject's fine-tuned checkpoint (only with fine-tuning).
+        maps: ``{"disagreement": path, "unmeasured": path}`` (only with maps; each with a ``.json``
+            sidecar beside it).
     """
 
     series: Path
     sidecar: Path
     finetuned_model: Path | None
+    maps: tuple[tuple[str, Path], ...] = ()
+
+    def map_paths(self) -> dict[str, Path]:
+        return dict(self.maps)
+
+    def map_sidecar(self, name: str) -> Path:
+        path = self.map_paths()[name]
+        return path.with_name(path.name[: -len(".nii.gz")] + ".json")
 
 
 def _bids_name(entities: tuple[tuple[str, str], ...], desc: str, suffix: str, extension: str) -> str:
@@ -101,14 +118,19 @@ def series_folder(output_dir: Path, series: SeriesInputs) -> Path:
 
 
 def series_outputs(
-    output_dir: str | Path, series: SeriesInputs, desc: str = "sr", finetune: bool = False
+    output_dir: str | Path, series: SeriesInputs, desc: str = "sr", finetune: bool = False, maps: bool = False
 ) -> SeriesOutputs:
-    """The derivative paths of a series: ``sub-XX/[ses-YY/]<datatype>/<entities>_desc-<desc>_<suffix>.nii.gz``."""
+    """The derivative paths of a series: ``sub-XX/[ses-YY/]<datatype>/<entities>_desc-<desc>_<suffix>.nii.gz``
+    (and ``desc-disagreement`` / ``desc-unmeasured`` beside it with ``maps``)."""
+    from mrisr.reconstruct.maps import MAP_NAMES
+
     folder = series_folder(Path(output_dir), series)
     image = folder / _bids_name(series.entities, desc, series.suffix, ".nii.gz")
     sidecar = folder / _bids_name(series.entities, desc, series.suffix, ".json")
     model = folder / _bids_name(series.entities, "finetuned", "model", ".safetensors") if finetune else None
-    return SeriesOutputs(series=image, sidecar=sidecar, finetuned_model=model)
+    map_paths = tuple((name, folder / _bids_name(series.entities, name, series.suffix, ".nii.gz"))
+                      for name in MAP_NAMES) if maps else ()
+    return SeriesOutputs(series=image, sidecar=sidecar, finetuned_model=model, maps=map_paths)
 
 
 def subject_log_path(output_dir: str | Path, label: str) -> Path:
@@ -299,6 +321,24 @@ def derivative_sidecar(library: dict, series: SeriesInputs, root: Path | None, b
         **{k: v for k, v in library.items() if k not in ("Description", "Sources", "SkullStripped", "RepetitionTime")},
         BATCH_KEY: block,
     }
+
+
+MAP_DESCRIPTIONS = {
+    "disagreement": "Where each measured frame disagrees with the prior it was given, within the measured k-space "
+                    "band (|band(prior) - sinc| over the local signal level; mrisr --maps)",
+    "unmeasured": "Magnitude of the SR series' k-space outside the measured band: the detail the method added "
+                  "rather than measured (mrisr --maps)",
+}
+
+
+def map_sidecar(name: str, sr_image: Path, repetition_time: float | None) -> dict:
+    """The BIDS sidecar of a map: what it is and the SR series it describes (``Sources``, a
+    ``bids::`` URI into this derivatives dataset, whose root holds the ``sub-*`` folder)."""
+    parts = Path(sr_image).parts
+    start = max(i for i, part in enumerate(parts) if part.startswith("sub-") and i < len(parts) - 1)
+    relative = Path(*parts[start:]).as_posix()
+    return {"Description": MAP_DESCRIPTIONS[name], "Sources": [f"bids::{relative}"], "SkullStripped": False,
+            "RepetitionTime": repetition_time}
 
 
 def _cell(value: Any) -> str:

@@ -156,7 +156,7 @@ def plan_subject(
     cache = {} if model_cache is None else model_cache
     plans = []
     for series in subject.series:
-        outputs = series_outputs(output_dir, series, settings.desc, settings.finetune)
+        outputs = series_outputs(output_dir, series, settings.desc, settings.finetune, settings.maps)
         previous = ((read_json(outputs.sidecar) or {}).get(BATCH_KEY) or {}).get("inputs") or {}
         inputs = {role: _file_record(path, previous.get(role)) for role, path in series.files().items()}
         model = _resolve_model(settings.options["model"], series.planning is not None, cache)
@@ -196,6 +196,8 @@ def up_to_date(plan: SubjectPlan) -> list[dict] | None:
         if not block or block.get("fingerprint") != series.fingerprint or recorded(block, series) is None:
             return None
         if series.outputs.finetuned_model is not None and not series.outputs.finetuned_model.is_file():
+            return None
+        if not all(path.is_file() for path in series.outputs.map_paths().values()):
             return None
         blocks.append(block)
     return blocks or None

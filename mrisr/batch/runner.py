@@ -29,6 +29,7 @@ from typing import Protocol
 from mrisr.batch.derivatives import (
     derivative_sidecar,
     file_sha256,
+    map_sidecar,
     read_json,
     status_path,
     subject_log_path,
@@ -130,6 +131,8 @@ def _run_series(
     options = dict(settings.options)
     options["matrix"] = tuple(options["matrix"]) if options.get("matrix") else None
     recon_options = ReconstructOptions(
+        method=options.get("method", "network"),
+        maps=bool(options.get("maps")),
         model=plan.model["path"],
         prior_mode=options["prior_mode"],
         factor=options["factor"],
@@ -140,7 +143,8 @@ def _run_series(
         finetune=options["finetune"],
         finetune_minutes=options["finetune_minutes"],
     )
-    for target in (outputs.series, outputs.sidecar):
+    map_paths = outputs.map_paths()
+    for target in (outputs.series, outputs.sidecar, *map_paths.values(), *map(outputs.map_sidecar, map_paths)):
         check_target(target)  # before the folder is made: a link out of the output folder is refused
     outputs.series.parent.mkdir(parents=True, exist_ok=True)
     # the sidecar is the completion marker: drop the old one before the output is replaced
@@ -164,6 +168,7 @@ def _run_series(
             on_frame=frame_done,
             finetuned_model_path=outputs.finetuned_model,
             on_status=lambda message: log.info("%s", message),
+            maps_output=map_paths or None,
         )
     except (MrisrInputError, KeyboardInterrupt):
         raise
@@ -183,7 +188,7 @@ def _run_series(
     metrics_seconds = 0.0
     if series.ground_truth is not None:
         from mrisr.io import load
-        from mrisr.metrics import check_same_grid, evaluate_frames, summarise
+        from mrisr.metrics import SCORE_COLUMNS, check_same_grid, score_frames, summarise
 
         t0 = time.perf_counter()
         predicted = load(outputs.series)
@@ -196,16 +201,17 @@ def _run_series(
                 "reconstruct.matrix in the batch config to the ground truth's in-plane matrix"
             ),
         )
-        rows = evaluate_frames(predicted.data, truth.data)
-        metrics = {"frames": rows, "summary": summarise(rows), "mask": None}
+        rows = score_frames(predicted.data, truth.data)
+        metrics = {"frames": rows, "summary": summarise(rows, SCORE_COLUMNS), "mask": "object_mask of each frame"}
         metrics_seconds = time.perf_counter() - t0
         summary = metrics["summary"]
         log.info(
-            "metrics vs %s: SSIM %.4f +- %.4f, PSNR %.2f dB",
+            "metrics vs %s: SSIM in tissue %.4f +- %.4f (whole volume %.4f), PSNR in tissue %.2f dB",
             series.ground_truth.name,
-            summary["ssim_mean"],
-            summary["ssim_std"],
-            summary["psnr_mean"],
+            summary["ssim_tissue_mean"],
+            summary["ssim_tissue_std"],
+            summary["ssim_whole_mean"],
+            summary["psnr_tissue_mean"],
         )
 
     import mrisr
@@ -236,7 +242,13 @@ def _run_series(
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
         "metrics": metrics,
+        "maps": None if not map_paths else {
+            "files": {name: {"path": str(path.resolve()), "sha256": file_sha256(path)} for name, path in map_paths.items()},
+            "max_consistency_nrmse": (library.get("maps") or {}).get("max_consistency_nrmse"),
+        },
     }
+    for name in map_paths:
+        write_json_atomic(outputs.map_sidecar(name), map_sidecar(name, outputs.series, library.get("RepetitionTime")))
     write_json_atomic(outputs.sidecar, derivative_sidecar(library, series, cohort_root, block))
     if report.sidecar.resolve() != outputs.sidecar.resolve():
         Path(report.sidecar).unlink(missing_ok=True)

@@ -21,8 +21,10 @@ class SubjectResult:
     status: str  # done | skipped | failed
     seconds: float | None = None
     frames: int | None = None
-    ssim_mean: float | None = None
-    psnr_mean: float | None = None
+    ssim_tissue_mean: float | None = None
+    psnr_tissue_mean: float | None = None
+    ssim_whole_mean: float | None = None
+    max_consistency_nrmse: float | None = None
     error: str = ""
     log: Path | None = None
 
@@ -32,26 +34,33 @@ class SubjectResult:
             "status": self.status,
             "seconds": None if self.seconds is None else round(self.seconds, 2),
             "frames": self.frames,
-            "ssim_mean": self.ssim_mean,
-            "psnr_mean": self.psnr_mean,
+            "ssim_tissue_mean": self.ssim_tissue_mean,
+            "psnr_tissue_mean": self.psnr_tissue_mean,
+            "ssim_whole_mean": self.ssim_whole_mean,
+            "max_consistency_nrmse": self.max_consistency_nrmse,
             "error": self.error,
         }
 
 
 def result_from_blocks(label: str, status: str, blocks: list[dict], seconds: float | None = None) -> SubjectResult:
-    from mrisr.metrics import summarise
+    from mrisr.metrics import SCORE_COLUMNS, summarise
 
     frames = sum(int(b.get("frames") or 0) for b in blocks)
     rows = [row for b in blocks for row in ((b.get("metrics") or {}).get("frames") or [])]
-    summary = summarise(rows) if rows else {}
+    rows = [row for row in rows if all(name in row for name in SCORE_COLUMNS)]  # older sidecars: whole volume only
+    summary = summarise(rows, SCORE_COLUMNS) if rows else {}
+    residuals = [(b.get("maps") or {}).get("max_consistency_nrmse") for b in blocks]
+    residuals = [float(r) for r in residuals if r is not None]
     recorded_seconds = sum(float((b.get("timings") or {}).get("total_s") or 0.0) for b in blocks)
     return SubjectResult(
         subject=label,
         status=status,
         seconds=recorded_seconds if seconds is None else seconds,
         frames=frames,
-        ssim_mean=summary.get("ssim_mean"),
-        psnr_mean=summary.get("psnr_mean"),
+        ssim_tissue_mean=summary.get("ssim_tissue_mean"),
+        psnr_tissue_mean=summary.get("psnr_tissue_mean"),
+        ssim_whole_mean=summary.get("ssim_whole_mean"),
+        max_consistency_nrmse=max(residuals) if residuals else None,
     )
 
 
@@ -66,7 +75,7 @@ def collect_summary(cohort: Cohort, output_dir: str | Path, desc: str = "sr") ->
     for subject in cohort.subjects.values():
         blocks = []
         for series in subject.series:
-            outputs = series_outputs(output_dir, series, desc)
+            outputs = series_outputs(output_dir, series, desc)  # the maps are not needed to count as done
             block = (read_json(outputs.sidecar) or {}).get(BATCH_KEY)
             if block and recorded(block, SeriesPlan(series, outputs, {}, {}, "")) is not None:
                 blocks.append(block)

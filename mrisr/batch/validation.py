@@ -24,8 +24,8 @@ class RunSettings:
     """What a batch run computes (``options``) and where (``device``, ``threads``).
 
     Attributes:
-        options: :class:`~mrisr.batch.config.ReconstructSettings` as a dict (model, prior_mode,
-            factor, matrix, data_consistency, finetune, finetune_minutes).
+        options: :class:`~mrisr.batch.config.ReconstructSettings` as a dict (model, method,
+            prior_mode, factor, matrix, data_consistency, finetune, finetune_minutes, maps).
         desc: ``desc-`` entity of the SR series.
         device: ``auto``, ``cpu`` or ``cuda``.
         threads: torch CPU threads per subject (``None``: torch's default; ``--jobs`` splits the cores).
@@ -50,6 +50,10 @@ class RunSettings:
     @property
     def finetune(self) -> bool:
         return bool(self.options.get("finetune"))
+
+    @property
+    def maps(self) -> bool:
+        return bool(self.options.get("maps"))
 
 
 
@@ -91,8 +95,8 @@ def _check_links(output_dir: Path, cohort: Cohort, desc: str, problems: list[str
     for subject in cohort.subjects.values():
         targets = [subject_log_path(output_dir, subject.label)]
         for series in subject.series:
-            outputs = series_outputs(output_dir, series, desc, finetune=True)
-            targets += [outputs.series, outputs.sidecar, outputs.finetuned_model]
+            outputs = series_outputs(output_dir, series, desc, finetune=True, maps=True)
+            targets += [outputs.series, outputs.sidecar, outputs.finetuned_model, *outputs.map_paths().values()]
         for target in targets:
             real = os.path.realpath(target)
             if os.path.commonpath([root, real]) == root:

@@ -85,8 +85,9 @@ class RichReporter:
                 parts.append(f"{result.seconds:6.1f} s" + (" (recorded)" if result.status == "skipped" else ""))
             if result.frames is not None:
                 parts.append(f"{result.frames} frames")
-            if result.ssim_mean is not None:
-                parts.append(f"SSIM {result.ssim_mean:.4f}  PSNR {result.psnr_mean:.2f} dB")
+            if result.ssim_tissue_mean is not None:
+                parts.append(f"SSIM in tissue {result.ssim_tissue_mean:.4f} (whole {result.ssim_whole_mean:.4f})  "
+                             f"PSNR in tissue {result.psnr_tissue_mean:.2f} dB")
         self.console.print("  ".join(parts), soft_wrap=True)
 
 

@@ -95,6 +95,7 @@ def reconstruct_file(
     on_frame: Callable[[FrameResult], None] | None = None,
     finetuned_model_path: str | Path | None = None,
     on_status: Callable[[str], None] | None = None,
+    maps_output: dict[str, Path] | None = None,
 ) -> ReconstructionReport:
     """Reconstruct a dynamic series file into ``output`` (default ``<stem>_sr.nii.gz``), streaming.
 
@@ -112,6 +113,9 @@ def reconstruct_file(
         finetuned_model_path: where ``options.finetune`` keeps the tuned model; default
             ``<output stem>_model.safetensors``.
         on_status: called with one-line messages (warnings, fine-tuning progress).
+        maps_output: with ``options.maps``, where to write the maps (``{"disagreement": path,
+            "unmeasured": path}``); default ``<output stem>_disagreement.nii.gz`` and
+            ``<output stem>_unmeasured.nii.gz`` next to the output.
 
     Returns:
         :class:`ReconstructionReport`: output and sidecar paths, HR grid, per-frame seconds,
@@ -127,7 +131,7 @@ def reconstruct_file(
     output = Path(output) if output is not None else default_output(dynamic_path)
     check_writable(output, inputs=(dynamic_path,) + ((prior_path,) if prior_path else ()))
     if options.maps:
-        for path in maps_paths(output).values():
+        for path in (maps_output or maps_paths(output)).values():
             check_writable(path, inputs=(dynamic_path,) + ((prior_path,) if prior_path else ()))
     if not output.name.lower().endswith((".nii.gz", ".nii")):
         # frames are streamed into a NIfTI file; any other extension would name NIfTI bytes wrongly
@@ -173,7 +177,7 @@ def reconstruct_file(
     if tuned_path is not None:
         model_hash = file_sha256(tuned_path)
     seconds: list[float] = []
-    map_paths = maps_paths(output) if options.maps else {}
+    map_paths = (dict(maps_output) if maps_output else maps_paths(output)) if options.maps else {}
     map_summaries: list[dict] = []
     t_start = time.time()
     n_frames = dynamic.n_frames if dynamic.is_4d else None
