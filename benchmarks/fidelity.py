@@ -1,7 +1,8 @@
 """Fidelity benchmark: every method x the scenarios where the prior is wrong, tissue metrics first.
 
 Methods (all scored by mrisr.metrics, in one run): sinc (k-space zero-fill of the LR magnitude
-frame), keyhole, registered keyhole, the tracked prior alone (before the network), the network
+frame), keyhole, registered keyhole, gated keyhole (the registered planning scan's detail only
+where the frame agrees), the tracked prior alone (before the network), the network
 with each prior mode (tracked = default, planning, previous), the no-prior network, and the
 default after fine-tuning on the planning scan.
 
@@ -44,7 +45,7 @@ SCENARIOS = {
     "through-plane motion": {"through_plane_mm": 3.0},
     "noise (SNR 20)": {"noise_snr": 20.0},
 }
-METHODS = ("sinc", "keyhole", "keyhole-registered", "tracked prior alone", "network tracked (default)",
+METHODS = ("sinc", "keyhole", "keyhole-registered", "keyhole-gated", "tracked prior alone", "network tracked (default)",
            "network planning", "network previous", "no-prior network", "default + fine-tuning")
 
 
@@ -87,6 +88,7 @@ def run_methods(phantom, prior_model, noprior_model, tuned_model) -> dict[str, t
     timed("sinc", lambda: [zero_fill(f, hr_xy) for f in frames])
     timed("keyhole", lambda: recon(ReconstructOptions(method="keyhole")))
     timed("keyhole-registered", lambda: recon(ReconstructOptions(method="keyhole-registered")))
+    timed("keyhole-gated", lambda: recon(ReconstructOptions(method="keyhole-gated")))
     rec = Reconstruction(lr, planning, ReconstructOptions(method="keyhole-registered"))
     rec.prepare_prior(frames[0])
     fields = []

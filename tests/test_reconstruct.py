@@ -154,7 +154,7 @@ def test_stepwise_uses_the_previous_result_as_prior(case):
         ({"tile": (64, 64)}, "ReconstructOptions.tile = (64, 64): needs 3 whole numbers (16..4096, 16..4096, "
          "2..4096), e.g. (128, 128, 32)"),
         ({"finetune": "yes"}, "ReconstructOptions.finetune = 'yes': must be True or False"),
-        ({"method": "sinc"}, "ReconstructOptions.method = 'sinc': choose one of network, keyhole, keyhole-registered"),
+        ({"method": "sinc"}, "ReconstructOptions.method = 'sinc': choose one of network, keyhole, keyhole-registered, keyhole-gated"),
         ({"method": "keyhole", "finetune": True},
          "ReconstructOptions.method = 'keyhole': a keyhole method has no model to fine-tune; turn fine-tuning off"),
     ],

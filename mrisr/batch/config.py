@@ -72,7 +72,7 @@ class ReconstructSettings(_Strict):
     """
 
     model: str = "default"
-    method: Literal["network", "keyhole", "keyhole-registered"] = "network"
+    method: Literal["network", "keyhole", "keyhole-registered", "keyhole-gated"] = "network"
     prior_mode: Literal["tracked", "planning", "previous"] = "tracked"
     factor: float | None = Field(None, gt=1, le=16)
     matrix: tuple[int, int] | None = None

@@ -15,7 +15,7 @@ def reconstruct(
     dynamic: Path = typer.Argument(..., help="Dynamic LR series (4-D) or one frame (3-D): NIfTI, NRRD, MHA."),
     prior: Path = typer.Option(None, "--prior", help="Static HR planning scan of the same subject (3-D)."),
     output: Path = typer.Option(None, "-o", "--output", help="Output .nii.gz (default: <input>_sr.nii.gz next to it)."),
-    method: str = typer.Option("network", "--method", help="network (default): the prior-guided model; keyhole: the measured k-space centre + the planning scan's outer k-space; keyhole-registered: the same with the planning scan registered to each frame (classical baselines, no model)."),
+    method: str = typer.Option("network", "--method", help="network (default): the prior-guided model; keyhole: the measured k-space centre + the planning scan's outer k-space; keyhole-registered: the same with the planning scan registered to each frame; keyhole-gated: the registered planning scan's detail kept only where the frame agrees with it (no model)."),
     model: str = typer.Option("default", "--model", help="default | default-noprior | path to an mrisr checkpoint."),
     finetune: bool = typer.Option(False, "--finetune", help="Fine-tune the model on the planning scan first."),
     finetune_minutes: float = typer.Option(3.0, "--finetune-minutes", help="Time budget of --finetune."),

@@ -79,7 +79,7 @@ class ReconstructWidget(Container):
         self._viewer = viewer
         self.dynamic = layer_combo(viewer, "dynamic series", ndims=(4, 3), prefer=("lr",))
         self.prior = layer_combo(viewer, "prior (planning)", ndims=(3,), prefer=("planning",), optional=True)
-        self.method = ComboBox(label="method", choices=["network", "keyhole", "keyhole-registered"], value="network")
+        self.method = ComboBox(label="method", choices=["network", "keyhole", "keyhole-registered", "keyhole-gated"], value="network")
         self.model = ComboBox(label="model", choices=["default", "default-noprior", MODEL_FILE], value="default")
         self.model_file = FileEdit(label="model file", mode="r", filter="*.safetensors", visible=False)
         self.prior_mode = ComboBox(label="prior of frame t", choices=["tracked", "planning", "previous"], value="tracked")

@@ -21,7 +21,7 @@ from mrisr.io.stream import iter_frames
 from mrisr.io.volume import Volume
 from mrisr.kspace.functional import zero_fill
 from mrisr.reconstruct.grid import HRGrid, plan_grid
-from mrisr.reconstruct.keyhole import METHODS, keyhole
+from mrisr.reconstruct.keyhole import METHODS, REGISTERED_METHODS, gated_keyhole, keyhole
 from mrisr.reconstruct.maps import FrameMaps, frame_maps
 from mrisr.reconstruct.prior import PreparedPrior, prepare_prior
 
@@ -33,7 +33,7 @@ HR_FRAME_COPIES = 32
 #: the largest in-plane refinement (as --factor allows)
 MAX_INPLANE_FACTOR = 16
 PriorMode = Literal["tracked", "planning", "previous"]
-Method = Literal["network", "keyhole", "keyhole-registered"]
+Method = Literal["network", "keyhole", "keyhole-registered", "keyhole-gated"]
 #: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:<index>``
 Device = str
 
@@ -89,9 +89,10 @@ class ReconstructOptions:
 
     Attributes:
         method: ``network`` (the prior-guided model), ``keyhole`` (the measured central k-space
-            completed by the planning scan's outer k-space) or ``keyhole-registered`` (the same
-            after deforming the planning scan to each frame's motion); the keyhole methods need a
-            planning scan and no model (:mod:`mrisr.reconstruct.keyhole`).
+            completed by the planning scan's outer k-space), ``keyhole-registered`` (the same
+            after deforming the planning scan to each frame's motion) or ``keyhole-gated`` (the
+            registered planning scan's detail kept only where the measured frame agrees with it);
+            the keyhole methods need a planning scan and no model (:mod:`mrisr.reconstruct.keyhole`).
         model: ``default`` (picks ``default`` or ``default-noprior`` by prior presence), a bundled
             name or a checkpoint path.
         prior_mode: the prior of each frame: ``tracked`` (the planning scan deformed to the frame's
@@ -303,7 +304,7 @@ class Reconstruction:
         sinc0 = frame_to_grid(first_frame, self.grid.hr_inplane, self.fft_backend)
         self.prior = prepare_prior(self.prior_raw, self.grid.hr_shape, self.grid.hr_affine, sinc0,
                                    self.grid.lr_shape[:2], self.dynamic.name)
-        registered = (self.options.method == "keyhole-registered" if self.keyhole
+        registered = (self.options.method in REGISTERED_METHODS if self.keyhole
                       else self.options.prior_mode == "tracked" and self.model.uses_prior)
         if registered:
             from mrisr.models.predictor import resolve_device
@@ -324,10 +325,14 @@ class Reconstruction:
                 self.prepare_prior(frame)
             if self.keyhole:
                 reference = self.tracker.prior_for(frame) if self.tracker is not None else self.prior.data
-                sr = keyhole(frame, reference)
-                maps = None
-                if self.options.maps:
-                    maps = frame_maps(sr, reference, frame_to_grid(frame, self.grid.hr_inplane, self.fft_backend), frame)
+                sinc = None
+                if self.options.method == "keyhole-gated" or self.options.maps:
+                    sinc = frame_to_grid(frame, self.grid.hr_inplane, self.fft_backend)
+                if self.options.method == "keyhole-gated":
+                    sr = gated_keyhole(frame, reference, sinc)
+                else:
+                    sr = keyhole(frame, reference)
+                maps = frame_maps(sr, reference, sinc, frame) if self.options.maps else None
                 yield FrameResult(t, total, sr, time.perf_counter() - start, self.grid.hr_affine, maps=maps)
                 continue
             sinc = frame_to_grid(frame, self.grid.hr_inplane, self.fft_backend)
