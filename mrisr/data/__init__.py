@@ -32,28 +32,34 @@ COLIN27_LOCATIONS = (
 MNI152_T1_NAME = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 
 
+def _bundled(name: str, what: str, recreate: str) -> Path:
+    path = Path(__file__).resolve().parent / name
+    if not path.exists():
+        raise MrisrInputError(f"{path}: {what} is missing; recreate it with {recreate} or reinstall mrisr")
+    return path
+
+
+def _load_float32(path: Path) -> Volume:
+    from mrisr.io.load import load
+
+    volume = load(path)
+    volume.data = np.asarray(volume.data, dtype=np.float32)
+    return volume
+
+
 def sample_path() -> Path:
     """Path of the bundled sample slab ``(X, Y, Z) = (128, 144, 32)``, 1.5x1.5x3 mm, int16.
 
     Raises:
         MrisrInputError: if the file is missing from the installation.
     """
-    path = Path(__file__).resolve().parent / SAMPLE_NAME
-    if not path.exists():
-        raise MrisrInputError(
-            f"{path}: bundled sample is missing; recreate it with `python scripts/make_sample_data.py` "
-            "(needs Colin27 from `apt-get install mricron-data`) or reinstall mrisr"
-        )
-    return path
+    return _bundled(SAMPLE_NAME, "bundled sample", "`python scripts/make_sample_data.py` "
+                    "(needs Colin27 from `apt-get install mricron-data`)")
 
 
 def load_sample() -> Volume:
     """The bundled sample as a float32 3-D :class:`~mrisr.io.Volume` (RAS+ affine in mm)."""
-    from mrisr.io.load import load
-
-    volume = load(sample_path())
-    volume.data = np.asarray(volume.data, dtype=np.float32)
-    return volume
+    return _load_float32(sample_path())
 
 
 def heldout_path() -> Path:
@@ -62,12 +68,7 @@ def heldout_path() -> Path:
     Raises:
         MrisrInputError: if the file is missing from the installation.
     """
-    path = Path(__file__).resolve().parent / HELDOUT_NAME
-    if not path.exists():
-        raise MrisrInputError(
-            f"{path}: held-out scan is missing; recreate it with `python scripts/make_heldout_data.py` or reinstall mrisr"
-        )
-    return path
+    return _bundled(HELDOUT_NAME, "held-out scan", "`python scripts/make_heldout_data.py`")
 
 
 def heldout_subject() -> Volume:
@@ -75,11 +76,7 @@ def heldout_subject() -> Volume:
 
     Never used for training, tuning or model selection; see ``mrisr/data/README.md``.
     """
-    from mrisr.io.load import load
-
-    volume = load(heldout_path())
-    volume.data = np.asarray(volume.data, dtype=np.float32)
-    return volume
+    return _load_float32(heldout_path())
 
 
 def colin27_path() -> Path:

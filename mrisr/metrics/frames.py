@@ -20,6 +20,17 @@ def _frame(array: np.ndarray, t: int) -> np.ndarray:
     return array if array.ndim == 3 else array[..., t]
 
 
+def _series(pred: Any, target: Any, mask: Any | None, caller: str):
+    """Checked arrays of a series evaluation: ``(pred, target, mask or None, number of frames)``."""
+    pred_arr, target_arr = _pair(pred, target)
+    if pred_arr.ndim not in (3, 4):
+        raise ValueError(f"{caller} needs (X, Y, Z) or (X, Y, Z, T), got shape {pred_arr.shape}")
+    mask_arr = None if mask is None else _as_array(mask, "mask").astype(bool, copy=False)
+    if mask_arr is not None and mask_arr.shape not in (target_arr.shape[:3], target_arr.shape):
+        raise ValueError(f"mask shape {mask_arr.shape} fits neither {target_arr.shape[:3]} nor {target_arr.shape}")
+    return pred_arr, target_arr, mask_arr, 1 if target_arr.ndim == 3 else target_arr.shape[3]
+
+
 def evaluate_frames(
     pred: Any,
     target: Any,
@@ -42,13 +53,7 @@ def evaluate_frames(
     Raises:
         ValueError: shapes that differ or are not 3-D/4-D, or a mask that fits neither.
     """
-    pred_arr, target_arr = _pair(pred, target)
-    if pred_arr.ndim not in (3, 4):
-        raise ValueError(f"evaluate_frames needs (X, Y, Z) or (X, Y, Z, T), got shape {pred_arr.shape}")
-    mask_arr = None if mask is None else _as_array(mask, "mask").astype(bool, copy=False)
-    if mask_arr is not None and mask_arr.shape not in (target_arr.shape[:3], target_arr.shape):
-        raise ValueError(f"mask shape {mask_arr.shape} fits neither {target_arr.shape[:3]} nor {target_arr.shape}")
-    frames = 1 if target_arr.ndim == 3 else target_arr.shape[3]
+    pred_arr, target_arr, mask_arr, frames = _series(pred, target, mask, "evaluate_frames")
     rows: list[dict[str, float | int]] = []
     for t in range(frames):
         p, g = _frame(pred_arr, t), _frame(target_arr, t)
@@ -133,13 +138,7 @@ def score_frames(pred: Any, target: Any, mask: Any | None = None) -> list[dict[s
     Returns:
         One row per frame (columns :data:`SCORE_COLUMNS` plus ``frame``).
     """
-    pred_arr, target_arr = _pair(pred, target)
-    if pred_arr.ndim not in (3, 4):
-        raise ValueError(f"score_frames needs (X, Y, Z) or (X, Y, Z, T), got shape {pred_arr.shape}")
-    mask_arr = None if mask is None else _as_array(mask, "mask").astype(bool, copy=False)
-    if mask_arr is not None and mask_arr.shape not in (target_arr.shape[:3], target_arr.shape):
-        raise ValueError(f"mask shape {mask_arr.shape} fits neither {target_arr.shape[:3]} nor {target_arr.shape}")
-    frames = 1 if target_arr.ndim == 3 else target_arr.shape[3]
+    pred_arr, target_arr, mask_arr, frames = _series(pred, target, mask, "score_frames")
     return [
         score_frame(_frame(pred_arr, t), _frame(target_arr, t), None if mask_arr is None else _frame(mask_arr, t), t)
         for t in range(frames)
