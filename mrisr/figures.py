@@ -21,6 +21,7 @@ def comparison_figure(
     ssim_curves: dict[str, Sequence[float]] | None = None,
     title: str | None = None,
     z: int | None = None,
+    ssim_label: str = "SSIM in tissue (object mask)",
 ) -> Path:
     """Write a PNG: one row per frame, one column per series (each ``(X, Y, Z, T)``) plus the
     SR error, and optionally a panel of SSIM per frame.
@@ -65,7 +66,7 @@ def comparison_figure(
         for label, values in ssim_curves.items():
             ax.plot(range(len(values)), values, marker="o", ms=3, label=label)
         ax.set_xlabel("frame")
-        ax.set_ylabel("SSIM")
+        ax.set_ylabel(ssim_label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     if title:
