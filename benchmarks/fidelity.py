@@ -253,7 +253,8 @@ def main() -> None:
     started = time.time()
     sections = []
     headline = []
-    for subject, static in subjects(names).items():
+    chosen = subjects(names)
+    for subject, static in chosen.items():
         rows = []
         for keep in keeps:
             tuned = None
@@ -300,9 +301,9 @@ def main() -> None:
         f"scan; the same anatomy as every scenario's). Run time {elapsed / 60:.1f} min.")
     write_section("fidelity", "Fidelity: tissue metrics, keyhole baselines and phantoms where the prior is wrong",
                   body, command="python benchmarks/fidelity.py")
-    write_maps_section([row for subject, static in subjects(names).items()
+    write_maps_section([row for subject, static in chosen.items()
                         for row in maps_rows(subject, static, keeps, frames)], frames)
-    write_levers_section([row for subject, static in subjects(names).items()
+    write_levers_section([row for subject, static in chosen.items()
                           for row in lever_rows(subject, static, frames)], frames)
 
 

@@ -31,12 +31,6 @@ from _common import log, markdown_table, print_table, write_section  # noqa: E40
 from fidelity import subjects  # noqa: E402
 
 
-def band(image: np.ndarray, lr_inplane) -> np.ndarray:
-    from mrisr.kspace.functional import crop_lowres, zero_fill
-
-    return zero_fill(crop_lowres(image, tuple(lr_inplane)), image.shape[:2])
-
-
 def run(static, thresholds: list[float], model, frames: int = 6) -> dict[str, dict[str, dict[str, float]]]:
     from scipy import ndimage
 
@@ -44,7 +38,7 @@ def run(static, thresholds: list[float], model, frames: int = 6) -> dict[str, di
     from mrisr.phantom import make_dynamic
     from mrisr.reconstruct import Reconstruction, ReconstructOptions
     from mrisr.reconstruct.keyhole import keyhole
-    from mrisr.reconstruct.maps import disagreement_map
+    from mrisr.reconstruct.maps import disagreement_map, measured_band
     from mrisr.reconstruct.stepwise import frame_to_grid
 
     out: dict[str, dict[str, dict[str, float]]] = {}
@@ -62,15 +56,17 @@ def run(static, thresholds: list[float], model, frames: int = 6) -> dict[str, di
             sinc = frame_to_grid(frame, truth.shape[:2])
             net = model.predict(sinc, prior)
             outputs = {"sinc": sinc, "registered keyhole": keyhole(frame, prior), "network (default)": net,
-                       "network + band replacement": sinc + (net - band(net, lr_xy))}
+                       "network + band replacement": sinc + net - measured_band(net, lr_xy)}
             d = disagreement_map(prior, sinc, lr_xy)
             size = 2 * int(round(truth.shape[0] / lr_xy[0])) + 1
+            prior_detail = prior - measured_band(prior, lr_xy)
+            net_detail = net - measured_band(net, lr_xy)
             for threshold in thresholds:
                 w = ndimage.minimum_filter(np.clip(2.0 - d / threshold, 0.0, 1.0), size=(size, size, 1))
-                gated = np.maximum(sinc + w * (prior - band(prior, lr_xy)), 0)
+                gated = np.maximum(sinc + w * prior_detail, 0)
                 outputs[f"gated prior, T={threshold:g}"] = gated
                 outputs[f"network on gated prior, T={threshold:g}"] = model.predict(sinc, gated)
-                outputs[f"network, gated, T={threshold:g}"] = sinc + w * (net - band(net, lr_xy))
+                outputs[f"network, gated, T={threshold:g}"] = sinc + w * net_detail
             mask = object_mask(truth)
             for name, image in outputs.items():
                 row = {"ssim_tissue": score_frame(image, truth, mask)["ssim_tissue"]}

@@ -96,11 +96,7 @@ class DynamicPhantom:
 
     def frame_displacement(self, t: int) -> np.ndarray:
         """``(3, X, Y, Z)`` pull-back displacement (voxels) of frame ``t`` from the static anatomy."""
-        m = self._motion
-        displacement = self.breathing[t] * m["unit_breath"]
-        for weight, irregular in zip(m["irregular_weights"][t], m["irregular_fields"]):
-            displacement = displacement + np.float32(weight) * irregular
-        return displacement.astype(np.float32)
+        return _frame_displacement(self._motion, float(self.breathing[t]), t)
 
     def tracking_displacement(self, t: int, iterations: int = 8) -> np.ndarray:
         """The displacement ``u`` (voxels) with ``planning(x + u(x)) = hr_t(x)``: what a registration
@@ -283,6 +279,14 @@ def _check_inputs(
         raise MrisrInputError(f"{name}: source is all zero; check that the right file was given")
 
 
+def _frame_displacement(motion: dict, phase: float, t: int) -> np.ndarray:
+    """Breathing at ``phase`` plus frame ``t``'s irregular motion, ``(3, X, Y, Z)`` float32 voxels."""
+    displacement = np.float32(phase) * motion["unit_breath"]
+    for weight, irregular in zip(motion["irregular_weights"][t], motion["irregular_fields"]):
+        displacement += np.float32(weight) * irregular
+    return displacement
+
+
 def _warp_prefiltered(coefficients: np.ndarray, displacement: np.ndarray) -> np.ndarray:
     """Cubic pull-back warp of B-spline coefficients (already spline-filtered, mode ``nearest``)."""
     grids = np.ogrid[tuple(slice(0, n) for n in coefficients.shape)]
@@ -388,12 +392,19 @@ def make_dynamic(
     motion = {"unit_breath": unit_breath, "irregular_fields": irregular_fields,
               "irregular_weights": irregular_weights}
 
+    # the planning-only needle, in the static anatomy (its own random stream: planned here or later alike)
+    planning_needle = plan_needle(image, zooms, planning_insert_rng) if planning_insert else None
+    planning_occupancy = (needle_occupancy(shape, zooms, planning_needle, planning_needle.max_depth_mm)
+                          if planning_needle is not None else None)
+
     hr_data = np.empty((*shape, frames), dtype=np.float32)
     insert_mask = np.zeros((*shape, frames), dtype=bool) if needle else None
+    planning_insert_mask = np.zeros((*shape, frames), dtype=bool) if planning_needle else None
     for t in range(frames):
-        displacement = breathing[t] * unit_breath
-        for weight, irregular in zip(irregular_weights[t], irregular_fields):
-            displacement += np.float32(weight) * irregular
+        displacement = _frame_displacement(motion, float(breathing[t]), t)
+        if planning_occupancy is not None:
+            # where the motion carries the site of the needle only the planning scan has
+            planning_insert_mask[..., t] = warp_mask(planning_occupancy, displacement)
         if needle is not None:
             occupancy = needle_occupancy(shape, zooms, needle, needle.max_depth_mm * (t + 1) / frames)
             enhanced = image * (1.0 + np.float32(contrast_curve[t]) * CONTRAST_PEAK * contrast_weight)
@@ -409,24 +420,16 @@ def make_dynamic(
     )
     motion["planning_field"] = planning_field
     planning_source = swap_contrast(image) if planning_contrast == "swap" else image
-    planning_insert_mask = planning_insert_contrast = planning_needle = None
-    if planning_insert:
-        from mrisr.metrics.fidelity import structure_contrast
-
-        planning_needle = plan_needle(image, zooms, planning_insert_rng)
-        occupancy = needle_occupancy(shape, zooms, planning_needle, planning_needle.max_depth_mm)
-        planning_source = planning_source * (1.0 - occupancy)
+    if planning_occupancy is not None:
+        planning_source = planning_source * (1.0 - planning_occupancy)
     planning_coef = (base_coef if planning_source is image
                      else ndimage.spline_filter(planning_source, order=3, mode="nearest", output=np.float32))
     planning_data = np.clip(_warp_prefiltered(planning_coef, planning_field), 0.0, None)
-    if planning_needle is not None:
-        planning_insert_contrast = structure_contrast(planning_data, warp_mask(occupancy, planning_field))
-        planning_insert_mask = np.zeros((*shape, frames), dtype=bool)
-        for t in range(frames):
-            displacement = breathing[t] * unit_breath
-            for weight, irregular in zip(irregular_weights[t], irregular_fields):
-                displacement += np.float32(weight) * irregular
-            planning_insert_mask[..., t] = warp_mask(occupancy, displacement)
+    planning_insert_contrast = None
+    if planning_occupancy is not None:
+        from mrisr.metrics.fidelity import structure_contrast
+
+        planning_insert_contrast = structure_contrast(planning_data, warp_mask(planning_occupancy, planning_field))
 
     planning = static.with_data(planning_data)
     hr = static.with_data(hr_data, tr=float(tr))

@@ -38,19 +38,13 @@ def _check_csv_output(path: Path, inputs: tuple[Path, ...]) -> Path:
     return path
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def column_prefixes(baselines: list[Path]) -> list[str]:
     """``""`` for the prediction, ``<stem>_`` for each baseline (numbered when stems repeat)."""
+    from mrisr.io.load import image_stem
+
     prefixes, seen = [""], {}
     for path in baselines:
-        stem = _stem(path)
+        stem = image_stem(path)
         seen[stem] = seen.get(stem, 0) + 1
         prefixes.append(f"{stem}_" if seen[stem] == 1 else f"{stem}{seen[stem]}_")
     return prefixes

@@ -17,6 +17,16 @@ SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".img", ".hdr")
 _TIME_SCALE = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6, "unknown": 1.0, None: 1.0}
 
 
+def image_stem(path: str | Path) -> str:
+    """A file name without its image extension: ``scan.nii.gz`` -> ``scan`` (NIfTI and SimpleITK
+    formats, case-insensitive); other names are returned whole."""
+    name = Path(path).name
+    for suffix in sorted(NIFTI_SUFFIXES + SITK_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def is_nifti(path: str | Path) -> bool:
     name = str(path).lower()
     return name.endswith(NIFTI_SUFFIXES)

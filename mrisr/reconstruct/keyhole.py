@@ -82,18 +82,19 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
     """
     from scipy import ndimage
 
-    from mrisr.kspace.functional import crop_lowres, zero_fill
-    from mrisr.reconstruct.maps import disagreement_map
+    from mrisr.kspace.functional import zero_fill
+    from mrisr.reconstruct.maps import disagreement_map, measured_band
 
     lr_inplane = tuple(int(n) for n in lr_frame.shape[:2])
     reference = np.asarray(reference, dtype=np.float32)
     if sinc is None:
         sinc = zero_fill(np.asarray(lr_frame, dtype=np.float32), reference.shape[:2])
-    weight = np.clip(2.0 - disagreement_map(reference, sinc, lr_inplane) / np.float32(threshold), 0.0, 1.0)
+    band = measured_band(reference, lr_inplane)
+    disagreement = disagreement_map(reference, sinc, lr_inplane, band=band)
+    weight = np.clip(2.0 - disagreement / np.float32(threshold), 0.0, 1.0)
     size = 2 * int(round(reference.shape[0] / lr_inplane[0])) + 1
     weight = ndimage.minimum_filter(weight, size=(size, size, 1))
-    detail = reference - zero_fill(crop_lowres(reference, lr_inplane), reference.shape[:2])
-    return np.maximum(sinc + weight * detail, 0.0).astype(np.float32)
+    return np.maximum(sinc + weight * (reference - band), 0.0).astype(np.float32)
 
 
 __all__ = ["GATE_THRESHOLD", "METHODS", "REGISTERED_METHODS", "gated_keyhole", "keyhole"]

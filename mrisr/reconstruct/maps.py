@@ -59,20 +59,28 @@ class FrameMaps:
         }
 
 
-def disagreement_map(prior: np.ndarray | None, sinc: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
-    """``|lowpass(prior) - sinc|`` over the local signal level, ``(X', Y', Z)`` float32.
+def measured_band(image: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
+    """``image`` as the dynamic sees it: its central ``lr_inplane`` k-space as a magnitude image on
+    the LR matrix, zero-filled back to the image's grid (the same two steps as a measured frame's
+    sinc, so an image equal to the truth gives exactly the frame's sinc)."""
+    image = np.asarray(image, dtype=np.float32)
+    return zero_fill(crop_lowres(image, tuple(lr_inplane)), image.shape[:2])
+
+
+def disagreement_map(prior: np.ndarray | None, sinc: np.ndarray, lr_inplane: tuple[int, int],
+                     band: np.ndarray | None = None) -> np.ndarray:
+    """``|band(prior) - sinc|`` over the local signal level, ``(X', Y', Z)`` float32.
 
     Args:
         prior: the prior the frame was given, on the HR grid and intensity-matched (None: zeros).
         sinc: the measured LR frame zero-filled to the HR grid.
         lr_inplane: the LR in-plane matrix (the measured band).
+        band: :func:`measured_band` of ``prior`` when the caller has it already.
     """
     if prior is None:
         return np.zeros(sinc.shape, dtype=np.float32)
     sinc = np.asarray(sinc, dtype=np.float32)
-    # the prior through the same two steps as the frame: the measured band as a magnitude image on
-    # the LR matrix, then zero-filled to the HR grid (a prior equal to the truth then gives zero)
-    band = zero_fill(crop_lowres(np.asarray(prior, dtype=np.float32), tuple(lr_inplane)), sinc.shape[:2])
+    band = measured_band(prior, lr_inplane) if band is None else band
     sigma = [LEVEL_SIGMA_LR * h / lr for h, lr in zip(sinc.shape[:2], lr_inplane)] + [0.0]
     level = ndimage.gaussian_filter(sinc, sigma) + np.float32(LEVEL_FLOOR * max(float(np.percentile(sinc, 99)), 1e-12))
     return (np.abs(band - sinc) / level).astype(np.float32)
@@ -101,4 +109,5 @@ def frame_maps(output: np.ndarray, prior: np.ndarray | None, sinc: np.ndarray, l
                      consistency_nrmse(output, lr_frame))
 
 
-__all__ = ["MAP_NAMES", "FrameMaps", "consistency_nrmse", "disagreement_map", "frame_maps", "unmeasured_map"]
+__all__ = ["MAP_NAMES", "FrameMaps", "consistency_nrmse", "disagreement_map", "frame_maps", "measured_band",
+           "unmeasured_map"]

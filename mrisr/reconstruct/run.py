@@ -129,10 +129,9 @@ def reconstruct_file(
     options.validate()
     dynamic_path = Path(dynamic_path)
     output = Path(output) if output is not None else default_output(dynamic_path)
-    check_writable(output, inputs=(dynamic_path,) + ((prior_path,) if prior_path else ()))
-    if options.maps:
-        for path in (maps_output or maps_paths(output)).values():
-            check_writable(path, inputs=(dynamic_path,) + ((prior_path,) if prior_path else ()))
+    map_paths = {name: Path(path) for name, path in (maps_output or maps_paths(output)).items()} if options.maps else {}
+    for target in (output, *map_paths.values()):
+        check_writable(target, inputs=(dynamic_path,) + ((prior_path,) if prior_path else ()))
     if not output.name.lower().endswith((".nii.gz", ".nii")):
         # frames are streamed into a NIfTI file; any other extension would name NIfTI bytes wrongly
         raise MrisrInputError(f"{output}: reconstruction writes NIfTI; name the output .nii.gz or .nii")
@@ -152,8 +151,8 @@ def reconstruct_file(
         status(f"warning: {message}")
     # every target, checked against every input (the model too) before any work is done
     inputs = (dynamic_path, prior_path, getattr(rec.model, "path", None))
-    check_target(output, inputs)
-    check_target(sidecar_path(output), inputs)
+    for target in (output, sidecar_path(output), *map_paths.values()):
+        check_target(target, inputs)
     finetune_info = None
     tuned_path = None
     if options.finetune:
@@ -177,7 +176,6 @@ def reconstruct_file(
     if tuned_path is not None:
         model_hash = file_sha256(tuned_path)
     seconds: list[float] = []
-    map_paths = (dict(maps_output) if maps_output else maps_paths(output)) if options.maps else {}
     map_summaries: list[dict] = []
     t_start = time.time()
     n_frames = dynamic.n_frames if dynamic.is_4d else None

@@ -396,9 +396,7 @@ def reconstruct_volume(dynamic: Volume, prior: Volume | None = None, options: Re
 
 def default_output(dynamic_path: str | Path) -> Path:
     """``scan.nii.gz`` -> ``scan_sr.nii.gz`` next to the input."""
+    from mrisr.io.load import image_stem
+
     path = Path(dynamic_path)
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
-        if name.lower().endswith(suffix):
-            return path.with_name(name[: -len(suffix)] + "_sr.nii.gz")
-    return path.with_name(name + "_sr.nii.gz")
+    return path.with_name(image_stem(path) + "_sr.nii.gz")
