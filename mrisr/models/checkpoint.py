@@ -117,7 +117,7 @@ MAX_LEVELS = 6
 MAX_FEATURES = 256
 MAX_RES_UNITS = 4
 MAX_SPACE_TO_DEPTH = 4
-ARGUMENT_NAMES = {"use_prior", "channels", "strides", "num_res_units", "features", "space_to_depth"}
+ARGUMENT_NAMES = {"use_prior", "channels", "strides", "num_res_units", "features", "space_to_depth", "prior_input"}
 
 
 def _is_int(value) -> bool:
@@ -170,6 +170,11 @@ def validate_metadata(path: str | Path, meta: dict) -> None:
         raise bad("arguments.use_prior", use_prior, "true or false")
     if "uses_prior" in meta and meta["uses_prior"] is not use_prior:
         raise bad("uses_prior", meta["uses_prior"], f"must equal arguments.use_prior ({json.dumps(use_prior)})")
+    from mrisr.models.network import PRIOR_INPUTS
+
+    prior_input = args.get("prior_input", "prior")
+    if prior_input not in PRIOR_INPUTS or (prior_input != "prior" and not use_prior):
+        raise bad("arguments.prior_input", prior_input, f"one of {', '.join(PRIOR_INPUTS)} (not prior: with use_prior)")
     normalisation = meta.get("normalisation", {})
     percentile = normalisation.get("percentile", 99.5) if isinstance(normalisation, dict) else normalisation
     if not (isinstance(percentile, (int, float)) and not isinstance(percentile, bool) and 0 < percentile <= 100):

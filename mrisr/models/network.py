@@ -10,7 +10,12 @@ Design, chosen by measurement on a 2-core CPU (see benchmarks/RESULTS.md):
       wider for the same time (the full-resolution level dominates a plain UNet's cost);
     * the UNet's strides never halve a thin slab more than once (``(2,2,1), (2,2,2), (2,2,1)``);
     * a zero-initialised 1x1x1 head predicts a residual on the sinc input, so the untrained
-      network is exactly the sinc baseline and training only has to add detail.
+      network is exactly the sinc baseline and training only has to add detail;
+    * with ``prior_input="gated-keyhole"`` the second channel is not the prior itself but the
+      gated keyhole of the frame and the prior (:func:`mrisr.reconstruct.keyhole.gated_keyhole`:
+      the measured frame plus the prior's detail only where the frame agrees with it), and the
+      residual is added to that channel instead: the untrained network is exactly the gated
+      keyhole, the best classical method measured, and training only has to correct it.
 Any input size works: the frame is padded (reflect) to the stride multiple and cropped back.
 """
 
@@ -22,6 +27,9 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import UNet
 from torch import nn
+
+#: what the second input channel holds (see :class:`PriorSRNet`)
+PRIOR_INPUTS = ("prior", "gated-keyhole")
 
 
 def _space_to_depth(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -50,6 +58,8 @@ class PriorSRNet(nn.Module):
         num_res_units: residual units per UNet block.
         features: channels the UNet hands to the residual head.
         space_to_depth: in-plane rearrangement factor (1 disables it).
+        prior_input: ``prior`` (the prior volume; residual on the sinc input) or
+            ``gated-keyhole`` (the gated keyhole of frame and prior; residual on it).
     """
 
     def __init__(
@@ -60,9 +70,15 @@ class PriorSRNet(nn.Module):
         num_res_units: int = 1,
         features: int = 16,
         space_to_depth: int = 2,
+        prior_input: str = "prior",
     ) -> None:
         super().__init__()
+        if prior_input not in PRIOR_INPUTS:
+            raise ValueError(f"prior_input {prior_input!r}: choose one of {', '.join(PRIOR_INPUTS)}")
+        if prior_input != "prior" and not use_prior:
+            raise ValueError(f"prior_input {prior_input!r} needs use_prior")
         self.use_prior = bool(use_prior)
+        self.prior_input = prior_input
         self.s2d = int(space_to_depth)
         self.channels = tuple(int(c) for c in channels)
         self.strides = tuple(tuple(int(s) for s in st) for st in strides)
@@ -121,10 +137,12 @@ class PriorSRNet(nn.Module):
         if any(pads):
             sl = [slice(None), slice(None)] + [slice(p // 2, p // 2 + n) for p, n in zip(pads, shape)]
             residual = residual[tuple(sl)]
-        return sinc + residual
+        return (prior if self.prior_input == "gated-keyhole" else sinc) + residual
 
     def config(self) -> dict:
-        """Constructor arguments, stored in the checkpoint."""
+        """Constructor arguments, stored in the checkpoint (``prior_input`` only when not the
+        default, so checkpoints written before it existed keep the same arguments)."""
+        extra = {} if self.prior_input == "prior" else {"prior_input": self.prior_input}
         return {
             "use_prior": self.use_prior,
             "channels": list(self.channels),
@@ -132,6 +150,7 @@ class PriorSRNet(nn.Module):
             "num_res_units": self.unet_res_units,
             "features": self.head.in_channels,
             "space_to_depth": self.s2d,
+            **extra,
         }
 
     @property

@@ -73,6 +73,12 @@ class SRModel:
         return bool(self.meta.get("uses_prior", getattr(self.network, "use_prior", True)))
 
     @property
+    def prior_input(self) -> str:
+        """What the network's prior channel holds: ``prior`` or ``gated-keyhole`` (the caller forms
+        :func:`mrisr.reconstruct.keyhole.gated_keyhole` of the frame and the prior first)."""
+        return str(getattr(self.network, "prior_input", "prior"))
+
+    @property
     def keep_range(self) -> tuple[float, float] | None:
         kr = self.meta.get("keep_range")
         return (float(kr[0]), float(kr[1])) if kr else None

@@ -49,10 +49,11 @@ def load(name_or_path: str | Path = "default", device: str = "cpu", channels_las
     return model
 
 
-def make_tiny_checkpoint(path: str | Path, prior: bool = True, seed: int = 0) -> Path:
+def make_tiny_checkpoint(path: str | Path, prior: bool = True, seed: int = 0, prior_input: str = "prior") -> Path:
     """A very small, valid checkpoint for fast plumbing tests (never for quality).
 
-    Its head is zero-initialised, so it returns the sinc input unchanged until trained.
+    Its head is zero-initialised, so it returns its base unchanged until trained: the sinc input,
+    or with ``prior_input="gated-keyhole"`` the gated keyhole it is given.
     """
     from mrisr.models.network import PriorSRNet
 
@@ -61,6 +62,8 @@ def make_tiny_checkpoint(path: str | Path, prior: bool = True, seed: int = 0) ->
         torch.manual_seed(seed)
         arguments = {"use_prior": prior, "channels": [4, 8], "strides": [[2, 2, 1]], "num_res_units": 0,
                      "features": 4, "space_to_depth": 2}
+        if prior_input != "prior":
+            arguments["prior_input"] = prior_input
         network = PriorSRNet(**arguments)
     finally:
         torch.random.set_rng_state(gen_state)

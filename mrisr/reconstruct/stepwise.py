@@ -346,7 +346,10 @@ class Reconstruction:
                     prior = self.prior.data
                 else:
                     prior = previous
-            sr = self.model.predict(sinc, prior)
+            given = prior
+            if prior is not None and self.model.prior_input == "gated-keyhole":
+                given = gated_keyhole(frame, prior, sinc)
+            sr = self.model.predict(sinc, given)
             if self.options.data_consistency:
                 sr = data_consistency(sr, frame)
             previous = sr

@@ -94,6 +94,8 @@ class ModelConfig(_Strict):
     num_res_units: int = Field(1, ge=0, le=4)
     features: int = Field(16, ge=1)
     space_to_depth: int = Field(2, ge=1, le=4)
+    prior_input: Literal["prior", "gated-keyhole"] = Field(
+        "prior", description="second channel: the prior, or the gated keyhole of frame and prior (residual on it)")
 
     @model_validator(mode="after")
     def _lengths(self):
@@ -115,6 +117,17 @@ class LossConfig(_Strict):
     l1: float = Field(1.0, ge=0)
     ssim: float = Field(1.0, ge=0)
     perceptual: float = Field(0.0, ge=0)
+    tissue: float = Field(0.0, ge=0, description="extra L1 weight inside the object (0: uniform)")
+
+
+class StructureConfig(_Strict):
+    """Structures in the target only or the prior only, priors of another contrast
+    (:mod:`mrisr.training.structures`); all off by default."""
+
+    target_probability: float = Field(0.0, ge=0, le=1)
+    prior_probability: float = Field(0.0, ge=0, le=1)
+    remap_probability: float = Field(0.0, ge=0, le=1)
+    max_count: int = Field(3, ge=1, le=10)
 
 
 class ValidationConfig(_Strict):
@@ -134,6 +147,7 @@ class TrainConfig(_Strict):
     motion: MotionConfig = Field(default_factory=MotionConfig)
     prior: PriorConfig = Field(default_factory=PriorConfig)
     chains: ChainConfig = Field(default_factory=ChainConfig)
+    structures: StructureConfig = Field(default_factory=StructureConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -143,6 +157,13 @@ class TrainConfig(_Strict):
     threads: int | None = Field(None, ge=1)
     checkpoint_every_steps: int = Field(500, ge=1)
     data_workers: int = Field(1, ge=0, le=16, description="background processes generating pairs (0: inline)")
+
+    @model_validator(mode="after")
+    def _gated_needs_given_priors(self):
+        if self.model.prior_input == "gated-keyhole" and (self.prior.self_prior_probability > 0 or self.chains.probability > 0):
+            raise ValueError("model.prior_input gated-keyhole trains on simulated priors only: set "
+                             "prior.self_prior_probability: 0 and chains.probability: 0")
+        return self
 
 
 def _parse_value(text: str):

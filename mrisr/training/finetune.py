@@ -89,7 +89,7 @@ def finetune(
     patch = (max(16, inplane[0]), max(16, inplane[1]), max(2, depth))
     settings = PairSettings(patch=patch, keep_range=(keep * 0.9, min(keep * 1.1, 100.0)), target_motion_mm=4.0,
                             previous_motion_mm=(0.0, 2.5), planning_probability=0.3, noise_probability=0.0,
-                            gamma_range=(0.9, 1.1))
+                            gamma_range=(0.9, 1.1), prior_input=model.prior_input)
     bank = [SlabVolume(data, tuple(float(z) for z in zooms), "planning", "as-acquired")]
     train_gen = PairGenerator(bank, settings, seed)
     held_out = PairGenerator(bank, settings, seed + 99991).draw_group(4) + PairGenerator(bank, settings, seed + 7).draw_group(4)

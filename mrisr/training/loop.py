@@ -25,8 +25,18 @@ from mrisr.models.predictor import resolve_device
 from mrisr.training.chains import ChainMemory, ChainSettings, ChainStream
 from mrisr.training.config import TrainConfig
 from mrisr.training.losses import SRLoss
-from mrisr.training.pairs import PairGenerator, PairSettings, degrade_prior, random_field, sinc_lowres, warp
+from mrisr.training.pairs import (
+    PairGenerator,
+    PairSettings,
+    degrade_prior,
+    gated_input,
+    lowres_frame,
+    random_field,
+    warp,
+    zero_fill_torch,
+)
 from mrisr.training.sources import SlabVolume, build_bank
+from mrisr.training.structures import StructureSettings
 
 
 def chain_settings(cfg: TrainConfig) -> ChainSettings:
@@ -52,11 +62,19 @@ def _load_weights(net: PriorSRNet, path: str | Path, device: torch.device, what:
     from mrisr.models.checkpoint import load_network
 
     loaded, meta = load_network(path, device)
-    if meta.get("arguments") != net.config():
+    same_body = {k: v for k, v in (meta.get("arguments") or {}).items() if k != "prior_input"} == {
+        k: v for k, v in net.config().items() if k != "prior_input"}
+    new_input = getattr(loaded, "prior_input", "prior") != getattr(net, "prior_input", "prior")
+    if not same_body or (new_input and what != "init checkpoint"):
         raise MrisrInputError(
             f"{path}: {what} model {meta.get('arguments')} differs from the recipe's model {net.config()}; {fix}"
         )
     net.load_state_dict(loaded.state_dict())
+    if new_input:
+        # a model started from one with another prior input keeps the UNet's features but
+        # starts from a zero residual on its own base (the sinc or the gated keyhole)
+        torch.nn.init.zeros_(net.head.weight)
+        torch.nn.init.zeros_(net.head.bias)
     return meta
 
 
@@ -115,6 +133,8 @@ def pair_settings(cfg: TrainConfig) -> PairSettings:
         noise_probability=cfg.simulation.noise_probability,
         noise_snr=tuple(cfg.simulation.noise_snr),
         perturb_probability=cfg.prior.perturb_probability,
+        structures=StructureSettings(**cfg.structures.model_dump()),
+        prior_input=cfg.model.prior_input,
     )
 
 
@@ -181,9 +201,11 @@ def build_validation(cfg: TrainConfig) -> list[ValidationCase]:
             target = warp(base, f_t, zooms)
             prior = degrade_prior(warp(base, f_t + random_field(base.shape, zooms, 2.0, rng), zooms), rng)
             for keep in cfg.validation.keeps:
-                sinc = sinc_lowres(target, keep, None, rng)
+                lowres = lowres_frame(target, keep, None, rng)
+                sinc = zero_fill_torch(lowres, target.shape[:2])
+                given = gated_input(lowres, prior, sinc) if cfg.model.prior_input == "gated-keyhole" else prior
                 scale = float(np.percentile(sinc.numpy(), 99.5))
-                cases.append(ValidationCase(keep, sinc.numpy(), prior.numpy(), target.numpy(), scale))
+                cases.append(ValidationCase(keep, sinc.numpy(), given.numpy(), target.numpy(), scale))
     return cases
 
 
@@ -199,15 +221,16 @@ def validate(net: torch.nn.Module, cases: list[ValidationCase], device: torch.de
             p = torch.from_numpy(case.prior / case.scale)[None, None].to(device)
             out = (net(x, p) if net.use_prior else net(x))[0, 0].float().cpu().numpy() * case.scale
             out = np.maximum(out, 0)
+            base = case.prior if getattr(net, "prior_input", "prior") == "gated-keyhole" else case.sinc
             rows.setdefault(case.keep, []).append(
-                (ssim(case.sinc, case.target), ssim(out, case.target), psnr(out, case.target))
+                (ssim(case.sinc, case.target), ssim(out, case.target), psnr(out, case.target), ssim(base, case.target))
             )
     net.train()
     result = {}
     for keep, vals in sorted(rows.items()):
         arr = np.array(vals)
         result[f"keep{keep:g}"] = {"sinc_ssim": float(arr[:, 0].mean()), "ssim": float(arr[:, 1].mean()),
-                                   "psnr": float(arr[:, 2].mean())}
+                                   "psnr": float(arr[:, 2].mean()), "base_ssim": float(arr[:, 3].mean())}
     if result:
         result["mean_gain"] = float(np.mean([v["ssim"] - v["sinc_ssim"] for v in result.values()]))
     return result
@@ -281,7 +304,7 @@ def train(
             start_step = int(meta.get("training", {}).get("steps", 0))
     check_target(output)
     check_target(state_path)
-    loss_fn = SRLoss(cfg.loss.l1, cfg.loss.ssim, cfg.loss.perceptual).to(device)
+    loss_fn = SRLoss(cfg.loss.l1, cfg.loss.ssim, cfg.loss.perceptual, tissue=cfg.loss.tissue).to(device)
     bank = build_bank(cfg.data.train, cfg.data.inplane_mm, cfg.data.slice_mm, list(cfg.data.orientations))
     workers = cfg.data_workers
     use_chains = cfg.model.use_prior and cfg.chains.probability > 0
@@ -302,7 +325,8 @@ def train(
     t0 = time.time() - elapsed_before
     step = start_step
     last_val: dict = {}
-    fields = ["step", "elapsed_s", "lr", "loss", "l1", "ssim_loss", "chain", "val_sinc_ssim", "val_ssim", "val_gain"]
+    fields = ["step", "elapsed_s", "lr", "loss", "l1", "ssim_loss", "chain", "val_sinc_ssim", "val_ssim", "val_gain",
+              "val_base_ssim"]
     new_log = not (resume and log_path.exists())
     check_target(log_path)
     with open(log_path, "a" if not new_log else "w", newline="") as log_fh:
@@ -353,7 +377,8 @@ def train(
             if step % cfg.validation.every_steps == 0 and cases:
                 last_val = validate(net, cases, device)
                 gains = [v["ssim"] - v["sinc_ssim"] for k, v in last_val.items() if k.startswith("keep")]
-                row.update(val_sinc_ssim=np.mean([v["sinc_ssim"] for k, v in last_val.items() if k.startswith("keep")]),
+                row.update(val_base_ssim=np.mean([v["base_ssim"] for k, v in last_val.items() if k.startswith("keep")]),
+                           val_sinc_ssim=np.mean([v["sinc_ssim"] for k, v in last_val.items() if k.startswith("keep")]),
                            val_ssim=np.mean([v["ssim"] for k, v in last_val.items() if k.startswith("keep")]),
                            val_gain=float(np.mean(gains)))
             if step % 10 == 0 or "val_gain" in row:

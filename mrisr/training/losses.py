@@ -5,20 +5,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: normalised intensity above which a target voxel counts as tissue for the weighted L1
+TISSUE_LEVEL = 0.1
+
 
 class SRLoss(nn.Module):
     """``l1 * |pred - target| + ssim * (1 - SSIM(pred, target))`` on normalised intensities.
+
+    ``tissue > 0`` weights the L1 term ``1 + tissue`` inside the object (target above
+    :data:`TISSUE_LEVEL`) and 1 in the air around it, so cleaning the background cannot pay for
+    errors in tissue.
 
     SSIM is MONAI's ``SSIMLoss`` (3-D Gaussian window). MONAI's ``PerceptualLoss`` downloads
     its weights on first use, which is impossible offline, so it is only enabled when
     ``perceptual > 0`` and the weights are already in the local cache (``TORCH_HOME``).
     """
 
-    def __init__(self, l1: float = 1.0, ssim: float = 1.0, perceptual: float = 0.0, data_range: float = 1.0) -> None:
+    def __init__(self, l1: float = 1.0, ssim: float = 1.0, perceptual: float = 0.0, data_range: float = 1.0,
+                 tissue: float = 0.0) -> None:
         super().__init__()
         from monai.losses import SSIMLoss
 
         self.w_l1, self.w_ssim, self.w_perc = float(l1), float(ssim), float(perceptual)
+        self.w_tissue = float(tissue)
         self.ssim = SSIMLoss(spatial_dims=3, data_range=data_range, kernel_type="gaussian", win_size=7)
         self.perceptual = None
         if self.w_perc > 0:
@@ -32,7 +41,12 @@ class SRLoss(nn.Module):
                 ) from None
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        l1 = (pred - target).abs().mean()
+        if self.w_tissue:
+            # tissue: the target above 10 % of the normalised scale (~1 at the frame's 99.5th percentile)
+            weight = 1.0 + self.w_tissue * (target > TISSUE_LEVEL).float()
+            l1 = ((pred - target).abs() * weight).sum() / weight.sum()
+        else:
+            l1 = (pred - target).abs().mean()
         total = self.w_l1 * l1
         parts = {"l1": float(l1.detach())}
         if self.w_ssim:

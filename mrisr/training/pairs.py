@@ -12,7 +12,7 @@ patch-edge wrap-around enters the training data.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from mrisr.kspace.functional import center_keep_shape, crop_kspace, fftc, ifftc, pad_kspace
 from mrisr.training.sources import SlabVolume
+from mrisr.training.structures import StructureSettings, add_structures, random_remap
 
 
 @dataclass
@@ -38,6 +39,11 @@ class PairSettings:
     noise_snr: tuple[float, float] = (25.0, 200.0)
     perturb_probability: float = 0.5
     control_spacing_mm: float = 40.0
+    #: structures in the target or the prior only, priors of another contrast (off by default)
+    structures: StructureSettings = field(default_factory=StructureSettings)
+    #: what the network's prior channel holds: the prior itself, or the gated keyhole of the
+    #: frame and the prior (:func:`mrisr.reconstruct.keyhole.gated_keyhole`)
+    prior_input: str = "prior"
 
 
 def _identity_grid(shape: tuple[int, int, int]) -> torch.Tensor:
@@ -83,6 +89,16 @@ def contrast_blob(shape, zooms, rng: np.random.Generator, strength: float) -> to
 
 def sinc_lowres(target: torch.Tensor, keep: float, noise_snr: float | None, rng: np.random.Generator) -> torch.Tensor:
     """Central k-space of ``target`` (``(X, Y, Z)``), zero-filled back: the network's input."""
+    return zero_fill_torch(lowres_frame(target, keep, noise_snr, rng), target.shape[:2])
+
+
+def zero_fill_torch(lowres: torch.Tensor, hr_inplane) -> torch.Tensor:
+    """An LR magnitude frame zero-filled in k-space to the ``hr_inplane`` matrix (magnitude)."""
+    return ifftc(pad_kspace(fftc(lowres.to(torch.complex64), (0, 1)), tuple(hr_inplane), (0, 1)), (0, 1)).abs().float()
+
+
+def lowres_frame(target: torch.Tensor, keep: float, noise_snr: float | None, rng: np.random.Generator) -> torch.Tensor:
+    """The LR magnitude frame a scan keeping ``keep`` % of ``target``'s k-space would give (on the LR matrix)."""
     image = target.to(torch.complex64)
     if noise_snr:
         level = target[target > 0.1 * target.max()].mean()
@@ -93,8 +109,7 @@ def sinc_lowres(target: torch.Tensor, keep: float, noise_snr: float | None, rng:
         image = image + noise
     size = center_keep_shape(target.shape[:2], keep)
     # a user has the LR *magnitude* image, and reconstruction zero-fills that: take the magnitude first
-    lowres = ifftc(crop_kspace(fftc(image, (0, 1)), size, (0, 1)), (0, 1)).abs()
-    return ifftc(pad_kspace(fftc(lowres, (0, 1)), target.shape[:2], (0, 1)), (0, 1)).abs().float()
+    return ifftc(crop_kspace(fftc(image, (0, 1)), size, (0, 1)), (0, 1)).abs().float()
 
 
 def degrade_prior(prior: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -122,6 +137,19 @@ def _crop(volume: torch.Tensor, start, size) -> torch.Tensor:
         volume = F.pad(volume[None, None], pads)[0, 0]
     sl = tuple(slice(st, st + s) for st, s in zip(start, size))
     return volume[sl]
+
+
+def gated_input(lowres: torch.Tensor, prior: torch.Tensor, sinc: torch.Tensor) -> torch.Tensor:
+    """The gated keyhole of an LR frame and a prior, on the whole field of view, exactly as
+    reconstruction forms it: the prior intensity-matched to the frame through the measured band
+    (:func:`mrisr.reconstruct.prior.match_intensity`), then
+    :func:`mrisr.reconstruct.keyhole.gated_keyhole`."""
+    from mrisr.reconstruct.keyhole import gated_keyhole
+    from mrisr.reconstruct.prior import match_intensity
+
+    lr = lowres.numpy()
+    matched = match_intensity(prior.numpy(), sinc.numpy(), tuple(lr.shape[:2]))
+    return torch.from_numpy(gated_keyhole(lr, matched, sinc.numpy()))
 
 
 @dataclass
@@ -207,6 +235,16 @@ class PairGenerator:
         if contrast is not None and not planning:
             # the previous frame shares most of the uptake
             prior_gt = prior_gt * (1 + (contrast - 1) * self.rng.uniform(0.7, 1.0))
+        st = s.structures
+        if st.target_probability > 0 and self.rng.uniform() < st.target_probability:
+            target = add_structures(target, zooms, self.rng, st)
+        if not self_prior and st.prior_probability > 0 and self.rng.uniform() < st.prior_probability:
+            prior_gt = add_structures(prior_gt, zooms, self.rng, st)
+        if not self_prior and st.remap_probability > 0 and self.rng.uniform() < st.remap_probability:
+            prior_gt = random_remap(prior_gt, self.rng)
+        gated = s.prior_input == "gated-keyhole"
+        if gated and self_prior:
+            raise ValueError("self-generated priors are not supported with the gated-keyhole prior input")
         prev_prior_full = None
         if self_prior:
             f_before = f_prior + random_field(shape, zooms, self.rng.uniform(*s.previous_motion_mm), self.rng,
@@ -216,7 +254,8 @@ class PairGenerator:
         for _ in range(n):
             keep = self._keep()
             snr = self.rng.uniform(*s.noise_snr) if self.rng.uniform() < s.noise_probability else None
-            sinc = sinc_lowres(target, keep, snr, self.rng)
+            lowres = lowres_frame(target, keep, snr, self.rng)
+            sinc = zero_fill_torch(lowres, target.shape[:2])
             scale = float(torch.quantile(sinc.flatten()[:: max(1, sinc.numel() // 200_000)], 0.995).clamp_min(1e-6))
             start = self._patch_start(base)
             crop = lambda v, start=start, scale=scale: _crop(v, start, s.patch) / scale  # noqa: E731
@@ -224,6 +263,11 @@ class PairGenerator:
                 prev_sinc = sinc_lowres(prior_gt, keep, snr, self.rng)
                 prev_prior = degrade_prior(crop(prev_prior_full), self.rng)
                 samples.append(Sample(crop(sinc), crop(prior_gt), crop(target), keep, crop(prev_sinc), prev_prior))
+                continue
+            if gated:
+                full = degrade_prior(prior_gt, self.rng) if self.rng.uniform() < s.perturb_probability else prior_gt
+                prior = crop(gated_input(lowres, full, sinc))
+                samples.append(Sample(crop(sinc), prior, crop(target), keep))
                 continue
             prior = crop(prior_gt)
             if self.rng.uniform() < s.perturb_probability:

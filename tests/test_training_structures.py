@@ -1,0 +1,123 @@
+"""Training-time structures (target-only, prior-only), contrast remaps and the gated prior input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mrisr.data import load_sample
+from mrisr.training.pairs import PairGenerator, PairSettings, gated_input, lowres_frame, zero_fill_torch
+from mrisr.training.sources import SlabVolume
+from mrisr.training.structures import StructureSettings, add_structures, ellipsoid, random_remap, tube
+
+ZOOMS = (1.0, 1.0, 2.0)
+
+
+def test_tube_has_the_volume_of_its_cylinder():
+    """A tube of radius r and length L fully inside the grid occupies about pi r^2 L mm^3."""
+    shape = (96, 96, 48)
+    inside = torch.zeros(shape, dtype=torch.bool)
+    inside[48, 48, 24] = True  # the tip
+    rng = np.random.default_rng(0)
+    occ = tube(shape, ZOOMS, rng, radius_mm=2.0, length_mm=20.0, inside=inside)
+    volume_mm3 = float(occ.sum()) * math.prod(ZOOMS)
+    cylinder = math.pi * 2.0**2 * 20.0
+    assert 0.8 * cylinder < volume_mm3 < 1.35 * cylinder  # end caps add a little
+    assert float(occ.max()) == 1.0 and float(occ.min()) == 0.0
+    assert float(occ[48, 48, 24]) == 1.0  # it starts at the tip
+
+
+def test_ellipsoid_is_centred_in_the_object_and_soft_edged():
+    shape = (64, 64, 32)
+    inside = torch.zeros(shape, dtype=torch.bool)
+    inside[20, 30, 10] = True
+    occ = ellipsoid(shape, ZOOMS, np.random.default_rng(1), radius_mm=5.0, inside=inside)
+    assert float(occ[20, 30, 10]) == 1.0
+    partial = ((occ > 0) & (occ < 1)).sum()
+    assert partial > 0  # partial volume at the edge
+    assert float(occ.sum()) * math.prod(ZOOMS) < 4 / 3 * math.pi * 7.0**3
+
+
+def test_add_structures_changes_the_object_only_and_stays_non_negative():
+    data = np.ascontiguousarray(load_sample().data[24:104, 24:120, 8:20], dtype=np.float32)
+    volume = torch.from_numpy(data / np.percentile(data, 99.5))
+    settings = StructureSettings(1.0, 1.0, 0.0, max_count=3)
+    changed = [add_structures(volume, (1.5, 1.5, 3.0), np.random.default_rng(seed), settings) for seed in range(6)]
+    for out in changed:
+        assert out.shape == volume.shape and float(out.min()) >= 0.0
+        diff = (out - volume).abs() > 1e-3
+        assert diff.any()
+        # structures start inside the object: most changed voxels are tissue
+        assert float((volume[diff] > 0.1).float().mean()) > 0.5
+    # the same seed gives the same structures
+    again = add_structures(volume, (1.5, 1.5, 3.0), np.random.default_rng(0), settings)
+    assert torch.equal(again, changed[0])
+
+
+def test_random_remap_keeps_air_dark_and_reorders_tissue():
+    ramp = torch.linspace(0, 1.2, 1000).reshape(10, 10, 10)
+    reordered = 0
+    for seed in range(20):
+        out = random_remap(ramp, np.random.default_rng(seed))
+        assert float(out[ramp < 0.05].max()) <= 0.05 * float(torch.quantile(ramp.flatten(), 0.99)) + 1e-6
+        values = out.flatten()
+        if bool((values[1:] < values[:-1] - 1e-6).any()):
+            reordered += 1
+    assert reordered >= 15  # usually non-monotone, as between T1 and T2 weighting
+
+
+@pytest.fixture(scope="module")
+def bank():
+    data = np.ascontiguousarray(load_sample().data[24:104, 24:120, 4:20], dtype=np.float32)
+    return [SlabVolume(data / np.percentile(data, 99.5), (1.5, 1.5, 3.0), "sample", "axial")]
+
+
+def test_gated_prior_input_is_the_gated_keyhole_of_the_whole_field_of_view(bank):
+    """The prior channel of a gated-keyhole pair is the gated keyhole formed on the whole field of
+    view (as reconstruction forms it) and only then cropped; without structures or a prior error
+    it is far closer to the target than sinc."""
+    settings = PairSettings(patch=(32, 32, 8), prior_input="gated-keyhole", perturb_probability=0.0,
+                            previous_motion_mm=(0.0, 0.0), planning_probability=0.0, noise_probability=0.0,
+                            contrast_change=0.0)
+    samples = PairGenerator(bank, settings, seed=3).draw_group(3)
+    from mrisr.metrics import ssim
+
+    for s in samples:
+        assert ssim(s.prior.numpy(), s.target.numpy()) > ssim(s.sinc.numpy(), s.target.numpy()) + 0.05
+    target = torch.from_numpy(bank[0].data)
+    lowres = lowres_frame(target, 6.25, None, np.random.default_rng(0))
+    sinc = zero_fill_torch(lowres, target.shape[:2])
+    gated = gated_input(lowres, target * 1.7, sinc)  # a prior equal to the truth, another scale
+    np.testing.assert_allclose(gated.numpy(), target.numpy(), atol=2e-3 * float(target.max()))
+
+
+def test_structures_off_leave_the_old_recipes_pairs_unchanged(bank):
+    """All-zero structure probabilities draw nothing extra: existing recipes' pairs are reproduced."""
+    plain = PairGenerator(bank, PairSettings(patch=(32, 32, 8)), seed=7).draw_group(2)
+    off = PairGenerator(bank, PairSettings(patch=(32, 32, 8), structures=StructureSettings(0.0, 0.0, 0.0)),
+                        seed=7).draw_group(2)
+    for a, b in zip(plain, off):
+        assert torch.equal(a.sinc, b.sinc) and torch.equal(a.prior, b.prior) and torch.equal(a.target, b.target)
+
+
+@pytest.mark.parametrize("where", ["target", "prior"])
+def test_structures_go_into_one_side_only(bank, where):
+    """With no motion between target and prior, they differ exactly where the inserted structures are:
+    a small part of the volume, and on the side the settings name."""
+    structures = StructureSettings(1.0, 0.0, 0.0) if where == "target" else StructureSettings(0.0, 1.0, 0.0)
+    settings = PairSettings(patch=(80, 96, 16), perturb_probability=0.0, noise_probability=0.0,
+                            previous_motion_mm=(0.0, 0.0), planning_probability=0.0, contrast_change=0.0,
+                            gamma_range=(1.0, 1.0), structures=structures)
+    for seed in range(3):
+        s = PairGenerator(bank, settings, seed=seed).draw_group(1)[0]
+        changed = (s.prior - s.target).abs() > 1e-4
+        assert 0.0005 < float(changed.float().mean()) < 0.2, seed
+
+
+def test_gated_input_refuses_self_priors(bank):
+    settings = PairSettings(patch=(32, 32, 8), prior_input="gated-keyhole")
+    with pytest.raises(ValueError, match="gated-keyhole"):
+        PairGenerator(bank, settings, seed=0).draw_group(1, self_prior=True)
