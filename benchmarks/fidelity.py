@@ -46,7 +46,8 @@ SCENARIOS = {
     "noise (SNR 20)": {"noise_snr": 20.0},
 }
 METHODS = ("sinc", "keyhole", "keyhole-registered", "keyhole-gated", "tracked prior alone", "network tracked (default)",
-           "network planning", "network previous", "no-prior network", "default + fine-tuning")
+           "network + data consistency", "network planning", "network previous", "no-prior network",
+           "default + fine-tuning")
 
 
 def subjects(names: list[str]) -> dict[str, Volume]:
@@ -68,8 +69,10 @@ def subjects(names: list[str]) -> dict[str, Volume]:
     return out
 
 
-def run_methods(phantom, prior_model, noprior_model, tuned_model) -> dict[str, tuple[list[np.ndarray], float]]:
-    """Every method's frames and seconds per frame (tracked prior included)."""
+def run_methods(phantom, prior_model, noprior_model, tuned_model,
+                extra_models: dict | None = None) -> dict[str, tuple[list[np.ndarray], float]]:
+    """Every method's frames and seconds per frame (tracked prior included); ``extra_models``
+    (row name -> model) add rows of other prior-guided models with the default options."""
     from mrisr.reconstruct import Reconstruction, ReconstructOptions, iter_reconstruct
 
     lr, planning = phantom.lr, phantom.planning
@@ -104,6 +107,9 @@ def run_methods(phantom, prior_model, noprior_model, tuned_model) -> dict[str, t
     out["_registration"] = [registration_error_mm(field, phantom.tracking_displacement(t), phantom.hr.zooms,
                                                   object_mask(phantom.hr.frame(t))) for t, field in enumerate(fields)]
     timed("network tracked (default)", lambda: recon(ReconstructOptions(prior_mode="tracked"), prior_model))
+    timed("network + data consistency", lambda: recon(ReconstructOptions(data_consistency=True), prior_model))
+    for name, model in (extra_models or {}).items():
+        timed(name, lambda model=model: recon(ReconstructOptions(prior_mode="tracked"), model))
     timed("network planning", lambda: recon(ReconstructOptions(prior_mode="planning"), prior_model))
     timed("network previous", lambda: recon(ReconstructOptions(prior_mode="previous"), prior_model))
     timed("no-prior network", lambda: [r.sr for r in iter_reconstruct(lr, None, ReconstructOptions(
@@ -222,6 +228,10 @@ def main() -> None:
     parser.add_argument("--keeps", default="6.25,4")
     parser.add_argument("--finetune-minutes", type=float, default=1.0)
     parser.add_argument("--model", default="default")
+    parser.add_argument("--extra-model", action="append", default=[], metavar="NAME=PATH",
+                        help="another prior-guided model to add as a row (e.g. the model a new one replaces)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of the scenarios")
+    parser.add_argument("--no-write", action="store_true", help="print the tables, leave RESULTS.md alone")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--maps-only", action="store_true", help="only the disagreement-map table")
     parser.add_argument("--levers-only", action="store_true", help="only the registration lever table")
@@ -250,6 +260,17 @@ def main() -> None:
                                 for row in maps_rows(subject, static, keeps, frames)], frames)
         return
     prior_model, noprior_model = load_model(args.model), load_model("default-noprior")
+    extra = {}
+    for item in args.extra_model:
+        name, _, path = item.partition("=")
+        if not path:
+            raise SystemExit(f"--extra-model {item}: expected NAME=PATH")
+        extra[name] = load_model(path)
+    methods = METHODS[:6] + tuple(extra) + METHODS[6:]
+    scenarios = {name: SCENARIOS[name] for name in args.scenarios.split(",")}
+    missing = {"plain", "needle enters", "needle in planning only"} - set(scenarios)
+    if missing:
+        raise SystemExit(f"--scenarios must include {', '.join(sorted(missing))} (the table's recovery and leakage)")
     started = time.time()
     sections = []
     headline = []
@@ -263,36 +284,38 @@ def main() -> None:
                 rec = Reconstruction(plain.lr, plain.planning, ReconstructOptions(), model=prior_model)
                 rec.prepare_prior(plain.lr.frame(0))
                 tuned, _report = finetune_for(rec, minutes)
-            results: dict[str, dict[str, dict]] = {m: {} for m in METHODS}
+            results: dict[str, dict[str, dict]] = {m: {} for m in methods}
             registration = {}
-            for scenario, kwargs in SCENARIOS.items():
+            for scenario, kwargs in scenarios.items():
                 log(f"{subject} keep {keep:g}%: {scenario}")
                 phantom = make_dynamic(static, frames=frames, keep=keep, seed=11, **kwargs)
-                outputs = run_methods(phantom, prior_model, noprior_model, tuned)
+                outputs = run_methods(phantom, prior_model, noprior_model, tuned, extra)
                 errors = outputs.pop("_registration")
                 registration[scenario] = (float(np.mean([e["mean_mm"] for e in errors])),
                                           float(np.mean([e["true_mean_mm"] for e in errors])))
                 for method, (pred, seconds) in outputs.items():
                     results[method][scenario] = {**score(phantom, pred), "seconds": seconds}
-            for method in METHODS:
+            for method in methods:
                 if not results[method]:
                     continue
                 r = results[method]
                 rows.append([f"{keep:g}", method]
-                            + [f"{r[s]['ssim_tissue']:.3f}" for s in SCENARIOS]
+                            + [f"{r[s]['ssim_tissue']:.3f}" for s in scenarios]
                             + [f"{r['plain']['ssim_whole']:.3f}",
                                f"{r['needle enters']['recovery']:.2f}", f"{r['needle in planning only']['leakage']:.2f}",
-                               f"{np.mean([r[s]['seconds'] for s in SCENARIOS]):.3f}"])
+                               f"{np.mean([r[s]['seconds'] for s in scenarios]):.3f}"])
                 headline.append((subject, keep, method, r))
             rows.append([f"{keep:g}", "tracker error mm (true motion mm)"]
-                        + [f"{registration[s][0]:.2f} ({registration[s][1]:.2f})" for s in SCENARIOS]
+                        + [f"{registration[s][0]:.2f} ({registration[s][1]:.2f})" for s in scenarios]
                         + ["", "", "", ""])
-        headers = (["keep %", "method"] + [f"tissue SSIM: {s}" for s in SCENARIOS]
+        headers = (["keep %", "method"] + [f"tissue SSIM: {s}" for s in scenarios]
                    + ["whole SSIM (plain)", "needle recovery", "planning-needle leakage", "s/frame"])
         print(f"\n{subject}")
         print_table(headers, rows)
         sections.append(f"### {subject}\n\n" + markdown_table(headers, rows))
     elapsed = time.time() - started
+    if args.no_write:
+        return
     body = "\n\n".join(sections) + (
         f"\n\n{frames} frames per phantom, seed 11; tissue = mrisr.metrics.object_mask of each ground-truth frame; "
         "recovery = share of the entering needle's true contrast kept (sinc's is the bar); leakage = contrast shown at "

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from mrisr.cli import app
 from mrisr.data import load_sample
 from mrisr.io import MrisrInputError, Volume, load
-from mrisr.kspace.functional import crop_kspace, crop_lowres, fftc
+from mrisr.kspace.functional import crop_kspace, crop_lowres, fftc, zero_fill
 from mrisr.metrics import score_frames
 from mrisr.models import make_tiny_checkpoint
 from mrisr.phantom import make_dynamic
@@ -267,3 +267,33 @@ def test_gated_keyhole_shows_what_was_measured_where_the_prior_is_wrong():
     truth = phantom.hr.frame(1)
     lr = crop_lowres(truth, phantom.lr.frame(1).shape[:2])
     np.testing.assert_allclose(gated_keyhole(lr, truth), truth, atol=1e-3 * float(truth.max()))
+
+
+@pytest.mark.parametrize("radius", [1, 2, 4])
+def test_spread_minimum_is_scipys_minimum_filter(radius):
+    from scipy import ndimage
+
+    from mrisr.reconstruct.keyhole import spread_minimum
+
+    weight = np.random.default_rng(radius).random((37, 29, 5)).astype(np.float32)
+    expected = ndimage.minimum_filter(weight, size=(2 * radius + 1, 2 * radius + 1, 1))
+    np.testing.assert_array_equal(spread_minimum(weight, radius), expected)
+
+
+@pytest.mark.parametrize("divisors", [(4, 4), (5, 5), (4, 3)])
+def test_local_level_is_the_full_gaussian_within_half_a_percent(divisors):
+    """The coarse-grid level equals the Gaussian of every voxel (plus the floor) where it matters."""
+    from scipy import ndimage
+
+    from mrisr.reconstruct.maps import LEVEL_FLOOR, LEVEL_SIGMA_LR, local_level
+
+    data = np.ascontiguousarray(load_sample().data[:, :, 10:14], dtype=np.float32)
+    hr = data[: data.shape[0] - data.shape[0] % 2, : data.shape[1] - data.shape[1] % 2]
+    lr_inplane = tuple(2 * (n // (2 * d)) for n, d in zip(hr.shape[:2], divisors))
+    sinc = zero_fill(crop_lowres(hr, lr_inplane), hr.shape[:2])
+    sigma = [LEVEL_SIGMA_LR * h / lr for h, lr in zip(sinc.shape[:2], lr_inplane)] + [0.0]
+    exact = ndimage.gaussian_filter(sinc, sigma) + np.float32(LEVEL_FLOOR * np.percentile(sinc, 99))
+    fast = local_level(sinc, lr_inplane)
+    inner = tuple(slice(int(2 * s), n - int(2 * s)) for s, n in zip(sigma[:2], sinc.shape[:2]))
+    rel = np.abs(fast - exact)[inner] / exact[inner]
+    assert float(np.percentile(rel, 99)) < 0.005 and float(rel.max()) < 0.02
