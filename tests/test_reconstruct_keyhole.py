@@ -269,17 +269,6 @@ def test_gated_keyhole_shows_what_was_measured_where_the_prior_is_wrong():
     np.testing.assert_allclose(gated_keyhole(lr, truth), truth, atol=1e-3 * float(truth.max()))
 
 
-@pytest.mark.parametrize("radius", [1, 2, 4])
-def test_spread_minimum_is_scipys_minimum_filter(radius):
-    from scipy import ndimage
-
-    from mrisr.reconstruct.keyhole import spread_minimum
-
-    weight = np.random.default_rng(radius).random((37, 29, 5)).astype(np.float32)
-    expected = ndimage.minimum_filter(weight, size=(2 * radius + 1, 2 * radius + 1, 1))
-    np.testing.assert_array_equal(spread_minimum(weight, radius), expected)
-
-
 @pytest.mark.parametrize("divisors", [(4, 4), (5, 5), (4, 3)])
 def test_local_level_is_the_full_gaussian_within_half_a_percent(divisors):
     """The coarse-grid level equals the Gaussian of every voxel (plus the floor) where it matters."""
@@ -296,4 +285,4 @@ def test_local_level_is_the_full_gaussian_within_half_a_percent(divisors):
     fast = local_level(sinc, lr_inplane)
     inner = tuple(slice(int(2 * s), n - int(2 * s)) for s, n in zip(sigma[:2], sinc.shape[:2]))
     rel = np.abs(fast - exact)[inner] / exact[inner]
-    assert float(np.percentile(rel, 99)) < 0.005 and float(rel.max()) < 0.02
+    assert float(np.percentile(rel, 99)) < 0.0025 and float(rel.max()) < 0.005

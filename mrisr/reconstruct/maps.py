@@ -78,15 +78,17 @@ def local_level(sinc: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
     :data:`LEVEL_SIGMA_LR` LR voxels, plus :data:`LEVEL_FLOOR` of its 99th percentile.
 
     The sinc frame is band-limited to the LR matrix, so the Gaussian is computed on every
-    ``sigma // 2``-th voxel and brought back by linear interpolation: on a 256x256x32 frame at
-    6.25 % this is 15x faster than filtering every voxel and differs by under 0.5 % of the level.
+    ``sigma // 4``-th voxel in-plane and brought back by linear interpolation: on a 256x256x32
+    frame at 6.25 % this took 0.036 s against 0.139 s for filtering every voxel, and it differs
+    from that by under 0.5 % of the level away from the field of view's edge (at most 0.25 % in
+    99 % of the voxels, tested).
     """
     import torch
     import torch.nn.functional as F
 
     sinc = np.asarray(sinc, dtype=np.float32)
     sigma = [LEVEL_SIGMA_LR * h / lr for h, lr in zip(sinc.shape[:2], lr_inplane)]
-    step = [max(1, int(sg // 2)) for sg in sigma]
+    step = [max(1, int(sg // 4)) for sg in sigma]
     small = ndimage.gaussian_filter(sinc[:: step[0], :: step[1]], [sg / st for sg, st in zip(sigma, step)] + [0.0])
     # the coarse samples sit at 0, step, 2 step, ...: interpolate onto exactly those positions
     size = [(n - 1) * st + 1 for n, st in zip(small.shape[:2], step)]
