@@ -263,11 +263,16 @@ def main() -> None:
     extra = {}
     for item in args.extra_model:
         name, _, path = item.partition("=")
-        if not path:
-            raise SystemExit(f"--extra-model {item}: expected NAME=PATH")
+        if not path or name in METHODS or name in extra:
+            raise SystemExit(f"--extra-model {item}: expected NAME=PATH with a NAME not already a row")
         extra[name] = load_model(path)
-    methods = METHODS[:6] + tuple(extra) + METHODS[6:]
+    methods = METHODS[:7] + tuple(extra) + METHODS[7:]
+    unknown = [name for name in args.scenarios.split(",") if name not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"--scenarios: unknown {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     scenarios = {name: SCENARIOS[name] for name in args.scenarios.split(",")}
+    if len(scenarios) < len(SCENARIOS) and not args.no_write:
+        raise SystemExit("--scenarios with a subset needs --no-write (RESULTS.md holds full runs only)")
     missing = {"plain", "needle enters", "needle in planning only"} - set(scenarios)
     if missing:
         raise SystemExit(f"--scenarios must include {', '.join(sorted(missing))} (the table's recovery and leakage)")

@@ -84,6 +84,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subjects", default="real,mni152")
     parser.add_argument("--thresholds", default="0.15,0.2")
+    parser.add_argument("--model", required=True,
+                        help="a prior-guided model that takes the prior itself (stage 2 of the default recipe); the "
+                             "study feeds it raw and hand-gated priors, which a gated-keyhole model does not take")
     args = parser.parse_args()
     import torch
 
@@ -91,7 +94,10 @@ def main() -> None:
 
     torch.set_num_threads(2)
     warnings.simplefilter("ignore")
-    model = load_model("default")
+    model = load_model(args.model)
+    if model.prior_input != "prior":
+        raise SystemExit(f"--model {args.model}: its prior input is {model.prior_input}; this lever study needs a model "
+                         "that takes the prior itself (train stage 2: configs/default-recurrent.yaml)")
     thresholds = [float(v) for v in args.thresholds.split(",")]
     headers = ["subject", "method", "tissue SSIM (needles)", "needle recovery", "planning-needle leakage",
                "tissue SSIM (other contrast)"]
@@ -105,7 +111,7 @@ def main() -> None:
     print_table(headers, rows)
     write_section("fidelity_gating", "Fidelity levers: gating the prior by the disagreement map",
                   markdown_table(headers, rows) + "\n\n6.25 % of k-space, 6 frames, seed 11; see the script's docstring "
-                  "for each method.", command="python benchmarks/fidelity_gating.py")
+                  "for each method.", command=f"python benchmarks/fidelity_gating.py --model {args.model}")
 
 
 if __name__ == "__main__":

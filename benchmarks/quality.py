@@ -60,7 +60,7 @@ def methods_for(phantom, prior_model, noprior_model, finetune_minutes: float) ->
     planning = resample_to_grid(phantom.planning, gt.shape[:3], phantom.hr.affine)
     teacher = []
     for t, s in enumerate(sincs):
-        teacher.append(prior_model.predict(s, planning if t == 0 else gt[..., t - 1]))
+        teacher.append(prior_model.predict(s, planning if t == 0 else gt[..., t - 1], lr_frame=frames[t]))
     out["prior model, true previous frame"] = teacher
     previous = ReconstructOptions(prior_mode="previous")
     out["prior model, step-wise"] = [r.sr for r in iter_reconstruct(lr, phantom.planning, previous, model=prior_model)]

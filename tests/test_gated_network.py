@@ -21,12 +21,14 @@ def test_untrained_gated_network_returns_its_gated_input_exactly():
     sinc, gated = torch.rand(1, 1, 20, 22, 6), torch.rand(1, 1, 20, 22, 6)
     with torch.no_grad():
         assert torch.equal(net(sinc, gated), gated)
-        # a trained head adds a residual to the gated keyhole, not to the sinc input
+        # a trained head adds a residual to the gated keyhole, where the plain network adds the same
+        # residual to the sinc input
         torch.nn.init.normal_(net.head.weight, std=0.1)
-        out = net(sinc, gated)
-        residual = out - gated
-        assert float(residual.abs().max()) > 0
-        assert torch.allclose(net(sinc + 0.0, gated) - gated, residual)
+        plain = PriorSRNet(**SMALL).eval()
+        plain.load_state_dict(net.state_dict())
+        residual = net(sinc, gated) - gated
+        assert float(residual.abs().max()) > 1e-3
+        torch.testing.assert_close(residual, plain(sinc, gated) - sinc)
 
 
 def test_prior_input_is_stored_only_when_not_the_default():
@@ -126,8 +128,66 @@ def test_finetuning_a_gated_model_trains_on_gated_pairs():
     import tempfile
     from pathlib import Path
 
+    import mrisr.training.pairs as pairs
+
+    calls = []
+    original = pairs.gated_input
+
+    def counting(lowres, prior, sinc):
+        calls.append(tuple(sinc.shape))
+        return original(lowres, prior, sinc)
+
     with tempfile.TemporaryDirectory() as folder:
         base = load(make_tiny_checkpoint(Path(folder) / "gated.safetensors", prior_input="gated-keyhole"))
-    tuned, report = finetune(base, planning, (1.5, 1.5, 3.0), keep=6.25, minutes=None, steps=2)
+    pairs.gated_input = counting
+    try:
+        tuned, report = finetune(base, planning, (1.5, 1.5, 3.0), keep=6.25, minutes=None, steps=2)
+    finally:
+        pairs.gated_input = original
     assert tuned.prior_input == "gated-keyhole" and report.steps == 2
-    assert report.best_val_loss <= report.initial_val_loss
+    # every training and held-out pair was built with the gated keyhole as its prior
+    assert len(calls) >= 2 * 2 + 8 and set(calls) == {planning.shape}
+
+
+def test_checkpoint_with_a_bad_prior_input_is_refused(tmp_path):
+    from mrisr.models.checkpoint import save_checkpoint
+
+    net = PriorSRNet(**SMALL)
+    for bad, use_prior in (("keyhole", True), ("gated-keyhole", False)):
+        arguments = {**net.config(), "prior_input": bad, "use_prior": use_prior}
+        path = save_checkpoint(net, tmp_path / f"{bad}-{use_prior}.safetensors",
+                               {"architecture": "prior-sr-unet", "arguments": arguments, "uses_prior": use_prior})
+        with pytest.raises(MrisrInputError, match="prior_input"):
+            load(path)
+
+
+def test_recipe_refuses_a_gated_input_without_a_prior():
+    with pytest.raises(MrisrInputError, match="use_prior"):
+        load_config(None, ["model.prior_input=gated-keyhole", "model.use_prior=false", "prior.self_prior_probability=0"])
+
+
+def test_predict_needs_the_lr_frame_for_a_gated_model(tmp_path):
+    model = load(make_tiny_checkpoint(tmp_path / "gated.safetensors", prior_input="gated-keyhole"))
+    frame = np.ascontiguousarray(load_sample().data[40:88, 40:88, 10:18], dtype=np.float32)
+    from mrisr.kspace.functional import crop_lowres, zero_fill
+    from mrisr.reconstruct.keyhole import gated_keyhole
+
+    lr = crop_lowres(frame, (12, 12))
+    sinc = zero_fill(lr, frame.shape[:2])
+    with pytest.raises(MrisrInputError, match="lr_frame"):
+        model.predict(sinc, frame)
+    out = model.predict(sinc, frame * 0.5, lr_frame=lr)
+    np.testing.assert_allclose(out, gated_keyhole(lr, frame * 0.5, sinc), atol=1e-5 * float(frame.max()))
+    # the prior's scale does not matter: it is matched to the frame first
+    np.testing.assert_allclose(out, frame, atol=0.02 * float(frame.max()))
+
+
+def test_resuming_with_another_prior_input_is_refused(tmp_path):
+    """Only a new stage (``init``) may start from a model with another prior input; ``--resume`` may not."""
+    from mrisr.training.loop import _load_weights
+
+    path = make_tiny_checkpoint(tmp_path / "plain.safetensors")
+    net = PriorSRNet(prior_input="gated-keyhole", **SMALL)
+    with pytest.raises(MrisrInputError, match="differs from the recipe's model"):
+        _load_weights(net, path, torch.device("cpu"), "checkpoint", "resume with the model settings it was trained with")
+    _load_weights(net, path, torch.device("cpu"), "init checkpoint", "fix", new_prior_input_ok=True)

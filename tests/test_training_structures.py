@@ -82,7 +82,24 @@ def test_gated_prior_input_is_the_gated_keyhole_of_the_whole_field_of_view(bank)
     settings = PairSettings(patch=(32, 32, 8), prior_input="gated-keyhole", perturb_probability=0.0,
                             previous_motion_mm=(0.0, 0.0), planning_probability=0.0, noise_probability=0.0,
                             contrast_change=0.0)
-    samples = PairGenerator(bank, settings, seed=3).draw_group(3)
+    import mrisr.training.pairs as pairs
+
+    shapes = []
+    original = pairs.gated_input
+
+    def recording(lowres, prior, sinc):
+        shapes.append((tuple(prior.shape), tuple(sinc.shape)))
+        return original(lowres, prior, sinc)
+
+    pairs.gated_input = recording
+    try:
+        samples = PairGenerator(bank, settings, seed=3).draw_group(3)
+    finally:
+        pairs.gated_input = original
+    # formed on the whole in-plane field of view (as reconstruction forms it on the whole frame),
+    # over the patch's slices, then cropped to the 32x32 patch
+    fov = (*bank[0].data.shape[:2], 8)
+    assert shapes == [(fov, fov)] * 3
     from mrisr.metrics import ssim
 
     for s in samples:
@@ -94,27 +111,53 @@ def test_gated_prior_input_is_the_gated_keyhole_of_the_whole_field_of_view(bank)
     np.testing.assert_allclose(gated.numpy(), target.numpy(), atol=2e-3 * float(target.max()))
 
 
-def test_structures_off_leave_the_old_recipes_pairs_unchanged(bank):
-    """All-zero structure probabilities draw nothing extra: existing recipes' pairs are reproduced."""
-    plain = PairGenerator(bank, PairSettings(patch=(32, 32, 8)), seed=7).draw_group(2)
-    off = PairGenerator(bank, PairSettings(patch=(32, 32, 8), structures=StructureSettings(0.0, 0.0, 0.0)),
-                        seed=7).draw_group(2)
-    for a, b in zip(plain, off):
-        assert torch.equal(a.sinc, b.sinc) and torch.equal(a.prior, b.prior) and torch.equal(a.target, b.target)
+#: the first two samples of ``PairGenerator(bank, PairSettings(patch=(32, 32, 8)), seed=7)`` on the
+#: fixture's bank, recorded with the pair generator as it was before structures and the gated
+#: input existed: (keep, sums of sinc / prior / target, their voxel [5, 7, 3])
+BEFORE = [
+    (11.5589385803241, (6357.31470900774, 6359.077091246843, 6369.246574610472),
+     (0.8818662762641907, 0.8710147142410278, 0.8793532848358154)),
+    (19.679251646064316, (6150.227638140321, 6122.039244025946, 6148.23340678215),
+     (0.8879716396331787, 0.8665366172790527, 0.902298629283905)),
+]
+
+
+def test_structures_off_reproduce_the_pairs_of_existing_recipes(bank):
+    """With every structure probability 0 (the schema's default) the generator draws nothing more
+    from its RNG: the pairs are those the generator gave before these options existed."""
+    samples = PairGenerator(bank, PairSettings(patch=(32, 32, 8)), seed=7).draw_group(2)
+    for sample, (keep, sums, voxels) in zip(samples, BEFORE):
+        assert sample.keep == pytest.approx(keep, rel=1e-12)
+        got_sums = [float(getattr(sample, k).double().sum()) for k in ("sinc", "prior", "target")]
+        got_voxels = [float(getattr(sample, k)[5, 7, 3]) for k in ("sinc", "prior", "target")]
+        np.testing.assert_allclose(got_sums, sums, rtol=1e-5)
+        np.testing.assert_allclose(got_voxels, voxels, rtol=1e-4)
 
 
 @pytest.mark.parametrize("where", ["target", "prior"])
-def test_structures_go_into_one_side_only(bank, where):
-    """With no motion between target and prior, they differ exactly where the inserted structures are:
-    a small part of the volume, and on the side the settings name."""
+def test_structures_go_into_one_side_only(bank, where, monkeypatch):
+    """With no motion between target and prior, they differ where the inserted structures are (a
+    small part of the volume), and the structures land on the side the settings name."""
+    import mrisr.training.pairs as pairs
+
+    def marking(volume, zooms, rng, settings):
+        out = add_structures(volume, zooms, rng, settings).clone()
+        out[tuple(n // 2 for n in out.shape)] = 1000.0  # a sentinel the patch (the whole slab) keeps
+        return out
+
     structures = StructureSettings(1.0, 0.0, 0.0) if where == "target" else StructureSettings(0.0, 1.0, 0.0)
-    settings = PairSettings(patch=(80, 96, 16), perturb_probability=0.0, noise_probability=0.0,
+    settings = PairSettings(patch=(96, 96, 16), perturb_probability=0.0, noise_probability=0.0,
                             previous_motion_mm=(0.0, 0.0), planning_probability=0.0, contrast_change=0.0,
                             gamma_range=(1.0, 1.0), structures=structures)
     for seed in range(3):
-        s = PairGenerator(bank, settings, seed=seed).draw_group(1)[0]
-        changed = (s.prior - s.target).abs() > 1e-4
+        plain = PairGenerator(bank, settings, seed=seed).draw_group(1)[0]
+        changed = (plain.prior - plain.target).abs() > 1e-4
         assert 0.0005 < float(changed.float().mean()) < 0.2, seed
+        with monkeypatch.context() as m:
+            m.setattr(pairs, "add_structures", marking)
+            s = PairGenerator(bank, settings, seed=seed).draw_group(1)[0]
+        side, other = (s.target, s.prior) if where == "target" else (s.prior, s.target)
+        assert float(side.max()) > 50 * float(other.max()), seed
 
 
 def test_gated_input_refuses_self_priors(bank):

@@ -104,21 +104,38 @@ class SRModel:
                     out = inferer(sinc, net)
         return out.float()
 
-    def predict(self, sinc: np.ndarray, prior: np.ndarray | None = None, scale: float | None = None) -> np.ndarray:
+    def predict(self, sinc: np.ndarray, prior: np.ndarray | None = None, scale: float | None = None,
+                lr_frame: np.ndarray | None = None) -> np.ndarray:
         """Super-resolve one frame.
 
         Args:
             sinc: the LR frame on the HR grid (k-space zero-filled), ``(X, Y, Z)``.
             prior: prior volume on the same grid (ignored by a no-prior model).
             scale: intensity normalisation; default: the model's percentile of ``sinc``.
+            lr_frame: the measured LR frame ``(x, y, Z)`` on its own matrix; needed by a model
+                whose :attr:`prior_input` is ``gated-keyhole``, which is handed the gated keyhole
+                of this frame and ``prior`` (:func:`mrisr.reconstruct.keyhole.gated_keyhole`).
 
         Returns:
             SR frame ``(X, Y, Z)`` float32, in the input's intensity units.
+
+        Raises:
+            MrisrInputError: a prior-guided model without a prior, or a gated-keyhole model
+                without ``lr_frame``.
         """
         if self.uses_prior and prior is None:
             raise MrisrInputError(
                 f"model {self.source} was trained with a prior; pass --prior PLANNING or use --model default-noprior"
             )
+        if self.uses_prior and self.prior_input == "gated-keyhole":
+            if lr_frame is None:
+                raise MrisrInputError(
+                    f"model {self.source} corrects the gated keyhole of the frame and the prior: pass "
+                    "lr_frame=<the measured LR frame> as well (or use mrisr.reconstruct.iter_reconstruct)"
+                )
+            from mrisr.reconstruct.keyhole import gated_keyhole
+
+            prior = gated_keyhole(lr_frame, prior, sinc, match_intensity=True)
         scale = robust_scale(sinc, self.percentile) if scale is None else scale
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(sinc, dtype=np.float32) / scale)[None, None].to(self.device)

@@ -59,8 +59,19 @@ def keyhole(lr_frame: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.abs(ifftc(np.where(inside, measured, k_ref), (0, 1))).astype(np.float32)
 
 
+def band_factor(band: np.ndarray, sinc: np.ndarray) -> float:
+    """Least-squares factor matching a reference's measured band to the frame's sinc in the object
+    (sinc above 10 % of its 99th percentile); 1 when the fit is not positive."""
+    sinc = np.asarray(sinc, dtype=np.float32)
+    fg = sinc > 0.1 * float(np.percentile(sinc[::2, ::2], 99))
+    b = band[fg].astype(np.float64)
+    denom = float((b * b).sum())
+    factor = float((sinc[fg] * b).sum() / denom) if denom > 0 else 1.0
+    return factor if np.isfinite(factor) and factor > 0 else 1.0
+
+
 def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray | None = None,
-                  threshold: float = GATE_THRESHOLD) -> np.ndarray:
+                  threshold: float = GATE_THRESHOLD, match_intensity: bool = True) -> np.ndarray:
     """A keyhole that borrows the reference's detail only where the measured frame agrees with it.
 
     ``sinc + w * (reference - band(reference))``: the measured frame (zero-filled) plus the
@@ -76,6 +87,10 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
         reference: the (registered, intensity-matched) reference on the HR grid ``(X', Y', Z)``.
         sinc: ``lr_frame`` zero-filled to the HR grid (computed when not given).
         threshold: disagreement up to which all of the reference's detail is kept.
+        match_intensity: first scale the reference so that its measured band matches this
+            frame's sinc in the object (:func:`band_factor`): a global intensity change between
+            frames (contrast arriving everywhere, a receiver-gain change) is then not mistaken for
+            disagreement. The band is linear in the scale, so this costs one dot product.
 
     Returns:
         ``(X', Y', Z)`` float32, non-negative.
@@ -90,6 +105,9 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
     if sinc is None:
         sinc = zero_fill(np.asarray(lr_frame, dtype=np.float32), reference.shape[:2])
     band = measured_band(reference, lr_inplane)
+    if match_intensity:
+        factor = np.float32(band_factor(band, sinc))
+        reference, band = reference * factor, band * factor
     disagreement = disagreement_map(reference, sinc, lr_inplane, band=band)
     weight = np.clip(2.0 - disagreement / np.float32(threshold), 0.0, 1.0).astype(np.float32)
     size = 2 * int(round(reference.shape[0] / lr_inplane[0])) + 1
@@ -97,4 +115,4 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
     return np.maximum(sinc + weight * (reference - band), 0.0).astype(np.float32)
 
 
-__all__ = ["GATE_THRESHOLD", "METHODS", "REGISTERED_METHODS", "gated_keyhole", "keyhole"]
+__all__ = ["GATE_THRESHOLD", "METHODS", "REGISTERED_METHODS", "band_factor", "gated_keyhole", "keyhole"]

@@ -51,14 +51,6 @@ def intensity_fit(prior: np.ndarray, sinc: np.ndarray, lr_inplane: tuple[int, in
     return factor, corr
 
 
-def match_intensity(prior: np.ndarray, sinc: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
-    """``prior`` scaled by :func:`intensity_fit`'s factor (unchanged when the fit is not positive)."""
-    factor, _ = intensity_fit(prior, sinc, lr_inplane)
-    if not np.isfinite(factor) or factor <= 0:
-        factor = 1.0
-    return (np.asarray(prior, dtype=np.float32) * np.float32(factor)).astype(np.float32)
-
-
 def prepare_prior(
     prior: Volume,
     shape: tuple[int, int, int],

@@ -346,10 +346,7 @@ class Reconstruction:
                     prior = self.prior.data
                 else:
                     prior = previous
-            given = prior
-            if prior is not None and self.model.prior_input == "gated-keyhole":
-                given = gated_keyhole(frame, prior, sinc)
-            sr = self.model.predict(sinc, given)
+            sr = self.model.predict(sinc, prior, lr_frame=frame)
             if self.options.data_consistency:
                 sr = data_consistency(sr, frame)
             previous = sr

@@ -99,6 +99,8 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _lengths(self):
+        if self.prior_input != "prior" and not self.use_prior:
+            raise ValueError(f"model.prior_input {self.prior_input} needs model.use_prior: true")
         if len(self.strides) != len(self.channels) - 1:
             raise ValueError(f"model.strides needs len(channels) - 1 = {len(self.channels) - 1} entries, got {len(self.strides)}")
         return self

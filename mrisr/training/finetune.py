@@ -93,7 +93,9 @@ def finetune(
     bank = [SlabVolume(data, tuple(float(z) for z in zooms), "planning", "as-acquired")]
     train_gen = PairGenerator(bank, settings, seed)
     held_out = PairGenerator(bank, settings, seed + 99991).draw_group(4) + PairGenerator(bank, settings, seed + 7).draw_group(4)
-    loss_fn = SRLoss().to(device)
+    # the loss the model was trained with (its recipe's tissue weight; 0 for older models)
+    tissue = float(((model.meta.get("training") or {}).get("config") or {}).get("loss", {}).get("tissue", 0.0))
+    loss_fn = SRLoss(tissue=tissue).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
     for group in opt.param_groups:  # explicit, after any state restore
         group["lr"] = lr

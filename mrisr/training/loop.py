@@ -53,19 +53,24 @@ def initial_weights(cfg: TrainConfig, net: PriorSRNet, device: torch.device) -> 
     from mrisr.models.registry import resolve_model_path
 
     path = resolve_model_path(cfg.init)
-    meta = _load_weights(net, path, device, "init checkpoint", "set the recipe's model section to the checkpoint's settings")
+    meta = _load_weights(net, path, device, "init checkpoint", "set the recipe's model section to the checkpoint's settings",
+                         new_prior_input_ok=True)
     return {"source": str(cfg.init), "sha256": file_sha256(path), "steps": meta.get("training", {}).get("steps")}
 
 
-def _load_weights(net: PriorSRNet, path: str | Path, device: torch.device, what: str, fix: str) -> dict:
-    """Load a checkpoint's weights into ``net`` after checking it has the recipe's architecture; its metadata."""
+def _load_weights(net: PriorSRNet, path: str | Path, device: torch.device, what: str, fix: str,
+                  new_prior_input_ok: bool = False) -> dict:
+    """Load a checkpoint's weights into ``net`` after checking it has the recipe's architecture; its metadata.
+
+    With ``new_prior_input_ok`` (starting a new stage from it) the checkpoint may have another
+    ``prior_input``: the body's weights are kept and the head starts from zero."""
     from mrisr.models.checkpoint import load_network
 
     loaded, meta = load_network(path, device)
     same_body = {k: v for k, v in (meta.get("arguments") or {}).items() if k != "prior_input"} == {
         k: v for k, v in net.config().items() if k != "prior_input"}
     new_input = getattr(loaded, "prior_input", "prior") != getattr(net, "prior_input", "prior")
-    if not same_body or (new_input and what != "init checkpoint"):
+    if not same_body or (new_input and not new_prior_input_ok):
         raise MrisrInputError(
             f"{path}: {what} model {meta.get('arguments')} differs from the recipe's model {net.config()}; {fix}"
         )
@@ -328,9 +333,15 @@ def train(
     fields = ["step", "elapsed_s", "lr", "loss", "l1", "ssim_loss", "chain", "val_sinc_ssim", "val_ssim", "val_gain",
               "val_base_ssim"]
     new_log = not (resume and log_path.exists())
+    if not new_log:
+        # a resumed run keeps the columns its log started with
+        with open(log_path, newline="") as fh:
+            header = next(csv.reader(fh), None)
+        if header:
+            fields = [f for f in header if f in fields] or fields
     check_target(log_path)
     with open(log_path, "a" if not new_log else "w", newline="") as log_fh:
-        writer = csv.DictWriter(log_fh, fieldnames=fields)
+        writer = csv.DictWriter(log_fh, fieldnames=fields, extrasaction="ignore")
         if new_log:
             writer.writeheader()
         net.train()

@@ -140,16 +140,12 @@ def _crop(volume: torch.Tensor, start, size) -> torch.Tensor:
 
 
 def gated_input(lowres: torch.Tensor, prior: torch.Tensor, sinc: torch.Tensor) -> torch.Tensor:
-    """The gated keyhole of an LR frame and a prior, on the whole field of view, exactly as
-    reconstruction forms it: the prior intensity-matched to the frame through the measured band
-    (:func:`mrisr.reconstruct.prior.match_intensity`), then
-    :func:`mrisr.reconstruct.keyhole.gated_keyhole`."""
+    """The gated keyhole of an LR frame and a prior on the whole field of view, formed by the same
+    call as in reconstruction (:meth:`mrisr.models.predictor.SRModel.predict`):
+    :func:`mrisr.reconstruct.keyhole.gated_keyhole` with the prior's intensity matched to the frame."""
     from mrisr.reconstruct.keyhole import gated_keyhole
-    from mrisr.reconstruct.prior import match_intensity
 
-    lr = lowres.numpy()
-    matched = match_intensity(prior.numpy(), sinc.numpy(), tuple(lr.shape[:2]))
-    return torch.from_numpy(gated_keyhole(lr, matched, sinc.numpy()))
+    return torch.from_numpy(gated_keyhole(lowres.numpy(), prior.numpy(), sinc.numpy(), match_intensity=True))
 
 
 @dataclass

@@ -104,7 +104,7 @@ def add_structures(volume: torch.Tensor, zooms, rng: np.random.Generator, settin
 def random_remap(volume: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """A random piecewise-linear intensity remap: air stays dark, tissue intensities reorder.
 
-    Five knots over ``[0, 1.5] x`` the 99th percentile, the first two fixed at ``(0, 0)`` and
+    Six knots over ``[0, 1.5] x`` the 99th percentile, the first two fixed at ``(0, 0)`` and
     ``(0.08, 0.08)`` so air and the background stay dark, the other values drawn in
     ``[0.15, 1]``: usually non-monotone, as between T1- and T2-weighted scans.
     """
