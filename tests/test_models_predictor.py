@@ -25,6 +25,14 @@ def frame_pair():
 
 
 @pytest.fixture(scope="module")
+def lr_frame():
+    """The measured LR frame behind ``frame_pair``'s sinc (a gated-keyhole model needs it too)."""
+    from mrisr_testdata import head_phantom
+
+    return center_crop_lowres(head_phantom(HR_SHAPE, seed=1), 6.25).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
 def tiny_paths(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
     return {True: make_tiny_checkpoint(folder / "prior.safetensors", prior=True),
@@ -128,7 +136,7 @@ def test_resolve_device():
 
 
 @pytest.mark.parametrize("name", ["default", "default-noprior"])
-def test_bundled_model_loads_when_shipped(name, frame_pair):
+def test_bundled_model_loads_when_shipped(name, frame_pair, lr_frame):
     # the bundled weights are trained separately; here only that they load and run
     if name not in bundled_models():
         pytest.skip(f"bundled model {name!r} is not in this checkout yet")
@@ -136,12 +144,12 @@ def test_bundled_model_loads_when_shipped(name, frame_pair):
     assert model.meta["format"] == "mrisr-checkpoint"
     assert model.uses_prior is (name == "default")
     sinc, prior_frame = frame_pair
-    out = model.predict(sinc, prior_frame)
+    out = model.predict(sinc, prior_frame, lr_frame=lr_frame)
     assert out.shape == HR_SHAPE
     assert np.isfinite(out).all()
 
 
-def test_cpu_models_run_channels_last_and_match_the_contiguous_layout(frame_pair):
+def test_cpu_models_run_channels_last_and_match_the_contiguous_layout(frame_pair, lr_frame):
     """The CPU default (channels-last 3-D, measured faster) gives the contiguous layout's output."""
     sinc, prior = frame_pair
     fast = load("default")
@@ -150,12 +158,12 @@ def test_cpu_models_run_channels_last_and_match_the_contiguous_layout(frame_pair
     conv = next(m for m in fast.network.modules() if isinstance(m, torch.nn.Conv3d) and m.weight.shape[2:] == (3, 3, 3))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
     assert plain.network.memory_format == torch.contiguous_format
-    a, b = fast.predict(sinc, prior), plain.predict(sinc, prior)
+    a, b = fast.predict(sinc, prior, lr_frame=lr_frame), plain.predict(sinc, prior, lr_frame=lr_frame)
     assert a.flags.c_contiguous or a.ndim == 3
     np.testing.assert_allclose(a, b, atol=1e-5 * float(np.abs(b).max()))
 
 
-def test_channels_last_model_saves_a_normal_checkpoint(tmp_path, frame_pair):
+def test_channels_last_model_saves_a_normal_checkpoint(tmp_path, frame_pair, lr_frame):
     from mrisr.models import read_metadata
     from mrisr.models.checkpoint import save_checkpoint
 
@@ -163,4 +171,5 @@ def test_channels_last_model_saves_a_normal_checkpoint(tmp_path, frame_pair):
     model = load("default")
     path = save_checkpoint(model.network, tmp_path / "copy.safetensors", dict(read_metadata(model.path)))
     again = load(path, channels_last=False)
-    np.testing.assert_allclose(again.predict(sinc, prior), model.predict(sinc, prior), atol=1e-5 * float(sinc.max()))
+    np.testing.assert_allclose(again.predict(sinc, prior, lr_frame=lr_frame), model.predict(sinc, prior, lr_frame=lr_frame),
+                               atol=1e-5 * float(sinc.max()))
