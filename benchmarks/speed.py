@@ -92,7 +92,13 @@ def measure_size(model, anchor: nn.Module, shape: tuple[int, int, int], frames: 
     sinc = frame_to_grid(phantom.lr.data[..., 1], step["grid"].hr_inplane)
     scale = robust_scale(sinc, model.percentile)
     x = torch.from_numpy(sinc / scale)[None, None].contiguous()
-    p = torch.from_numpy(step["srs"][0] / scale)[None, None].contiguous()
+    given = step["srs"][0]
+    if model.prior_input == "gated-keyhole":
+        # what reconstruction hands such a network: the gated keyhole of the frame and its prior
+        from mrisr.reconstruct.keyhole import gated_keyhole
+
+        given = gated_keyhole(phantom.lr.data[..., 1], given, sinc)
+    p = torch.from_numpy(given / scale)[None, None].contiguous()
     with torch.inference_mode():
         network_s, _ = time_call(lambda: net(x, p), repeats=repeats, warmup=1)
         reference = net(x, p).contiguous()
@@ -222,7 +228,8 @@ def main() -> None:
         "max abs diff is against the reference output (1.0 = the frame's 99.5th percentile); SSIM against the "
         f"ground-truth frame (reference path: {levers['ref_ssim']:.4f}). Verdict: win / loss = at least 10 % "
         f"faster / slower than the reference; an output that differs by more than {MATCH_TOL:g} does not match it. "
-        f"`model.predict` (numpy in/out, normalisation) costs {levers['pred_s']:.3f} s against "
+        f"`model.predict` (numpy in/out, normalisation{', the gated keyhole' if model.prior_input != 'prior' else ''}) "
+        f"costs {levers['pred_s']:.3f} s against "
         f"{levers['net_s']:.3f} s for the bare network (interleaved).",
         markdown_table(lever_headers, levers["rows"]),
     ])
