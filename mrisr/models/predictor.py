@@ -105,7 +105,7 @@ class SRModel:
         return out.float()
 
     def predict(self, sinc: np.ndarray, prior: np.ndarray | None = None, scale: float | None = None,
-                lr_frame: np.ndarray | None = None) -> np.ndarray:
+                lr_frame: np.ndarray | None = None, formed: bool = False) -> np.ndarray:
         """Super-resolve one frame.
 
         Args:
@@ -115,6 +115,8 @@ class SRModel:
             lr_frame: the measured LR frame ``(x, y, Z)`` on its own matrix; needed by a model
                 whose :attr:`prior_input` is ``gated-keyhole``, which is handed the gated keyhole
                 of this frame and ``prior`` (:func:`mrisr.reconstruct.keyhole.gated_keyhole`).
+            formed: ``prior`` is already what the network's prior channel takes (the caller formed
+                the gated keyhole itself); ``lr_frame`` is then not needed.
 
         Returns:
             SR frame ``(X, Y, Z)`` float32, in the input's intensity units.
@@ -127,7 +129,7 @@ class SRModel:
             raise MrisrInputError(
                 f"model {self.source} was trained with a prior; pass --prior PLANNING or use --model default-noprior"
             )
-        if self.uses_prior and self.prior_input == "gated-keyhole":
+        if self.uses_prior and self.prior_input == "gated-keyhole" and not formed:
             if lr_frame is None:
                 raise MrisrInputError(
                     f"model {self.source} corrects the gated keyhole of the frame and the prior: pass "

@@ -346,10 +346,19 @@ class Reconstruction:
                     prior = self.prior.data
                 else:
                     prior = previous
-            sr = self.model.predict(sinc, prior, lr_frame=frame)
+            if prior is not None and self.model.prior_input == "gated-keyhole":
+                given = gated_keyhole(frame, prior, sinc)
+                sr = self.model.predict(sinc, given, formed=True)
+            else:
+                given = None
+                sr = self.model.predict(sinc, prior, lr_frame=frame)
             if self.options.data_consistency:
                 sr = data_consistency(sr, frame)
-            previous = sr
+            # step-wise, a gated-keyhole network hands on its input, not its output: the detail the
+            # network adds lies outside the measured band, where the next frame's gate cannot check
+            # it, so passing it on compounded it (over 50 frames the step-wise SR fell far below sinc
+            # in tissue, benchmarks/quality.py); the gated keyhole only carries detail each frame agreed with
+            previous = given if given is not None else sr
             maps = frame_maps(sr, prior, sinc, frame) if self.options.maps else None
             yield FrameResult(t, total, sr, time.perf_counter() - start, self.grid.hr_affine, maps=maps)
 
