@@ -145,3 +145,18 @@ def test_reconstruct_output_through_a_symlink_to_the_input_is_refused(case, tmp_
                                  str(case["tiny"]), "-o", str(tmp_path / "alias.nii.gz"), "--quiet"])
     assert "symbolic link" in _one_error_line(result)
     assert file_sha256(dynamic) == before
+
+
+def test_remove_own_partials_sweeps_this_processs_temporary_files_only(tmp_path):
+    """After an interruption the CLI sweeps the temporary files this process left (a signal can land
+    between a file's creation and its writer's ``try``); other processes' files stay."""
+    from mrisr.io.guard import partial_file, remove_own_partials
+
+    mine = partial_file(tmp_path / "a.json")
+    other = tmp_path / ".b.json.999999999.abcd.partial"
+    other.write_text("x")
+    final = tmp_path / "c.json"
+    final.write_text("{}")
+    removed = remove_own_partials()
+    assert mine in removed and not mine.exists()
+    assert other.exists() and final.exists()

@@ -83,6 +83,9 @@ def user_errors(interrupted: str = "no output was written") -> Iterator[None]:
         # a failed read or write (disk full, permissions): one line naming the file, not a traceback
         fail(f"{exc.filename or 'file'}: {exc.strerror or exc}")
     except KeyboardInterrupt as exc:
+        from mrisr.io.guard import remove_own_partials
+
+        remove_own_partials()  # one created just before the signal, outside its writer's try
         terminated = isinstance(exc, Terminated)
         typer.echo(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: {interrupted}", err=True)
         raise typer.Exit(143 if terminated else 130) from None

@@ -42,12 +42,15 @@ __all__ = [
     "pid_alive",
     "register_input",
     "release_input",
+    "remove_own_partials",
     "remove_stale_partials",
     "write_errors",
     "write_scope",
 ]
 
 PARTIAL_MARK = ".partial"
+#: folders this process has created temporary files in (see :func:`remove_own_partials`)
+_PARTIAL_FOLDERS: set[Path] = set()
 
 
 @dataclass(frozen=True)
@@ -247,8 +250,31 @@ def partial_file(path: str | Path, extension: str = "") -> Path:
     """
     path = check_target(path)
     remove_stale_partials(path)
+    _PARTIAL_FOLDERS.add(path.parent)
     fd, name = tempfile.mkstemp(
         prefix=f".{path.name}.{os.getpid()}.", suffix=f"{PARTIAL_MARK}{extension}", dir=path.parent
     )
     os.close(fd)
     return Path(name)
+
+
+def remove_own_partials() -> list[Path]:
+    """Delete the temporary files this process created and has not renamed yet; the removed paths.
+
+    Writers remove their temporary file in a ``finally``, but a signal can land between the file's
+    creation and that ``try``; after an interruption this sweeps the folders this process wrote
+    in for names carrying its pid (other processes' files are left alone).
+    """
+    mine = re.compile(rf"^\..+\.{os.getpid()}\.[^.]+{re.escape(PARTIAL_MARK)}")
+    removed: list[Path] = []
+    for folder in list(_PARTIAL_FOLDERS):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if mine.match(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
