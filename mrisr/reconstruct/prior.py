@@ -40,17 +40,6 @@ def lowpass_like(hr: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
     return np.abs(ifftc(pad_kspace(k, hr.shape[:2], (0, 1)), (0, 1))).astype(np.float32)
 
 
-def intensity_fit(prior: np.ndarray, sinc: np.ndarray, lr_inplane: tuple[int, int]) -> tuple[float, float]:
-    """Least-squares factor matching ``prior`` seen through the measured band to ``sinc`` in the
-    object (voxels above 10 % of the frame's 99th percentile), and their correlation there."""
-    low = lowpass_like(prior, lr_inplane)
-    fg = sinc > 0.1 * np.percentile(sinc, 99)
-    denom = float((low[fg] ** 2).sum())
-    factor = float((sinc[fg] * low[fg]).sum() / denom) if denom > 0 else 1.0
-    corr = float(np.corrcoef(low[fg].ravel(), sinc[fg].ravel())[0, 1]) if fg.sum() > 10 else 0.0
-    return factor, corr
-
-
 def prepare_prior(
     prior: Volume,
     shape: tuple[int, int, int],
@@ -82,7 +71,11 @@ def prepare_prior(
             "detail", stacklevel=2,
         )
     data = resample_to_grid(prior, shape, affine)
-    factor, corr = intensity_fit(data, sinc_frame0, lr_inplane)
+    low = lowpass_like(data, lr_inplane)
+    fg = sinc_frame0 > 0.1 * np.percentile(sinc_frame0, 99)
+    denom = float((low[fg] ** 2).sum())
+    factor = float((sinc_frame0[fg] * low[fg]).sum() / denom) if denom > 0 else 1.0
+    corr = float(np.corrcoef(low[fg].ravel(), sinc_frame0[fg].ravel())[0, 1]) if fg.sum() > 10 else 0.0
     if not np.isfinite(factor) or factor <= 0:
         raise MrisrInputError(
             f"{prior.name}: intensities do not match {dynamic_name} at all (negative fit); check that the planning "

@@ -217,6 +217,9 @@ class PairGenerator:
         expensive part). With ``self_prior`` each sample also carries the previous frame's
         inputs, so the caller can replace the prior by the network's own output."""
         s = self.s
+        gated = s.prior_input == "gated-keyhole"
+        if gated and self_prior:
+            raise ValueError("self-generated priors are not supported with the gated-keyhole prior input")
         base, zooms = self._base()
         shape = tuple(base.shape)
         f_target = random_field(shape, zooms, self.rng.uniform(0, s.target_motion_mm), self.rng, s.control_spacing_mm)
@@ -238,9 +241,6 @@ class PairGenerator:
             prior_gt = add_structures(prior_gt, zooms, self.rng, st)
         if not self_prior and st.remap_probability > 0 and self.rng.uniform() < st.remap_probability:
             prior_gt = random_remap(prior_gt, self.rng)
-        gated = s.prior_input == "gated-keyhole"
-        if gated and self_prior:
-            raise ValueError("self-generated priors are not supported with the gated-keyhole prior input")
         prev_prior_full = None
         if self_prior:
             f_before = f_prior + random_field(shape, zooms, self.rng.uniform(*s.previous_motion_mm), self.rng,
