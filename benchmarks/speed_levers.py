@@ -247,7 +247,18 @@ def measure_levers(model, m: dict, threads: int, repeats: int, is_quick: bool) -
                 add(name, None, None, None, "failed", f"compiled in {got['compile_s']:.0f} s, then {status}")
             else:
                 add(name, None, None, None, "failed", f"{status} (wall {wall:.0f} s)")
-        _bf16_row(x, p, tmp, threads, add)
+        from mrisr.models.predictor import native_bf16_cpu
+
+        if native_bf16_cpu():
+            def bf16_call():
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    return net(x, p).float()
+
+            lever("bf16 autocast, whole frame (what --precision auto runs on this CPU)", bf16_call,
+                  "native bf16 on this CPU: the shipped path; only the correction is in bf16, the gated keyhole is "
+                  "added in fp32")
+        else:
+            _bf16_row(x, p, tmp, threads, add)
 
     missing = [name for name in ("onnxruntime", "openvino") if importlib.util.find_spec(name) is None]
     if missing:
@@ -272,7 +283,7 @@ def measure_levers(model, m: dict, threads: int, repeats: int, is_quick: bool) -
 
 
 def _bf16_row(x: torch.Tensor, p: torch.Tensor, tmp: Path, threads: int, add) -> None:
-    """bf16 is only worth anything with native bf16 (avx512_bf16 / amx): probe once, small input, timeout."""
+    """Without native bf16 (avx512_bf16 / amx), bf16 is emulated and slow: probe once, small input, timeout."""
     flags = cpu_flags()
     native = bool({"avx512_bf16", "amx_bf16"} & flags) or torch.ops.mkldnn._is_mkldnn_bf16_supported()
     small = tuple(min(n, m) for n, m in zip(x.shape[2:], (64, 64, 16)))

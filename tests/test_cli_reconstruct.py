@@ -175,3 +175,20 @@ def test_non_nifti_output_is_refused(case, work):
     # frames are streamed as NIfTI: an .mha name would hold NIfTI bytes no reader accepts
     result = _invoke(work / "scan.nii.gz", "--model", case["tiny_noprior"], "-o", work / "sr.mha")
     _assert_failed_cleanly(result, work, "sr.mha", "name the output .nii.gz or .nii")
+
+
+def test_precision_is_recorded_and_checked(case, work):
+    from mrisr.models.predictor import native_bf16_cpu
+
+    for precision, dtype in (("fp32", "float32"), ("auto", "bfloat16" if native_bf16_cpu() else "float32")):
+        out = work / f"sr_{precision}.nii.gz"
+        result = _invoke(work / "scan.nii.gz", "--prior", work / "planning.nii.gz", "--model", case["tiny"],
+                         "--precision", precision, "-o", out)
+        assert result.exit_code == 0, result.output
+        side = json.loads(out.with_name(f"sr_{precision}.json").read_text())
+        assert side["options"]["precision"] == precision
+        assert side["model"]["compute_dtype"] == dtype
+    result = _invoke(work / "scan.nii.gz", "--prior", work / "planning.nii.gz", "--precision", "half")
+    _assert_failed_cleanly(result, work, "precision", "half", "auto, fp32",
+                           before=["scan.nii.gz", "planning.nii.gz", "sr_fp32.nii.gz", "sr_fp32.json",
+                                   "sr_auto.nii.gz", "sr_auto.json"])

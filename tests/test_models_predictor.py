@@ -173,3 +173,41 @@ def test_channels_last_model_saves_a_normal_checkpoint(tmp_path, frame_pair, lr_
     again = load(path, channels_last=False)
     np.testing.assert_allclose(again.predict(sinc, prior, lr_frame=lr_frame), model.predict(sinc, prior, lr_frame=lr_frame),
                                atol=1e-5 * float(sinc.max()))
+
+
+def test_precision_choices_and_what_they_run_in():
+    from mrisr.models.predictor import autocast_dtype, native_bf16_cpu
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu, "fp32") is None
+    assert autocast_dtype(cpu, "auto") == (torch.bfloat16 if native_bf16_cpu() else None)
+    assert autocast_dtype(torch.device("cuda"), "auto") == torch.float16
+    assert autocast_dtype(torch.device("cuda"), "fp32") is None
+    with pytest.raises(MrisrInputError, match="--precision fp16: choose one of auto, fp32"):
+        autocast_dtype(cpu, "fp16")
+    with pytest.raises(MrisrInputError, match="--precision"):
+        load("default", precision="double") if "default" in bundled_models() else autocast_dtype(cpu, "double")
+
+
+def test_auto_precision_stays_within_bf16_rounding_of_fp32(frame_pair, lr_frame):
+    """``auto`` runs the bundled network in bf16 on a CPU with bf16 instructions: only the network's
+    correction is rounded (the gated keyhole is added in float32), so the output stays within a
+    few 1e-3 of the scale; elsewhere ``auto`` is float32 and the outputs are identical."""
+    if "default" not in bundled_models():
+        pytest.skip("no bundled default model in this checkout")
+    from mrisr.models.predictor import native_bf16_cpu
+
+    model = load("default")
+    sinc, prior = frame_pair
+    auto = model.predict(sinc, prior, lr_frame=lr_frame)
+    full = model.predict(sinc, prior, lr_frame=lr_frame, precision="fp32")
+    assert model.compute_dtype("fp32") == "float32"
+    if native_bf16_cpu():
+        assert model.compute_dtype() == "bfloat16"
+        scale = float(np.percentile(full, 99.5))
+        assert 0 < float(np.abs(auto - full).max()) <= 5e-3 * scale
+    else:
+        assert model.compute_dtype() == "float32"
+        np.testing.assert_array_equal(auto, full)
+    # the same call twice gives the same bytes (reproducible on one machine)
+    np.testing.assert_array_equal(auto, model.predict(sinc, prior, lr_frame=lr_frame))

@@ -95,7 +95,7 @@ def test_tracked_mode_feeds_the_tracked_planning_scan_to_every_frame(tmp_path):
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         model.network.head.weight.copy_(torch.randn(model.network.head.weight.shape, generator=gen) * 0.2)
-    results = list(iter_reconstruct(phantom.lr, phantom.planning, ReconstructOptions(), model=model))
+    results = list(iter_reconstruct(phantom.lr, phantom.planning, ReconstructOptions(precision="fp32"), model=model))
     assert ReconstructOptions().prior_mode == "tracked" and len(results) == 3
     # an independent tracker on the same prepared planning scan gives the priors that were used
     from mrisr.reconstruct.stepwise import Reconstruction
@@ -105,7 +105,7 @@ def test_tracked_mode_feeds_the_tracked_planning_scan_to_every_frame(tmp_path):
     tracker = MotionTracker(rec.prior.data, rec.grid.lr_shape)
     for t, result in enumerate(results):
         frame = phantom.lr.frame(t)
-        expected = model.predict(zero_fill(frame, rec.grid.hr_inplane), tracker.prior_for(frame))
+        expected = model.predict(zero_fill(frame, rec.grid.hr_inplane), tracker.prior_for(frame), precision="fp32")
         np.testing.assert_allclose(result.sr, expected, rtol=1e-4, atol=1e-3)
     planning = list(iter_reconstruct(phantom.lr, phantom.planning, ReconstructOptions(prior_mode="planning"),
                                      model=model))

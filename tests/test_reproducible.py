@@ -1,6 +1,6 @@
 """Identical inputs and options give byte-identical outputs: every command run twice, SHA-256s compared.
 
-Only wall-clock times may differ, and only in JSON sidecars (``frame_seconds``, ``total_seconds``)
+Only wall-clock times may differ, and only in JSON sidecars (``frame_seconds``, ``frame_wall_seconds``, ``total_seconds``)
 and logs; images, phantoms and checkpoints carry none (gzip headers hold no file name and mtime 0).
 """
 
@@ -23,7 +23,7 @@ from mrisr.data import sample_path
 
 runner = CliRunner()
 #: the wall-clock fields of the reconstruction sidecar (README, "Reproducible outputs")
-TIMINGS = ("frame_seconds", "total_seconds")
+TIMINGS = ("frame_seconds", "frame_wall_seconds", "total_seconds")
 
 
 def sha256(path: Path) -> str:

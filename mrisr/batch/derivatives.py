@@ -76,8 +76,9 @@ SOURCE_LINK = "raw"
 # ("sub-*/log", not "sub-*/log/": the validator matches the folder path without the slash)
 BIDSIGNORE = (SUMMARY_NAME, "sub-*/log", "*_model.safetensors")
 #: sidecar keys that hold wall-clock times, the only sidecar content that differs between identical runs:
-#: ``frame_seconds`` and ``total_seconds`` of the reconstruction record, ``timings`` of the batch block
-TIMING_KEYS = ("frame_seconds", "total_seconds", f"{BATCH_KEY}.timings")
+#: ``frame_seconds``, ``frame_wall_seconds`` and ``total_seconds`` of the reconstruction record, ``timings`` of
+#: the batch block
+TIMING_KEYS = ("frame_seconds", "frame_wall_seconds", "total_seconds", f"{BATCH_KEY}.timings")
 
 
 @dataclass(frozen=True)

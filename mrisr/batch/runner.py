@@ -142,6 +142,7 @@ def _run_series(
         threads=settings.threads,
         finetune=options["finetune"],
         finetune_minutes=options["finetune_minutes"],
+        precision=options.get("precision", "auto"),
     )
     map_paths = outputs.map_paths()
     for target in (outputs.series, outputs.sidecar, *map_paths.values(), *map(outputs.map_sidecar, map_paths)):

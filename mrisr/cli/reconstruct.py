@@ -26,6 +26,7 @@ def reconstruct(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
     tile: tuple[int, int, int] | None = typer.Option(None, "--tile", help="Sliding-window tile X Y Z (default: whole frames)."),
+    precision: str = typer.Option("auto", "--precision", help="auto (default): the network in bfloat16 on a CPU with bfloat16 instructions (about 2x faster; tissue SSIM unchanged to 1e-4), float16 on CUDA, else float32; fp32: float32 everywhere (the same output on every machine)."),
     maps: bool = typer.Option(False, "--maps", help="Also write <output stem>_disagreement.nii.gz (where the frame disagrees with its prior) and <output stem>_unmeasured.nii.gz (detail added outside the measured k-space)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -59,6 +60,7 @@ def reconstruct(
             finetune_minutes=finetune_minutes,
             tile=None if not tile else tuple(int(v) for v in tile),
             maps=maps,
+            precision=precision,
         )
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
@@ -89,7 +91,10 @@ def reconstruct(
                 report = reconstruct_file(dynamic, out, prior, opts, on_frame=on_frame, on_status=on_status)
     grid = report.hr_shape
     mean_s = sum(seconds) / max(len(seconds), 1)  # the bar's last figure
+    wall = sorted(report.frame_wall_seconds)
+    median_wall = wall[len(wall) // 2] if len(wall) % 2 else sum(wall[len(wall) // 2 - 1:len(wall) // 2 + 1]) / 2
     typer.echo(
         f"{report.output}: {len(report.frame_seconds)} frame(s) on a {grid[0]}x{grid[1]}x{grid[2]} grid "
-        f"(LR = {report.keep:.2f}% of k-space), {mean_s:.2f} s/frame, {'model ' if method == 'network' else 'method '}{report.model}; sidecar {report.sidecar}"
+        f"(LR = {report.keep:.2f}% of k-space), {mean_s:.2f} s/frame (median {median_wall:.2f} s with reading and "
+        f"writing), {'model ' if method == 'network' else 'method '}{report.model}; sidecar {report.sidecar}"
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 from typing import BinaryIO
@@ -171,6 +170,23 @@ def save_like(
     return path
 
 
+#: ISA-L deflate level of every .gz mrisr writes (ISA-L has levels 0-3)
+GZIP_LEVEL = 1
+
+
+def gzip_writer(raw: BinaryIO) -> BinaryIO:
+    """A gzip stream over ``raw`` with no file name and mtime 0 in its header (same voxels, same bytes).
+
+    Compression uses Intel's ISA-L (``isal.igzip``, a standard gzip stream any reader opens):
+    a 256x256x32 float32 frame (8.4 MB) took 0.016 s at its level 1 against 0.25 s for zlib's
+    level 4, which mrisr used before, for a file 1 % larger (6.74 against 6.67 MB). With zlib, writing the
+    output cost half as much as reconstructing the frame.
+    """
+    from isal import igzip
+
+    return igzip.IGzipFile(filename="", fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+
+
 class FrameWriter:
     """Stream a NIfTI series to disk one frame at a time (memory does not grow with T).
 
@@ -221,11 +237,7 @@ class FrameWriter:
         self._raw = raw = open(self._tmp, "wb")
         # no file name (it would be the temporary one) and mtime 0 in the gzip header: the same
         # voxels always give the same bytes, so the SHA-256s recorded in sidecars mean something
-        self._fh = (
-            gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=4, mtime=0)
-            if str(self.path).endswith(".gz")
-            else raw
-        )
+        self._fh = gzip_writer(raw) if str(self.path).endswith(".gz") else raw
         # nibabel writes the 348-byte header and, for single files, the 4-byte "no extensions"
         # flag; pad up to vox_offset whatever it wrote so the data start where the header says
         self.header.write_to(self._fh)

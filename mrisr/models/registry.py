@@ -8,7 +8,7 @@ import torch
 
 from mrisr.io.errors import MrisrInputError
 from mrisr.models.checkpoint import file_sha256, load_network, save_checkpoint
-from mrisr.models.predictor import SRModel, resolve_device
+from mrisr.models.predictor import SRModel, autocast_dtype, resolve_device
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 BUNDLED = {"default": "default.safetensors", "default-noprior": "default-noprior.safetensors"}
@@ -30,7 +30,8 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
     return Path(name_or_path)
 
 
-def load(name_or_path: str | Path = "default", device: str = "cpu", channels_last: bool | None = None) -> SRModel:
+def load(name_or_path: str | Path = "default", device: str = "cpu", channels_last: bool | None = None,
+         precision: str = "auto") -> SRModel:
     """Load a bundled model by name or any mrisr checkpoint by path.
 
     Example:
@@ -38,12 +39,15 @@ def load(name_or_path: str | Path = "default", device: str = "cpu", channels_las
         >>> sr = model.predict(sinc_frame, prior_frame, lr_frame=lr_frame)  # doctest: +SKIP
 
     ``channels_last``: memory layout of the network (default: channels-last 3-D on the CPU,
-    contiguous elsewhere; see :class:`~mrisr.models.predictor.SRModel`).
+    contiguous elsewhere; see :class:`~mrisr.models.predictor.SRModel`). ``precision``: ``auto``
+    or ``fp32`` (:func:`~mrisr.models.predictor.autocast_dtype`).
     """
     path = resolve_model_path(name_or_path)
     dev = resolve_device(device)
+    autocast_dtype(dev, precision)  # a bad precision fails before the weights are read
     network, meta = load_network(path, dev)
-    model = SRModel(network, meta, dev, source=name_or_path, channels_last=channels_last)
+    model = SRModel(network, meta, dev, source=name_or_path, channels_last=channels_last,
+                    precision=precision)
     model.meta.setdefault("sha256", file_sha256(path))
     model.path = path
     return model

@@ -42,6 +42,8 @@ class ReconstructionReport:
     keep: float
     warnings: list[str] = field(default_factory=list)
     finetune: dict | None = None
+    #: per frame, reading and writing included (the sidecar's ``frame_wall_seconds``)
+    frame_wall_seconds: list[float] = field(default_factory=list)
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -101,8 +103,14 @@ def reconstruct_file(
 
     The output is written under a temporary name and renamed at the end, so an error or Ctrl-C
     leaves nothing behind; the sidecar (``<output stem>.json``) is written last. The same inputs
-    and options give a byte-identical output; in the sidecar only ``frame_seconds`` and
-    ``total_seconds`` (wall-clock) change.
+    and options give a byte-identical output; in the sidecar only ``frame_seconds``,
+    ``frame_wall_seconds`` and ``total_seconds`` (wall-clock) change.
+
+    Per frame, the sidecar records two times: ``frame_seconds``, the reconstruction of the frame
+    (registration, gated keyhole, network), and ``frame_wall_seconds``, the whole pipeline as
+    this function runs it: reading the frame, reconstructing it, compressing and writing it (the
+    last frame also carries closing the files). In a steady stream the median of the second is
+    the time between two finished frames.
 
     Args:
         dynamic_path: the LR series ``(X, Y, Z[, T])`` (NIfTI, NRRD, MHA, DICOM folder).
@@ -176,8 +184,10 @@ def reconstruct_file(
     if tuned_path is not None:
         model_hash = file_sha256(tuned_path)
     seconds: list[float] = []
+    wall: list[float] = []  # per frame, reading and writing included (see the sidecar's frame_wall_seconds)
     map_summaries: list[dict] = []
     t_start = time.time()
+    t_last = time.perf_counter()
     n_frames = dynamic.n_frames if dynamic.is_4d else None
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(FrameWriter(output, dynamic, rec.grid.hr_shape, n_frames,
@@ -192,8 +202,14 @@ def reconstruct_file(
                     map_writer.write(getattr(result.maps, name))
                 map_summaries.append({"frame": result.index, **result.maps.summary()})
             seconds.append(round(result.seconds, 4))
+            now = time.perf_counter()
+            wall.append(now - t_last)
+            t_last = now
             if on_frame:
                 on_frame(result)
+            t_last += time.perf_counter() - now  # the caller's progress display is not the pipeline's time
+    if wall:
+        wall[-1] += time.perf_counter() - t_last  # closing the files
     import mrisr
 
     payload = {
@@ -204,7 +220,8 @@ def reconstruct_file(
         "method": options.method,
         "model": None if rec.model is None else {
             "name": choose_model_name(options, prior is not None), "sha256": model_hash,
-            "finetuned": str(tuned_path) if tuned_path else None, "uses_prior": rec.model.uses_prior},
+            "finetuned": str(tuned_path) if tuned_path else None, "uses_prior": rec.model.uses_prior,
+            "compute_dtype": rec.model.compute_dtype(options.precision)},
         "options": options.as_dict(),
         "grid": rec.grid.as_dict(),
         "prior": None if rec.prior is None else {"coverage": round(rec.prior.coverage, 4),
@@ -220,6 +237,7 @@ def reconstruct_file(
         "RepetitionTime": dynamic.tr,
         "frames": dynamic.n_frames,
         "frame_seconds": seconds,
+        "frame_wall_seconds": [round(w, 4) for w in wall],
         "total_seconds": round(time.time() - t_start, 3),
         "warnings": caught,
         "torch_threads": _threads(),
@@ -230,7 +248,7 @@ def reconstruct_file(
     method_name = options.method if rec.model is None else payload["model"]["name"]
     return ReconstructionReport(output, side, rec.grid.hr_affine, rec.grid.hr_shape, seconds,
                                 method_name, model_hash, tuned_path, options.as_dict(), rec.grid.keep,
-                                caught, finetune_info)
+                                caught, finetune_info, payload["frame_wall_seconds"])
 
 
 def _first_frame(dynamic):

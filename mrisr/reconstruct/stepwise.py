@@ -34,6 +34,9 @@ HR_FRAME_COPIES = 32
 MAX_INPLANE_FACTOR = 16
 PriorMode = Literal["tracked", "planning", "previous"]
 Method = Literal["network", "keyhole", "keyhole-registered", "keyhole-gated"]
+Precision = Literal["auto", "fp32"]
+#: network precisions (the same names as :data:`mrisr.models.predictor.PRECISIONS`, which imports torch)
+PRECISIONS = ("auto", "fp32")
 #: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:<index>``
 Device = str
 
@@ -110,6 +113,10 @@ class ReconstructOptions:
         tile: sliding-window tile ``(X, Y, Z)`` in voxels; ``None``: whole frames unless a frame is huge.
         maps: also compute, per frame, the disagreement and unmeasured-detail maps and the
             data-consistency residual (:mod:`mrisr.reconstruct.maps`); off: nothing extra computed.
+        precision: ``auto`` (the network in bfloat16 on a CPU with native bfloat16 instructions,
+            float16 on CUDA, else float32; about 2x faster, tissue SSIM unchanged to 1e-4) or
+            ``fp32`` (float32 everywhere: the same output on every machine); see
+            :func:`mrisr.models.predictor.autocast_dtype`.
 
     Raises:
         OptionError: (a :class:`~mrisr.io.MrisrInputError`) on construction, naming the field,
@@ -136,6 +143,7 @@ class ReconstructOptions:
     finetune_minutes: float = 3.0
     tile: tuple[int, int, int] | None = None
     maps: bool = False
+    precision: Precision = "auto"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -178,6 +186,8 @@ class ReconstructOptions:
                                   f"must be a whole number between 1 and the {cores} CPU core(s) of this machine, "
                                   f"e.g. {cores}")
             self.threads = int(self.threads)
+        if self.precision not in PRECISIONS:
+            raise OptionError(owner, "precision", self.precision, f"choose one of {', '.join(PRECISIONS)}")
         self.finetune = _flag(owner, "finetune", self.finetune)
         self.maps = _flag(owner, "maps", self.maps)
         if self.method != "network" and self.data_consistency:
@@ -348,10 +358,10 @@ class Reconstruction:
                     prior = previous
             if prior is not None and self.model.prior_input == "gated-keyhole":
                 given = gated_keyhole(frame, prior, sinc)
-                sr = self.model.predict(sinc, given, formed=True)
+                sr = self.model.predict(sinc, given, formed=True, precision=self.options.precision)
             else:
                 given = None
-                sr = self.model.predict(sinc, prior, lr_frame=frame)
+                sr = self.model.predict(sinc, prior, lr_frame=frame, precision=self.options.precision)
             if self.options.data_consistency:
                 sr = data_consistency(sr, frame)
             # step-wise, a gated-keyhole network hands on its input, not its output: the detail the
