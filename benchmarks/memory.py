@@ -113,7 +113,7 @@ def main() -> None:
     frames = (3, 12) if is_quick else (10, 100)
     large_frames = 2 if is_quick else 3
     log(f"memory benchmark: {shape} x {frames} frames, large {large} x {large_frames} frames; quick={is_quick}")
-    rows, results = [], {}
+    rows, results, walls = [], {}, {}
     folder = Path(tempfile.mkdtemp(prefix="mrisr-bench-mem-"))
     try:
         paths = build_inputs(folder, shape, large, frames, large_frames)
@@ -138,7 +138,9 @@ def main() -> None:
             side = json.loads(out.with_name(out.name.replace(".nii.gz", ".json")).read_text())
             n = int(side["frames"])
             per_frame = float(np.median(side["frame_seconds"]))
-            end_to_end = float(side["total_seconds"]) / n  # reading, SR and writing (.nii.gz) of each frame
+            # reading, SR and writing (.nii.gz) of each frame, as the sidecar records it
+            end_to_end = float(np.median(side["frame_wall_seconds"]))
+            walls[label] = end_to_end
             results[label] = mb
             commands.append("mrisr " + " ".join(cmd[len(cli):]).replace(str(folder) + "/", ""))
             rows.append([label, "x".join(map(str, hr)), n, "x".join(map(str, tile_arg)) if tile_arg else "whole",
@@ -155,7 +157,12 @@ def main() -> None:
     for label, hr in ((short, shape), (long_, shape), ("large, whole frame", large), ("large, tiled", large)):
         targets.append([f"peak RSS <= 1.5 GB: {label} ({'x'.join(map(str, hr))})", f"{results[label]:.0f} MB",
                         "met" if results[label] <= ABSOLUTE_TARGET_MB else "missed"])
-    headers = ["run", "HR frame", "frames", "tiles", "peak RSS (MB)", "SR s/frame (median)", "read+SR+write s/frame",
+    for label in (short, long_):
+        targets.append([f"<= 0.5 s per {'x'.join(map(str, shape))} frame, the whole pipeline (reading, registration, "
+                        f"network, writing: median of the sidecar's frame_wall_seconds), {label}",
+                        f"{walls[label]:.2f} s", "met" if walls[label] <= 0.5 else "missed"])
+    headers = ["run", "HR frame", "frames", "tiles", "peak RSS (MB)", "SR s/frame (median)",
+               "read+SR+write s/frame (median)",
                "process wall s"]
     print()
     print_table(headers, rows)

@@ -235,9 +235,12 @@ def _contrast_region(static: np.ndarray, zooms: tuple[float, float, float], rng:
 def _check_inputs(
     static: Volume, frames: int, keep: float, tr: float, motion_mm: float, noise_snr: float | None,
     insert: str | None = None, planning_insert: str | None = None, planning_contrast: str = "same",
-    through_plane_mm: float = 0.0,
+    through_plane_mm: float = 0.0, planning_noise_snr: float | None = None,
 ) -> None:
     from mrisr.inserts import INSERTS, PLANNING_CONTRASTS
+
+    if planning_noise_snr is not None and not planning_noise_snr > 0:
+        raise MrisrInputError(f"planning_noise_snr={planning_noise_snr}: must be > 0 (or None for no noise)")
 
     name = static.name
     for option, value in (("insert", insert), ("planning_insert", planning_insert)):
@@ -309,6 +312,7 @@ def make_dynamic(
     planning_insert: str | None = None,
     planning_contrast: str = "same",
     through_plane_mm: float = 0.0,
+    planning_noise_snr: float | None = None,
 ) -> DynamicPhantom:
     """Make a dynamic phantom from one static HR volume.
 
@@ -339,6 +343,10 @@ def make_dynamic(
         planning_contrast: ``"same"``, or ``"swap"`` for a planning scan of another tissue contrast
             (:func:`mrisr.inserts.swap_contrast`).
         through_plane_mm: largest breathing displacement along the slice axis, in mm.
+        planning_noise_snr: complex Gaussian noise of its own added to the planning scan at this
+            SNR (a magnitude image, so Rician), as a separately acquired scan has. Without it the
+            planning scan and every frame carry the source volume's one noise realisation, which
+            rewards any method that copies the planning scan's texture (``None``: no noise).
 
     Returns:
         :class:`DynamicPhantom` with ``hr`` ``(X, Y, Z, T)``, ``lr`` ``(X', Y', Z, T)`` and
@@ -351,14 +359,14 @@ def make_dynamic(
     from mrisr.kspace.simulate import simulate_volume
 
     _check_inputs(static, frames, keep, tr, motion_mm, noise_snr, insert, planning_insert, planning_contrast,
-                  through_plane_mm)
+                  through_plane_mm, planning_noise_snr)
     frames = int(frames)
     image = np.asarray(static.data, dtype=np.float32)
     shape = image.shape
     zooms = static.zooms
     # children 0-4 are the streams of phantoms made before inserts existed: same seed, same phantom
-    (trace_rng, irregular_rng, planning_rng, contrast_rng, noise_rng, insert_rng,
-     planning_insert_rng) = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(7))
+    (trace_rng, irregular_rng, planning_rng, contrast_rng, noise_rng, insert_rng, planning_insert_rng,
+     planning_noise_rng) = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8))
 
     breathing = breathing_trace(frames, tr, trace_rng)
     unit_breath = breathing_field(shape, zooms, amplitude_mm=motion_mm)
@@ -431,6 +439,11 @@ def make_dynamic(
 
         planning_insert_contrast = structure_contrast(planning_data, warp_mask(planning_occupancy, planning_field))
 
+    if planning_noise_snr is not None:
+        from mrisr.kspace.functional import add_complex_noise
+
+        planning_data = np.abs(add_complex_noise(planning_data, float(planning_noise_snr),
+                                                 planning_noise_rng)).astype(np.float32)
     planning = static.with_data(planning_data)
     hr = static.with_data(hr_data, tr=float(tr))
     noise_seed = int(noise_rng.integers(2**31))
@@ -449,6 +462,7 @@ def make_dynamic(
         "planning_insert": None if planning_needle is None else {"kind": planning_insert, **planning_needle.as_dict()},
         "planning_contrast": planning_contrast,
         "through_plane_mm": float(through_plane_mm),
+        "planning_noise_snr": None if planning_noise_snr is None else float(planning_noise_snr),
     }
     return DynamicPhantom(
         planning=planning,

@@ -174,3 +174,24 @@ def test_save_writes_three_images_with_geometry_and_tr(tmp_path, sample_crop, ph
     assert meta["settings"]["seed"] == 3 and len(meta["breathing"]) == FRAMES
     assert meta["keep_actual"] == pytest.approx(phantom.keep_actual)
     assert not [p for p in (tmp_path / "out").iterdir() if "partial" in p.name]
+
+
+def test_planning_noise_is_independent_and_leaves_the_frames_alone():
+    from mrisr.data import load_sample
+
+    sample = load_sample()
+    crop = sample.with_data(np.ascontiguousarray(sample.data[32:80, 40:88, 10:16]))
+    clean = make_dynamic(crop, frames=2, keep=6.25, seed=3)
+    noisy = make_dynamic(crop, frames=2, keep=6.25, seed=3, planning_noise_snr=20.0)
+    # the frames, the LR series and the motion are those of the phantom without it
+    np.testing.assert_array_equal(noisy.hr.data, clean.hr.data)
+    np.testing.assert_array_equal(noisy.lr.data, clean.lr.data)
+    difference = noisy.planning.data - clean.planning.data
+    obj = clean.planning.data > 0.1 * np.percentile(clean.planning.data, 99)
+    level = float(clean.planning.data[obj].mean())
+    # about sigma = level / 20 in the object (Rician: a magnitude), and new noise, not a rescaling
+    assert 0.6 / 20 < float(difference[obj].std()) / level < 1.4 / 20
+    assert abs(np.corrcoef(difference[obj], clean.planning.data[obj])[0, 1]) < 0.2
+    assert noisy.settings["planning_noise_snr"] == 20.0 and clean.settings["planning_noise_snr"] is None
+    with pytest.raises(MrisrInputError, match="planning_noise_snr=0"):
+        make_dynamic(crop, frames=2, planning_noise_snr=0)

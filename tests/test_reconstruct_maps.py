@@ -131,3 +131,28 @@ def test_frame_maps_match_the_parts(needle_phantom):
     maps = frame_maps(out, phantom.planning.data, sinc, frame)
     np.testing.assert_array_equal(maps.unmeasured, unmeasured_map(out, frame.shape[:2]))
     np.testing.assert_array_equal(maps.disagreement, disagreement_map(phantom.planning.data, sinc, frame.shape[:2]))
+
+
+def test_forgiving_misregistration_spares_edges_not_new_structures():
+    """The gate's disagreement (``misregistration`` > 0) discounts what a small shift of the prior
+    makes at an edge, but keeps most of a structure that appeared in flat tissue."""
+    lr_inplane = (16, 16)
+    hr = np.full((64, 64, 2), 100.0, dtype=np.float32)
+    hr[:, :24] = 20.0  # an edge between dark and bright tissue
+    shifted = np.roll(hr, 1, axis=1)  # the prior, misregistered by one voxel
+    new = hr.copy()
+    new[40:43, 44:60] = 20.0  # a structure only the frame has, in flat bright tissue
+    sinc_shift = zero_fill(crop_lowres(hr, lr_inplane), hr.shape[:2])
+    sinc_new = zero_fill(crop_lowres(new, lr_inplane), hr.shape[:2])
+    plain_edge = disagreement_map(shifted, sinc_shift, lr_inplane)
+    forgiving_edge = disagreement_map(shifted, sinc_shift, lr_inplane, misregistration=3.0)
+    plain_new = disagreement_map(hr, sinc_new, lr_inplane)
+    forgiving_new = disagreement_map(hr, sinc_new, lr_inplane, misregistration=3.0)
+    assert (forgiving_edge <= plain_edge + 1e-7).all() and (forgiving_new <= plain_new + 1e-7).all()
+    edge = (slice(None), slice(20, 28))
+    structure = (slice(38, 45), slice(46, 58))
+    kept_at_edge = forgiving_edge[edge].max() / plain_edge[edge].max()
+    kept_at_structure = forgiving_new[structure].max() / plain_new[structure].max()
+    assert kept_at_edge < 0.65 and kept_at_structure > kept_at_edge + 0.2
+    # nothing changes without a prior, or where the prior is flat
+    assert not disagreement_map(None, sinc_new, lr_inplane, misregistration=3.0).any()

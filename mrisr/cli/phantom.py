@@ -46,6 +46,10 @@ def phantom(
     through_plane_mm: float = typer.Option(
         0.0, "--through-plane-mm", help="Largest breathing motion along the slice axis, in mm."
     ),
+    planning_noise_snr: float = typer.Option(
+        None, "--planning-noise-snr", help="Add noise of its own to the planning scan at this SNR (a separately "
+        "acquired scan; without it the planning scan shares the source volume's noise with every frame)."
+    ),
 ) -> None:
     """Make a dynamic phantom from a real static volume.
 
@@ -92,6 +96,7 @@ def phantom(
             planning_insert=planning_insert,
             planning_contrast=planning_contrast,
             through_plane_mm=through_plane_mm,
+            planning_noise_snr=planning_noise_snr,
         )
         paths = result.save(output)
     typer.echo(f"source {static.name}: {_describe(static)}")
