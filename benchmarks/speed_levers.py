@@ -177,7 +177,8 @@ def measure_levers(model, m: dict, threads: int, repeats: int, is_quick: bool) -
 
     layout = "channels_last_3d" if net.memory_format == torch.channels_last_3d else "contiguous"
     add(f"reference: eager fp32, inference_mode, {layout}, whole frame, {threads} threads", ref_s, ref_s, reference,
-        "reference", "the path `mrisr reconstruct` runs")
+        "reference", "`mrisr reconstruct --precision fp32`; `--precision auto` runs the bf16 row where the CPU has "
+        "bf16 instructions")
 
     def no_grad_call():
         with torch.no_grad():
