@@ -159,3 +159,19 @@ def test_an_all_zero_frame_in_the_middle_is_a_one_line_error(tmp_path):
     # the tracker's histogram matching itself no longer fails on an empty image
     moving = np.asarray(crop.data, np.float32)
     np.testing.assert_array_equal(match_histogram(moving, np.zeros_like(moving)), moving)
+
+
+def test_histogram_matching_ignores_a_noise_floor_in_the_air():
+    """A planning scan with noise of its own has a Rician floor in the air that a noise-free frame
+    lacks; counted as object, it would shift every matched quantile of the tissue."""
+    from mrisr.reconstruct.demons import match_histogram
+
+    rng = np.random.default_rng(0)
+    fixed = np.zeros((48, 48, 4), np.float32)
+    fixed[12:36, 12:36] = np.linspace(50, 100, 24, dtype=np.float32)[:, None, None]
+    noisy = np.abs(fixed + rng.normal(0, 4.0, fixed.shape) + 1j * rng.normal(0, 4.0, fixed.shape)).astype(np.float32)
+    tissue = fixed > 0
+    matched = match_histogram(noisy, fixed, foreground=TrackingSettings().histogram_foreground)
+    loose = match_histogram(noisy, fixed, foreground=0.0)  # the air's floor counted as object
+    error, loose_error = (float(np.mean(np.abs(m[tissue] - fixed[tissue]))) for m in (matched, loose))
+    assert error < 5.0 and loose_error > 2 * error

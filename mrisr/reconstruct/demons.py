@@ -82,11 +82,12 @@ def warp_rows(volume: torch.Tensor, disp: torch.Tensor, x0: int) -> torch.Tensor
     return F.grid_sample(volume[None, None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0, 0]
 
 
-def match_histogram(moving: np.ndarray, fixed: np.ndarray, points: int = 15) -> np.ndarray:
-    """Map ``moving``'s intensities so its quantiles (above a background threshold) match ``fixed``'s."""
+def match_histogram(moving: np.ndarray, fixed: np.ndarray, points: int = 15, foreground: float = 0.05) -> np.ndarray:
+    """Map ``moving``'s intensities so its quantiles above ``foreground`` times its 99.5th percentile
+    (the object, not the air) match ``fixed``'s above the same fraction of ``fixed``'s."""
     def fg(a):
         v = a.ravel()
-        return v[v > 0.05 * np.percentile(v, 99.5)]
+        return v[v > foreground * np.percentile(v, 99.5)]
 
     q = np.linspace(0.02, 0.98, points)
     moving_fg, fixed_fg = fg(moving), fg(fixed)
