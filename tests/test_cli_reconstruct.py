@@ -188,6 +188,10 @@ def test_precision_is_recorded_and_checked(case, work):
         side = json.loads(out.with_name(f"sr_{precision}.json").read_text())
         assert side["options"]["precision"] == precision
         assert side["model"]["compute_dtype"] == dtype
+        # the whole pipeline per frame: one time per frame, each at least the reconstruction's
+        walls, recs = side["frame_wall_seconds"], side["frame_seconds"]
+        assert len(walls) == len(recs) == side["frames"] == 3
+        assert all(w >= r - 1e-3 for w, r in zip(walls, recs))
     result = _invoke(work / "scan.nii.gz", "--prior", work / "planning.nii.gz", "--precision", "half")
     _assert_failed_cleanly(result, work, "precision", "half", "auto, fp32",
                            before=["scan.nii.gz", "planning.nii.gz", "sr_fp32.nii.gz", "sr_fp32.json",

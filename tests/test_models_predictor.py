@@ -183,9 +183,13 @@ def test_precision_choices_and_what_they_run_in():
     assert autocast_dtype(cpu, "auto") == (torch.bfloat16 if native_bf16_cpu() else None)
     assert autocast_dtype(torch.device("cuda"), "auto") == torch.float16
     assert autocast_dtype(torch.device("cuda"), "fp32") is None
-    with pytest.raises(MrisrInputError, match="--precision fp16: choose one of auto, fp32"):
+    from mrisr.models.predictor import PRECISIONS
+    from mrisr.reconstruct.stepwise import PRECISIONS as OPTION_PRECISIONS
+
+    assert PRECISIONS == OPTION_PRECISIONS
+    with pytest.raises(MrisrInputError, match="precision='fp16': choose one of auto, fp32"):
         autocast_dtype(cpu, "fp16")
-    with pytest.raises(MrisrInputError, match="--precision"):
+    with pytest.raises(MrisrInputError, match="precision='double'"):
         load("default", precision="double") if "default" in bundled_models() else autocast_dtype(cpu, "double")
 
 

@@ -81,8 +81,8 @@ class ReconstructSettings(_Strict):
     finetune_minutes: float = Field(3.0, gt=0, le=600)
     maps: bool = Field(False, description="also write desc-disagreement and desc-unmeasured maps per series")
     precision: Literal["auto", "fp32"] = Field(
-        "auto", description="auto: the network in bfloat16 where the CPU has bfloat16 instructions; fp32: the same "
-        "output on every machine")
+        "auto", description="auto: the network in bfloat16 where the CPU has bfloat16 instructions (the resolved "
+        "precision is part of the resume fingerprint); fp32: no hardware-dependent reduced precision")
 
     @field_validator("matrix")
     @classmethod

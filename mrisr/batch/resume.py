@@ -133,6 +133,17 @@ def _resolve_model(option: str, has_prior: bool, cache: dict[str, dict[str, str]
     return cache[name]
 
 
+def _with_compute_dtype(options: dict[str, Any], device: str) -> dict[str, Any]:
+    """``options`` plus the precision ``auto`` resolves to on ``device`` here (bf16 on a CPU with bf16
+    instructions, fp16 on CUDA, else fp32): outputs made in another precision are not up to date."""
+    if options.get("precision", "auto") != "auto" or options.get("method", "network") != "network":
+        return options
+    from mrisr.models.predictor import autocast_dtype, resolve_device
+
+    dtype = autocast_dtype(resolve_device(device or "auto"), "auto")
+    return {**options, "compute_dtype": "float32" if dtype is None else str(dtype).removeprefix("torch.")}
+
+
 def fingerprint_of(inputs: dict[str, dict[str, Any]], model: dict[str, str], options: dict[str, Any]) -> str:
     """SHA-256 over the input hashes, the model hash and the result-changing options."""
     relevant = {k: v for k, v in sorted(options.items()) if k not in RUNTIME_OPTIONS and k != "model"}
@@ -160,7 +171,8 @@ def plan_subject(
         previous = ((read_json(outputs.sidecar) or {}).get(BATCH_KEY) or {}).get("inputs") or {}
         inputs = {role: _file_record(path, previous.get(role)) for role, path in series.files().items()}
         model = _resolve_model(settings.options["model"], series.planning is not None, cache)
-        plans.append(SeriesPlan(series, outputs, inputs, model, fingerprint_of(inputs, model, settings.options)))
+        plans.append(SeriesPlan(series, outputs, inputs, model,
+                                fingerprint_of(inputs, model, _with_compute_dtype(settings.options, settings.device))))
     return SubjectPlan(
         label=subject.label,
         series=plans,

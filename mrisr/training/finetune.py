@@ -146,7 +146,8 @@ def finetune(
             best, best_state, best_step = current, copy.deepcopy(net.state_dict()), step
     net.load_state_dict(best_state)
     net.eval()
-    tuned = SRModel(net, copy.deepcopy(model.meta), device, source=f"{model.source} (fine-tuned)")
+    tuned = SRModel(net, copy.deepcopy(model.meta), device, source=f"{model.source} (fine-tuned)",
+                    precision=getattr(model, "precision", "auto"))
     tuned.tile = model.tile
     report = FinetuneReport(step, round(time.time() - t0, 2), best, initial, best_step, opt.param_groups[0]["lr"],
                             stopped)
