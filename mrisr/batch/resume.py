@@ -138,10 +138,9 @@ def _with_compute_dtype(options: dict[str, Any], device: str) -> dict[str, Any]:
     instructions, fp16 on CUDA, else fp32): outputs made in another precision are not up to date."""
     if options.get("precision", "auto") != "auto" or options.get("method", "network") != "network":
         return options
-    from mrisr.models.predictor import autocast_dtype, resolve_device
+    from mrisr.models.predictor import compute_dtype_name, resolve_device
 
-    dtype = autocast_dtype(resolve_device(device or "auto"), "auto")
-    return {**options, "compute_dtype": "float32" if dtype is None else str(dtype).removeprefix("torch.")}
+    return {**options, "compute_dtype": compute_dtype_name(resolve_device(device or "auto"), "auto")}
 
 
 def fingerprint_of(inputs: dict[str, dict[str, Any]], model: dict[str, str], options: dict[str, Any]) -> str:

@@ -39,6 +39,7 @@ def reconstruct(
     with the same streaming and sidecar. Frames are streamed: memory does not grow with the number of frames. Writes OUTPUT and a
     JSON sidecar.
     """
+    import statistics
     import warnings
 
     from mrisr.reconstruct import ReconstructOptions, default_output, reconstruct_file
@@ -91,8 +92,7 @@ def reconstruct(
                 report = reconstruct_file(dynamic, out, prior, opts, on_frame=on_frame, on_status=on_status)
     grid = report.hr_shape
     mean_s = sum(seconds) / max(len(seconds), 1)  # the bar's last figure
-    wall = sorted(report.frame_wall_seconds)
-    median_wall = wall[len(wall) // 2] if len(wall) % 2 else sum(wall[len(wall) // 2 - 1:len(wall) // 2 + 1]) / 2
+    median_wall = statistics.median(report.frame_wall_seconds)
     typer.echo(
         f"{report.output}: {len(report.frame_seconds)} frame(s) on a {grid[0]}x{grid[1]}x{grid[2]} grid "
         f"(LR = {report.keep:.2f}% of k-space), {mean_s:.2f} s/frame (median {median_wall:.2f} s with reading and "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+@functools.lru_cache(maxsize=1)
 def native_bf16_cpu() -> bool:
     """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX tiles), which oneDNN's 3-D
     convolutions use directly; without them bfloat16 is emulated and slower than float32."""
@@ -58,6 +60,13 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if device.type == "cpu" and native_bf16_cpu():
         return torch.bfloat16
     return None
+
+
+def compute_dtype_name(device: torch.device, precision: str = "auto") -> str:
+    """What the network's convolutions run in on ``device`` under ``precision``: ``float32``,
+    ``bfloat16`` or ``float16`` (:func:`autocast_dtype` as a name, for sidecars and fingerprints)."""
+    dtype = autocast_dtype(device, precision)
+    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
 
 
 def robust_scale(frame: np.ndarray | torch.Tensor, percentile: float = DEFAULT_PERCENTILE) -> float:
@@ -110,8 +119,7 @@ class SRModel:
     def compute_dtype(self, precision: str | None = None) -> str:
         """The precision the network's convolutions run in here (``float32``, ``bfloat16`` or
         ``float16``) under ``precision`` (default :attr:`precision`)."""
-        dtype = autocast_dtype(self.device, self.precision if precision is None else precision)
-        return "float32" if dtype is None else str(dtype).removeprefix("torch.")
+        return compute_dtype_name(self.device, self.precision if precision is None else precision)
 
     @property
     def uses_prior(self) -> bool:
