@@ -134,6 +134,14 @@ def test_structures_off_reproduce_the_pairs_of_existing_recipes(bank):
         np.testing.assert_allclose(got_voxels, voxels, rtol=1e-4)
 
 
+def still_pairs(structures: StructureSettings) -> PairSettings:
+    """Whole-slab pairs with no motion, noise, prior error, contrast change or gamma: target and
+    prior differ only by the structures."""
+    return PairSettings(patch=(96, 96, 16), perturb_probability=0.0, noise_probability=0.0,
+                        previous_motion_mm=(0.0, 0.0), planning_probability=0.0, contrast_change=0.0,
+                        gamma_range=(1.0, 1.0), structures=structures)
+
+
 @pytest.mark.parametrize("where", ["target", "prior"])
 def test_structures_go_into_one_side_only(bank, where, monkeypatch):
     """With no motion between target and prior, they differ where the inserted structures are (a
@@ -146,9 +154,7 @@ def test_structures_go_into_one_side_only(bank, where, monkeypatch):
         return out
 
     structures = StructureSettings(1.0, 0.0, 0.0) if where == "target" else StructureSettings(0.0, 1.0, 0.0)
-    settings = PairSettings(patch=(96, 96, 16), perturb_probability=0.0, noise_probability=0.0,
-                            previous_motion_mm=(0.0, 0.0), planning_probability=0.0, contrast_change=0.0,
-                            gamma_range=(1.0, 1.0), structures=structures)
+    settings = still_pairs(structures)
     for seed in range(3):
         plain = PairGenerator(bank, settings, seed=seed).draw_group(1)[0]
         changed = (plain.prior - plain.target).abs() > 1e-4
@@ -164,3 +170,63 @@ def test_gated_input_refuses_self_priors(bank):
     settings = PairSettings(patch=(32, 32, 8), prior_input="gated-keyhole")
     with pytest.raises(ValueError, match="gated-keyhole"):
         PairGenerator(bank, settings, seed=0).draw_group(1, self_prior=True)
+
+
+@pytest.mark.parametrize("where", ["target", "prior"])
+def test_sites_cover_where_target_and_prior_differ_because_of_structures(bank, where):
+    """The site mask of a pair covers the voxels where an inserted structure makes target and prior
+    differ (no motion, so nothing else does), a small part of the patch; none without structures."""
+    structures = StructureSettings(1.0, 0.0, 0.0) if where == "target" else StructureSettings(0.0, 1.0, 0.0)
+    settings = still_pairs(structures)
+    for seed in range(3):
+        s = PairGenerator(bank, settings, seed=seed).draw_group(1)[0]
+        assert s.sites is not None and s.sites.dtype == torch.bool and s.sites.shape == s.target.shape
+        strong = (s.prior - s.target).abs() > 0.15
+        assert bool(strong.any()), seed
+        assert bool(s.sites[strong].all()), seed  # every clear difference is a site
+        assert 0.0005 < float(s.sites.float().mean()) < 0.3, seed
+    plain = PairGenerator(bank, PairSettings(patch=(32, 32, 8)), seed=0).draw_group(1)[0]
+    assert plain.sites is None
+
+
+def test_prior_noise_is_independent_rician_noise_on_the_prior_only():
+    """``prior_noise_probability`` gives the prior its own noise at the drawn SNR; the target and
+    the measured frame are those of the same draw without it."""
+    ax = np.arange(96, dtype=np.float32) - 47.5
+    r = np.sqrt(ax[:, None, None] ** 2 + ax[None, :, None] ** 2 + 0 * np.arange(16)[None, None, :])
+    head = [SlabVolume(np.where(r < 30, 0.8, 0.0).astype(np.float32), (1.5, 1.5, 3.0), "disc", "axial")]
+    base = dict(patch=(96, 96, 16), perturb_probability=0.0, noise_probability=0.0, previous_motion_mm=(0.0, 0.0),
+                planning_probability=0.0, contrast_change=0.0, gamma_range=(1.0, 1.0))
+    clean = PairGenerator(head, PairSettings(**base), seed=4).draw_group(1)[0]
+    noisy = PairGenerator(head, PairSettings(**base, prior_noise_probability=1.0, prior_noise_snr=(20.0, 20.0)),
+                          seed=4).draw_group(1)[0]
+    torch.testing.assert_close(noisy.target, clean.target)
+    torch.testing.assert_close(noisy.sinc, clean.sinc)
+    residual = noisy.prior - clean.prior
+    tissue = torch.from_numpy(r < 25)
+    level = float(clean.prior[tissue].mean())
+    # in tissue (signal >> noise) Rician noise is nearly Gaussian with sigma = level / SNR
+    assert float(residual[tissue].std()) == pytest.approx(level / 20.0, rel=0.1)
+    assert abs(float(residual[tissue].mean())) < 0.1 * level / 20.0
+    # in the air the magnitude of pure noise is Rayleigh, mean sigma * sqrt(pi / 2): a real scan's floor
+    air = torch.from_numpy(r > 35)
+    assert float(noisy.prior[air].mean()) == pytest.approx(level / 20.0 * math.sqrt(math.pi / 2), rel=0.1)
+
+
+def test_site_weighted_loss_weighs_errors_at_sites():
+    from mrisr.training.losses import SRLoss
+
+    target = torch.full((1, 1, 16, 16, 8), 0.5)
+    sites = torch.zeros_like(target, dtype=torch.bool)
+    sites[..., :4, :4, :] = True
+    at_site, elsewhere = target.clone(), target.clone()
+    at_site[..., 1, 1, 4] += 1.0
+    elsewhere[..., 10, 10, 4] += 1.0
+    plain = SRLoss(ssim=0.0, tissue=0.0)
+    weighted = SRLoss(ssim=0.0, tissue=0.0, sites=8.0)
+    # without the option, or without a mask, the place of an error does not matter
+    assert float(plain(at_site, target, sites)[0]) == pytest.approx(float(plain(elsewhere, target, sites)[0]))
+    assert float(weighted(at_site, target)[0]) == pytest.approx(float(weighted(elsewhere, target)[0]))
+    # with both, an error at a site costs 1 + 8 times one elsewhere
+    ratio = float(weighted(at_site, target, sites)[0]) / float(weighted(elsewhere, target, sites)[0])
+    assert ratio == pytest.approx(9.0, rel=1e-5)

@@ -65,6 +65,16 @@ class PriorConfig(_Strict):
     perturb_probability: float = Field(0.5, ge=0, le=1)
     self_prior_probability: float = Field(0.5, ge=0, le=1)
     self_prior_start: float = Field(0.4, ge=0, le=1, description="fraction of training after which self-priors start")
+    noise_probability: float = Field(
+        0.0, ge=0, le=1, description="share of priors given their own Rician noise (a planning scan's independent noise)")
+    noise_snr: tuple[float, float] = (15.0, 100.0)
+
+    @field_validator("noise_snr")
+    @classmethod
+    def _snr(cls, v):
+        if not (0 < v[0] <= v[1]):
+            raise ValueError("prior.noise_snr must satisfy 0 < low <= high")
+        return v
 
 
 class ChainConfig(_Strict):
@@ -120,6 +130,7 @@ class LossConfig(_Strict):
     ssim: float = Field(1.0, ge=0)
     perceptual: float = Field(0.0, ge=0)
     tissue: float = Field(0.0, ge=0, description="extra L1 weight inside the object (0: uniform)")
+    sites: float = Field(0.0, ge=0, description="extra L1 weight where an inserted structure makes target and prior differ")
 
 
 class StructureConfig(_Strict):

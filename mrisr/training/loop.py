@@ -138,6 +138,8 @@ def pair_settings(cfg: TrainConfig) -> PairSettings:
         noise_probability=cfg.simulation.noise_probability,
         noise_snr=tuple(cfg.simulation.noise_snr),
         perturb_probability=cfg.prior.perturb_probability,
+        prior_noise_probability=cfg.prior.noise_probability,
+        prior_noise_snr=tuple(cfg.prior.noise_snr),
         structures=StructureSettings(**cfg.structures.model_dump()),
         prior_input=cfg.model.prior_input,
     )
@@ -166,12 +168,14 @@ class PairStream(IterableDataset):
                 samples += group
                 flags += [flag] * len(group)
             zeros = torch.zeros_like(samples[0].sinc)
+            no_sites = torch.zeros_like(samples[0].sinc, dtype=torch.bool)
             yield {
                 "sinc": torch.stack([s.sinc for s in samples])[:, None],
                 "prior": torch.stack([s.prior for s in samples])[:, None],
                 "target": torch.stack([s.target for s in samples])[:, None],
                 "prev_sinc": torch.stack([s.prev_sinc if s.prev_sinc is not None else zeros for s in samples])[:, None],
                 "prev_prior": torch.stack([s.prev_prior if s.prev_prior is not None else zeros for s in samples])[:, None],
+                "sites": torch.stack([s.sites if s.sites is not None else no_sites for s in samples])[:, None],
                 "self_prior": torch.tensor(flags),
                 "keep": torch.tensor([s.keep for s in samples]),
             }
@@ -309,7 +313,8 @@ def train(
             start_step = int(meta.get("training", {}).get("steps", 0))
     check_target(output)
     check_target(state_path)
-    loss_fn = SRLoss(cfg.loss.l1, cfg.loss.ssim, cfg.loss.perceptual, tissue=cfg.loss.tissue).to(device)
+    loss_fn = SRLoss(cfg.loss.l1, cfg.loss.ssim, cfg.loss.perceptual, tissue=cfg.loss.tissue,
+                     sites=cfg.loss.sites).to(device)
     bank = build_bank(cfg.data.train, cfg.data.inplane_mm, cfg.data.slice_mm, list(cfg.data.orientations))
     workers = cfg.data_workers
     use_chains = cfg.model.use_prior and cfg.chains.probability > 0
@@ -371,7 +376,8 @@ def train(
                 prior[sel] = own
             with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
                 pred = net(sinc, prior) if cfg.model.use_prior else net(sinc)
-            loss, parts = loss_fn(pred.float(), target)
+            sites = batch.get("sites") if loss_fn.w_sites else None
+            loss, parts = loss_fn(pred.float(), target, None if sites is None else sites.to(device))
             if chain_step:
                 memory.remember(batch, pred)
             opt.zero_grad(set_to_none=True)

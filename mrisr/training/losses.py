@@ -14,7 +14,9 @@ class SRLoss(nn.Module):
 
     ``tissue > 0`` weights the L1 term ``1 + tissue`` inside the object (target above
     :data:`TISSUE_LEVEL`) and 1 in the air around it, so cleaning the background cannot pay for
-    errors in tissue.
+    errors in tissue. ``sites > 0`` adds ``sites`` to the weight where the batch's ``sites`` mask
+    is set: where an inserted structure makes the target and the prior differ (a needle that
+    entered, one that is gone), the few voxels where trusting the prior is wrong.
 
     SSIM is MONAI's ``SSIMLoss`` (3-D Gaussian window). MONAI's ``PerceptualLoss`` downloads
     its weights on first use, which is impossible offline, so it is only enabled when
@@ -22,12 +24,12 @@ class SRLoss(nn.Module):
     """
 
     def __init__(self, l1: float = 1.0, ssim: float = 1.0, perceptual: float = 0.0, data_range: float = 1.0,
-                 tissue: float = 0.0) -> None:
+                 tissue: float = 0.0, sites: float = 0.0) -> None:
         super().__init__()
         from monai.losses import SSIMLoss
 
         self.w_l1, self.w_ssim, self.w_perc = float(l1), float(ssim), float(perceptual)
-        self.w_tissue = float(tissue)
+        self.w_tissue, self.w_sites = float(tissue), float(sites)
         self.ssim = SSIMLoss(spatial_dims=3, data_range=data_range, kernel_type="gaussian", win_size=7)
         self.perceptual = None
         if self.w_perc > 0:
@@ -40,10 +42,16 @@ class SRLoss(nn.Module):
                     f"perceptual loss weights are not available locally ({type(exc).__name__}); set loss.perceptual: 0"
                 ) from None
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        if self.w_tissue:
+    def forward(self, pred: torch.Tensor, target: torch.Tensor,
+                sites: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        use_sites = self.w_sites > 0 and sites is not None
+        if self.w_tissue or use_sites:
             # tissue: the target above 10 % of the normalised scale (~1 at the frame's 99.5th percentile)
-            weight = 1.0 + self.w_tissue * (target > TISSUE_LEVEL).float()
+            weight = torch.ones_like(target)
+            if self.w_tissue:
+                weight = weight + self.w_tissue * (target > TISSUE_LEVEL).float()
+            if use_sites:
+                weight = weight + self.w_sites * sites.float()
             l1 = ((pred - target).abs() * weight).sum() / weight.sum()
         else:
             l1 = (pred - target).abs().mean()

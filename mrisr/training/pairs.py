@@ -44,6 +44,10 @@ class PairSettings:
     #: what the network's prior channel holds: the prior itself, or the gated keyhole of the
     #: frame and the prior (:func:`mrisr.reconstruct.keyhole.gated_keyhole`)
     prior_input: str = "prior"
+    #: share of priors given their own Rician noise and its SNR range (a planning scan's
+    #: independent noise: the detail it lends must be told apart from its noise)
+    prior_noise_probability: float = 0.0
+    prior_noise_snr: tuple[float, float] = (15.0, 100.0)
 
 
 def _identity_grid(shape: tuple[int, int, int]) -> torch.Tensor:
@@ -112,6 +116,26 @@ def lowres_frame(target: torch.Tensor, keep: float, noise_snr: float | None, rng
     return ifftc(crop_kspace(fftc(image, (0, 1)), size, (0, 1)), (0, 1)).abs().float()
 
 
+def rician(volume: torch.Tensor, snr: float, rng: np.random.Generator) -> torch.Tensor:
+    """``|volume + n|`` with complex Gaussian ``n`` of standard deviation ``mean(object) / snr``
+    per channel: the magnitude noise of an independent acquisition of the same anatomy."""
+    level = float(volume[volume > 0.1 * volume.max()].mean()) if bool((volume > 0).any()) else 1.0
+    sigma = level / snr
+    real = torch.from_numpy(rng.normal(0, sigma, volume.shape).astype(np.float32))
+    imag = torch.from_numpy(rng.normal(0, sigma, volume.shape).astype(np.float32))
+    return torch.sqrt((volume + real) ** 2 + imag**2)
+
+
+def structure_sites(before: torch.Tensor, after: torch.Tensor, dilate: tuple[int, int, int] = (2, 2, 1)) -> torch.Tensor:
+    """Where inserting structures changed ``before`` by more than 10 % of its 99th percentile,
+    dilated by ``dilate`` voxels per axis (a prior-only structure sits a few mm from where the
+    target would have it). Boolean ``(X, Y, Z)``."""
+    level = float(torch.quantile(before.flatten()[:: max(1, before.numel() // 100_000)], 0.99).clamp_min(1e-6))
+    changed = ((after - before).abs() > 0.1 * level).float()[None, None]
+    kernel = tuple(2 * d + 1 for d in dilate)
+    return F.max_pool3d(changed, kernel, stride=1, padding=dilate)[0, 0] > 0.5
+
+
 def degrade_prior(prior: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """Blur, noise and intensity error: an imperfect prior like a previous SR result."""
     out = prior
@@ -157,6 +181,8 @@ class Sample:
     # for self-generated priors: the previous frame's inputs
     prev_sinc: torch.Tensor | None = None
     prev_prior: torch.Tensor | None = None
+    #: where inserted structures make target and prior differ (boolean), for a site-weighted loss
+    sites: torch.Tensor | None = None
 
 
 class PairGenerator:
@@ -168,6 +194,9 @@ class PairGenerator:
         self.bank = bank
         self.s = settings
         self.rng = np.random.default_rng(seed)
+        # the prior's own noise draws from its own stream, so switching it on leaves every other
+        # draw (motion, structures, keep level, patch) as it was
+        self.prior_noise_rng = np.random.default_rng([seed, 1])
 
     def _keep(self) -> float:
         lo, hi = self.s.keep_range
@@ -235,12 +264,21 @@ class PairGenerator:
             # the previous frame shares most of the uptake
             prior_gt = prior_gt * (1 + (contrast - 1) * self.rng.uniform(0.7, 1.0))
         st = s.structures
+        sites = None
         if st.target_probability > 0 and self.rng.uniform() < st.target_probability:
+            before = target
             target = add_structures(target, zooms, self.rng, st)
+            sites = structure_sites(before, target)
         if not self_prior and st.prior_probability > 0 and self.rng.uniform() < st.prior_probability:
+            before = prior_gt
             prior_gt = add_structures(prior_gt, zooms, self.rng, st)
+            gone = structure_sites(before, prior_gt)
+            sites = gone if sites is None else sites | gone
         if not self_prior and st.remap_probability > 0 and self.rng.uniform() < st.remap_probability:
             prior_gt = random_remap(prior_gt, self.rng)
+        noise_rng = self.prior_noise_rng
+        if not self_prior and s.prior_noise_probability > 0 and noise_rng.uniform() < s.prior_noise_probability:
+            prior_gt = rician(prior_gt, noise_rng.uniform(*s.prior_noise_snr), noise_rng)
         prev_prior_full = None
         if self_prior:
             f_before = f_prior + random_field(shape, zooms, self.rng.uniform(*s.previous_motion_mm), self.rng,
@@ -255,6 +293,7 @@ class PairGenerator:
             scale = float(torch.quantile(sinc.flatten()[:: max(1, sinc.numel() // 200_000)], 0.995).clamp_min(1e-6))
             start = self._patch_start(base)
             crop = lambda v, start=start, scale=scale: _crop(v, start, s.patch) / scale  # noqa: E731
+            site_patch = None if sites is None else _crop(sites.float(), start, s.patch) > 0.5
             if self_prior:
                 prev_sinc = sinc_lowres(prior_gt, keep, snr, self.rng)
                 prev_prior = degrade_prior(crop(prev_prior_full), self.rng)
@@ -263,10 +302,10 @@ class PairGenerator:
             if gated:
                 full = degrade_prior(prior_gt, self.rng) if self.rng.uniform() < s.perturb_probability else prior_gt
                 prior = crop(gated_input(lowres, full, sinc))
-                samples.append(Sample(crop(sinc), prior, crop(target), keep))
+                samples.append(Sample(crop(sinc), prior, crop(target), keep, sites=site_patch))
                 continue
             prior = crop(prior_gt)
             if self.rng.uniform() < s.perturb_probability:
                 prior = degrade_prior(prior, self.rng)
-            samples.append(Sample(crop(sinc), prior, crop(target), keep))
+            samples.append(Sample(crop(sinc), prior, crop(target), keep, sites=site_patch))
         return samples
