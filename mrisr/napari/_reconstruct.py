@@ -76,6 +76,8 @@ class ReconstructWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
+        from mrisr.reconstruct.stepwise import PRECISIONS
+
         self._viewer = viewer
         self.dynamic = layer_combo(viewer, "dynamic series", ndims=(4, 3), prefer=("lr",))
         self.prior = layer_combo(viewer, "prior (planning)", ndims=(3,), prefer=("planning",), optional=True)
@@ -88,6 +90,8 @@ class ReconstructWidget(Container):
         self.finetune = CheckBox(text="fine-tune on the planning scan", value=False)
         self.finetune_minutes = FloatSpinBox(label="fine-tune minutes", value=3.0, min=0.1, max=120.0, step=0.5)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
+        self.precision = ComboBox(label="precision", choices=list(PRECISIONS), value="auto",
+                                  tooltip="auto: bf16 on a CPU with bf16 instructions, fp16 on CUDA, else fp32")
         self.follow = CheckBox(text="show each new frame", value=True)
         self.maps = CheckBox(text="maps: disagreement with the prior, unmeasured detail", value=False)
         self.run_button = PushButton(text="Reconstruct")
@@ -95,7 +99,8 @@ class ReconstructWidget(Container):
         self.progress = ProgressBar(label="frames", value=0, min=0, max=1)
         self.status = Label(value="")
         self.extend([self.dynamic, self.prior, self.method, self.model, self.model_file, self.prior_mode, self.factor,
-                     self.data_consistency, self.finetune, self.finetune_minutes, self.device, self.follow,
+                     self.data_consistency, self.finetune, self.finetune_minutes, self.device, self.precision,
+                     self.follow,
                      self.maps, self.run_button, self.cancel_button, self.progress, self.status])
         self.model.changed.connect(lambda value: setattr(self.model_file, "visible", value == MODEL_FILE))
         self.method.changed.connect(self._method_changed)
@@ -128,6 +133,7 @@ class ReconstructWidget(Container):
         return ReconstructOptions(method=str(self.method.value), model=model, prior_mode=str(self.prior_mode.value),
                                   factor=factor, maps=bool(self.maps.value),
                                   data_consistency=bool(self.data_consistency.value), device=str(self.device.value),
+                                  precision=str(self.precision.value),
                                   finetune=bool(self.finetune.value),
                                   finetune_minutes=float(self.finetune_minutes.value))
 
@@ -220,7 +226,8 @@ class ReconstructWidget(Container):
 
     def _method_changed(self, value: str) -> None:
         network = value == "network"
-        for widget in (self.model, self.prior_mode, self.data_consistency, self.finetune, self.finetune_minutes):
+        for widget in (self.model, self.prior_mode, self.data_consistency, self.finetune, self.finetune_minutes,
+                       self.precision):
             widget.enabled = network
 
     def _create_layer(self, first: Any, name: str | None = None, role: str = "sr", **layer_kwargs: Any) -> Any:

@@ -101,6 +101,9 @@ def test_reconstruct_widget_end_to_end(make_napari_viewer, qtbot, tiny_phantom, 
     widget.model.value = "checkpoint file..."
     widget.model_file.value = tiny_model
     widget.device.value = "cpu"
+    assert widget.precision.value == "auto" and widget.precision.enabled
+    widget.precision.value = "fp32"
+    assert widget.options().precision == "fp32"
     frames_seen = []
     widget.worker_created.connect(lambda worker: worker.yielded.connect(
         lambda item: frames_seen.append(None if isinstance(item, str) else item.index)))
@@ -112,6 +115,12 @@ def test_reconstruct_widget_end_to_end(make_napari_viewer, qtbot, tiny_phantom, 
     np.testing.assert_allclose(result.data_to_world((2, 3, 4, 5)), truth.data_to_world((2, 3, 4, 5)), atol=1e-9)
     assert [i for i in frames_seen if i is not None] == [0, 1, 2]
     assert all(result.data[t].std() > 0 for t in range(3))
+    from mrisr.reconstruct import ReconstructOptions, reconstruct_volume
+
+    # the widget's precision reaches the library: the same numbers as an fp32 library call
+    expected = reconstruct_volume(tiny_phantom.lr, tiny_phantom.planning,
+                                  ReconstructOptions(model=str(tiny_model), device="cpu", precision="fp32"))
+    np.testing.assert_allclose(result.data, expected.data.transpose(3, 2, 1, 0), rtol=1e-5, atol=1e-5)
     assert widget.progress.value == 3 and widget.run_button.enabled and not widget.cancel_button.enabled
     qtbot.wait(100)
     shot = viewer.screenshot(canvas_only=True, flash=False)
@@ -157,6 +166,7 @@ def test_reconstruct_widget_keyhole_with_maps(make_napari_viewer, qtbot, tiny_ph
     widget = dock(viewer, "Reconstruct")
     widget.method.value = "keyhole-registered"
     assert not widget.model.enabled and not widget.finetune.enabled  # no model to choose or tune
+    assert not widget.precision.enabled  # no network to run in another precision
     widget.maps.value = True
     widget.device.value = "cpu"
     assert wait_for_run(qtbot, widget) == "done"
