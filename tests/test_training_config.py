@@ -113,3 +113,15 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_empty_file_is_the_defaults(tmp_path):
     assert load_config(_write(tmp_path, "")) == load_config(None)
+
+
+def test_stage4_options_reach_the_pair_generator():
+    """``loss.sites`` switches the site masks on and ``prior.noise_*`` reach the generator; the
+    other recipes leave both off."""
+    from mrisr.training.loop import pair_settings
+
+    sites = pair_settings(load_config(CONFIGS / "default-sites.yaml", []))
+    assert sites.sites and sites.prior_noise_probability == 0.3 and sites.prior_noise_snr == (15.0, 100.0)
+    for name in ("default.yaml", "default-recurrent.yaml", "default-gated.yaml", "default-noprior.yaml"):
+        other = pair_settings(load_config(CONFIGS / name, []))
+        assert not other.sites and other.prior_noise_probability == 0.0, name

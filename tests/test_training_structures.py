@@ -134,12 +134,12 @@ def test_structures_off_reproduce_the_pairs_of_existing_recipes(bank):
         np.testing.assert_allclose(got_voxels, voxels, rtol=1e-4)
 
 
-def still_pairs(structures: StructureSettings) -> PairSettings:
+def still_pairs(structures: StructureSettings, sites: bool = False) -> PairSettings:
     """Whole-slab pairs with no motion, noise, prior error, contrast change or gamma: target and
     prior differ only by the structures."""
     return PairSettings(patch=(96, 96, 16), perturb_probability=0.0, noise_probability=0.0,
                         previous_motion_mm=(0.0, 0.0), planning_probability=0.0, contrast_change=0.0,
-                        gamma_range=(1.0, 1.0), structures=structures)
+                        gamma_range=(1.0, 1.0), structures=structures, sites=sites)
 
 
 @pytest.mark.parametrize("where", ["target", "prior"])
@@ -175,9 +175,10 @@ def test_gated_input_refuses_self_priors(bank):
 @pytest.mark.parametrize("where", ["target", "prior"])
 def test_sites_cover_where_target_and_prior_differ_because_of_structures(bank, where):
     """The site mask of a pair covers the voxels where an inserted structure makes target and prior
-    differ (no motion, so nothing else does), a small part of the patch; none without structures."""
+    differ (no motion, so nothing else does), a small part of the patch; none without structures,
+    and none unless asked for (a recipe without the site-weighted loss computes nothing)."""
     structures = StructureSettings(1.0, 0.0, 0.0) if where == "target" else StructureSettings(0.0, 1.0, 0.0)
-    settings = still_pairs(structures)
+    settings = still_pairs(structures, sites=True)
     for seed in range(3):
         s = PairGenerator(bank, settings, seed=seed).draw_group(1)[0]
         assert s.sites is not None and s.sites.dtype == torch.bool and s.sites.shape == s.target.shape
@@ -185,8 +186,10 @@ def test_sites_cover_where_target_and_prior_differ_because_of_structures(bank, w
         assert bool(strong.any()), seed
         assert bool(s.sites[strong].all()), seed  # every clear difference is a site
         assert 0.0005 < float(s.sites.float().mean()) < 0.3, seed
-    plain = PairGenerator(bank, PairSettings(patch=(32, 32, 8)), seed=0).draw_group(1)[0]
+    plain = PairGenerator(bank, PairSettings(patch=(32, 32, 8), sites=True), seed=0).draw_group(1)[0]
     assert plain.sites is None
+    unasked = PairGenerator(bank, still_pairs(structures), seed=0).draw_group(1)[0]
+    assert unasked.sites is None
 
 
 def test_prior_noise_is_independent_rician_noise_on_the_prior_only():

@@ -140,6 +140,7 @@ def pair_settings(cfg: TrainConfig) -> PairSettings:
         perturb_probability=cfg.prior.perturb_probability,
         prior_noise_probability=cfg.prior.noise_probability,
         prior_noise_snr=tuple(cfg.prior.noise_snr),
+        sites=cfg.loss.sites > 0,
         structures=StructureSettings(**cfg.structures.model_dump()),
         prior_input=cfg.model.prior_input,
     )

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from mrisr.kspace.functional import center_keep_shape, crop_kspace, fftc, ifftc, pad_kspace
 from mrisr.training.sources import SlabVolume
-from mrisr.training.structures import StructureSettings, add_structures, random_remap
+from mrisr.training.structures import StructureSettings, add_structures, bright_level, random_remap
 
 
 @dataclass
@@ -48,6 +48,9 @@ class PairSettings:
     #: independent noise: the detail it lends must be told apart from its noise)
     prior_noise_probability: float = 0.0
     prior_noise_snr: tuple[float, float] = (15.0, 100.0)
+    #: mark where inserted structures make target and prior differ (``Sample.sites``), for a
+    #: site-weighted loss; off, no sample carries them and nothing is computed
+    sites: bool = False
 
 
 def _identity_grid(shape: tuple[int, int, int]) -> torch.Tensor:
@@ -101,12 +104,17 @@ def zero_fill_torch(lowres: torch.Tensor, hr_inplane) -> torch.Tensor:
     return ifftc(pad_kspace(fftc(lowres.to(torch.complex64), (0, 1)), tuple(hr_inplane), (0, 1)), (0, 1)).abs().float()
 
 
+def noise_sigma(volume: torch.Tensor, snr: float) -> float:
+    """The noise standard deviation per channel for ``snr``: the object's mean (voxels above 10 %
+    of the maximum) over ``snr``."""
+    return float(volume[volume > 0.1 * volume.max()].mean()) / snr
+
+
 def lowres_frame(target: torch.Tensor, keep: float, noise_snr: float | None, rng: np.random.Generator) -> torch.Tensor:
     """The LR magnitude frame a scan keeping ``keep`` % of ``target``'s k-space would give (on the LR matrix)."""
     image = target.to(torch.complex64)
     if noise_snr:
-        level = target[target > 0.1 * target.max()].mean()
-        sigma = float(level) / noise_snr
+        sigma = noise_sigma(target, noise_snr)
         noise = torch.from_numpy(
             (rng.normal(0, sigma, target.shape) + 1j * rng.normal(0, sigma, target.shape)).astype(np.complex64)
         )
@@ -119,8 +127,7 @@ def lowres_frame(target: torch.Tensor, keep: float, noise_snr: float | None, rng
 def rician(volume: torch.Tensor, snr: float, rng: np.random.Generator) -> torch.Tensor:
     """``|volume + n|`` with complex Gaussian ``n`` of standard deviation ``mean(object) / snr``
     per channel: the magnitude noise of an independent acquisition of the same anatomy."""
-    level = float(volume[volume > 0.1 * volume.max()].mean()) if bool((volume > 0).any()) else 1.0
-    sigma = level / snr
+    sigma = noise_sigma(volume, snr) if bool((volume > 0).any()) else 1.0 / snr
     real = torch.from_numpy(rng.normal(0, sigma, volume.shape).astype(np.float32))
     imag = torch.from_numpy(rng.normal(0, sigma, volume.shape).astype(np.float32))
     return torch.sqrt((volume + real) ** 2 + imag**2)
@@ -130,8 +137,7 @@ def structure_sites(before: torch.Tensor, after: torch.Tensor, dilate: tuple[int
     """Where inserting structures changed ``before`` by more than 10 % of its 99th percentile,
     dilated by ``dilate`` voxels per axis (a prior-only structure sits a few mm from where the
     target would have it). Boolean ``(X, Y, Z)``."""
-    level = float(torch.quantile(before.flatten()[:: max(1, before.numel() // 100_000)], 0.99).clamp_min(1e-6))
-    changed = ((after - before).abs() > 0.1 * level).float()[None, None]
+    changed = ((after - before).abs() > 0.1 * bright_level(before)).float()[None, None]
     kernel = tuple(2 * d + 1 for d in dilate)
     return F.max_pool3d(changed, kernel, stride=1, padding=dilate)[0, 0] > 0.5
 
@@ -268,12 +274,14 @@ class PairGenerator:
         if st.target_probability > 0 and self.rng.uniform() < st.target_probability:
             before = target
             target = add_structures(target, zooms, self.rng, st)
-            sites = structure_sites(before, target)
+            if s.sites:
+                sites = structure_sites(before, target)
         if not self_prior and st.prior_probability > 0 and self.rng.uniform() < st.prior_probability:
             before = prior_gt
             prior_gt = add_structures(prior_gt, zooms, self.rng, st)
-            gone = structure_sites(before, prior_gt)
-            sites = gone if sites is None else sites | gone
+            if s.sites:
+                gone = structure_sites(before, prior_gt)
+                sites = gone if sites is None else sites | gone
         if not self_prior and st.remap_probability > 0 and self.rng.uniform() < st.remap_probability:
             prior_gt = random_remap(prior_gt, self.rng)
         noise_rng = self.prior_noise_rng

@@ -81,10 +81,16 @@ def ellipsoid(shape, zooms, rng: np.random.Generator, radius_mm: float, inside: 
     return _soft(r2.sqrt() * radius_mm, radius_mm, min(zooms))
 
 
+def bright_level(volume: torch.Tensor) -> float:
+    """The 99th percentile of ``volume`` (on at most about 100 000 voxels, every n-th), at least 1e-6:
+    the scale that structure contrasts, remaps and site thresholds are relative to."""
+    return float(torch.quantile(volume.flatten()[:: max(1, volume.numel() // 100_000)], 0.99).clamp_min(1e-6))
+
+
 def add_structures(volume: torch.Tensor, zooms, rng: np.random.Generator, settings: StructureSettings) -> torch.Tensor:
     """``volume`` with 1 to ``max_count`` random needles, vessels or lesions inserted into the object."""
     shape = tuple(volume.shape)
-    level = float(torch.quantile(volume.flatten()[:: max(1, volume.numel() // 100_000)], 0.99).clamp_min(1e-6))
+    level = bright_level(volume)
     inside = volume > 0.3 * level
     out = volume
     for _ in range(int(rng.integers(1, settings.max_count + 1))):
@@ -108,11 +114,11 @@ def random_remap(volume: torch.Tensor, rng: np.random.Generator) -> torch.Tensor
     ``(0.08, 0.08)`` so air and the background stay dark, the other values drawn in
     ``[0.15, 1]``: usually non-monotone, as between T1- and T2-weighted scans.
     """
-    level = float(torch.quantile(volume.flatten()[:: max(1, volume.numel() // 100_000)], 0.99).clamp_min(1e-6))
+    level = bright_level(volume)
     knots_u = np.array([0.0, 0.08, 0.35, 0.65, 1.0, 1.5])
     knots_v = np.concatenate([[0.0, 0.08], rng.uniform(0.15, 1.0, size=4)])
     u = (volume / level).numpy()
     return torch.from_numpy((np.interp(u, knots_u, knots_v) * level).astype(np.float32))
 
 
-__all__ = ["StructureSettings", "add_structures", "ellipsoid", "random_remap", "tube"]
+__all__ = ["StructureSettings", "add_structures", "bright_level", "ellipsoid", "random_remap", "tube"]
