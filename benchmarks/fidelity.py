@@ -2,8 +2,9 @@
 
 Methods (all scored by mrisr.metrics, in one run): sinc (k-space zero-fill of the LR magnitude
 frame), keyhole, registered keyhole, gated keyhole (the registered planning scan's detail only
-where the frame agrees), the tracked prior alone (before the network), the network
-with each prior mode (tracked = default, planning, previous), the no-prior network, and the
+where the frame agrees, after the sparse change correction of mrisr.reconstruct.changes; and
+without it), the tracked prior alone (before the network), the network (default; and without the
+sparse change correction) with each prior mode (tracked = default, planning, previous), the no-prior network, and the
 default after fine-tuning on the planning scan.
 
 Scenarios (mrisr.phantom.make_dynamic, 8 frames, breathing motion + contrast uptake): plain; a
@@ -48,8 +49,8 @@ SCENARIOS = {
     "noise (SNR 20)": {"noise_snr": 20.0},
     "planning scan with its own noise (SNR 20)": {"planning_noise_snr": 20.0},
 }
-METHODS = ("sinc", "keyhole", "keyhole-registered", "keyhole-gated", "tracked prior alone", "network tracked (default)",
-           "network + data consistency", "network planning", "network previous", "no-prior network",
+METHODS = ("sinc", "keyhole", "keyhole-registered", "keyhole-gated", "keyhole-gated, no sparse changes",
+           "tracked prior alone", "network tracked (default)", "default, no sparse changes", "network + data consistency", "network planning", "network previous", "no-prior network",
            "default + fine-tuning")
 
 
@@ -95,6 +96,8 @@ def run_methods(phantom, prior_model, noprior_model, tuned_model,
     timed("keyhole", lambda: recon(ReconstructOptions(method="keyhole")))
     timed("keyhole-registered", lambda: recon(ReconstructOptions(method="keyhole-registered")))
     timed("keyhole-gated", lambda: recon(ReconstructOptions(method="keyhole-gated")))
+    timed("keyhole-gated, no sparse changes",
+          lambda: recon(ReconstructOptions(method="keyhole-gated", sparse_changes=False)))
     rec = Reconstruction(lr, planning, ReconstructOptions(method="keyhole-registered"))
     rec.prepare_prior(frames[0])
     fields = []
@@ -110,6 +113,7 @@ def run_methods(phantom, prior_model, noprior_model, tuned_model,
     out["_registration"] = [registration_error_mm(field, phantom.tracking_displacement(t), phantom.hr.zooms,
                                                   object_mask(phantom.hr.frame(t))) for t, field in enumerate(fields)]
     timed("network tracked (default)", lambda: recon(ReconstructOptions(prior_mode="tracked"), prior_model))
+    timed("default, no sparse changes", lambda: recon(ReconstructOptions(sparse_changes=False), prior_model))
     timed("network + data consistency", lambda: recon(ReconstructOptions(data_consistency=True), prior_model))
     for name, model in (extra_models or {}).items():
         timed(name, lambda model=model: recon(ReconstructOptions(prior_mode="tracked"), model))
@@ -269,7 +273,7 @@ def main() -> None:
         if not path or name in METHODS or name in extra:
             raise SystemExit(f"--extra-model {item}: expected NAME=PATH with a NAME not already a row")
         extra[name] = load_model(path)
-    methods = METHODS[:7] + tuple(extra) + METHODS[7:]
+    methods = METHODS[:9] + tuple(extra) + METHODS[9:]
     unknown = [name for name in args.scenarios.split(",") if name not in SCENARIOS]
     if unknown:
         raise SystemExit(f"--scenarios: unknown {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")

@@ -216,7 +216,7 @@ def test_stepwise_hands_on_the_gated_keyhole_not_the_networks_output(tmp_path):
     for t, sr in enumerate(results):
         frame = phantom.lr.frame(t)
         sinc = frame_to_grid(frame, rec.grid.hr_inplane)
-        given = gated_keyhole(frame, carried, sinc)
+        given = gated_keyhole(frame, carried, sinc, sparse_changes=options.sparse_changes)
         expected = model.predict(sinc, given, formed=True)
         np.testing.assert_allclose(sr, expected, rtol=1e-5, atol=1e-5 * float(expected.max()))
         assert not np.allclose(sr, given, atol=1e-3 * float(given.max()))  # the network did add something

@@ -83,6 +83,9 @@ class ReconstructSettings(_Strict):
     precision: Literal["auto", "fp32"] = Field(
         "auto", description="auto: the network in bfloat16 where the CPU has bfloat16 instructions (the resolved "
         "precision is part of the resume fingerprint); fp32: no hardware-dependent reduced precision")
+    sparse_changes: bool = Field(
+        True, description="correct the registered planning scan by the sparse change each frame measures before "
+        "gating (keyhole-gated and the default network)")
 
     @field_validator("matrix")
     @classmethod

@@ -143,6 +143,7 @@ def _run_series(
         finetune=options["finetune"],
         finetune_minutes=options["finetune_minutes"],
         precision=options.get("precision", "auto"),
+        sparse_changes=bool(options.get("sparse_changes", True)),
     )
     map_paths = outputs.map_paths()
     for target in (outputs.series, outputs.sidecar, *map_paths.values(), *map(outputs.map_sidecar, map_paths)):

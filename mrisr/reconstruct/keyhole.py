@@ -77,7 +77,8 @@ def band_factor(band: np.ndarray, sinc: np.ndarray) -> float:
 
 
 def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray | None = None,
-                  threshold: float = GATE_THRESHOLD, match_intensity: bool = True) -> np.ndarray:
+                  threshold: float = GATE_THRESHOLD, match_intensity: bool = True,
+                  sparse_changes: bool = False) -> np.ndarray:
     """A keyhole that borrows the reference's detail only where the measured frame agrees with it.
 
     ``sinc + w * (reference - band(reference))``: the measured frame (zero-filled) plus the
@@ -100,6 +101,11 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
             frame's sinc in the object (:func:`band_factor`): a global intensity change between
             frames (contrast arriving everywhere, a receiver-gain change) is then not mistaken for
             disagreement. The band is linear in the scale, so this costs one dot product.
+        sparse_changes: first correct the reference by the sparse change the measured band shows
+            (:func:`mrisr.reconstruct.changes.sparse_change`): a structure that entered is then shown
+            with its unmeasured detail, one that left is cancelled rather than only gated, and the
+            gate is computed on the corrected reference. Off here (the training pairs' form); on in
+            :class:`mrisr.reconstruct.ReconstructOptions`.
 
     Returns:
         ``(X', Y', Z)`` float32, non-negative.
@@ -117,6 +123,11 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
     if match_intensity:
         factor = np.float32(band_factor(band, sinc))
         reference, band = reference * factor, band * factor
+    if sparse_changes:
+        from mrisr.reconstruct.changes import sparse_change
+
+        reference = reference + sparse_change(sinc, band, lr_inplane)
+        band = measured_band(reference, lr_inplane)
     disagreement = disagreement_map(reference, sinc, lr_inplane, band=band, misregistration=GATE_MISREGISTRATION)
     weight = np.clip(2.0 - disagreement / np.float32(threshold), 0.0, 1.0).astype(np.float32)
     size = 2 * int(round(reference.shape[0] / lr_inplane[0])) + 1

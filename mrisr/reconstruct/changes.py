@@ -1,0 +1,144 @@
+"""Sparse change recovery: what is new in a frame, and what is gone, with their unmeasured detail.
+
+A frame measures only the central k-space band; the registered planning scan (the reference)
+supplies the rest. Where the anatomy changed after the planning scan (a needle entered, a device
+was withdrawn), the reference's detail is wrong. The gate of
+:func:`mrisr.reconstruct.keyhole.gated_keyhole` can only fall back to the measured band there, so a
+new needle is shown as blurred as the frame measures it (0.45 of its contrast on MNI152 at 6.25 %)
+and a withdrawn one still shows (0.19 of its contrast on a real scan).
+
+This module estimates the change itself, the way prior-image compressed sensing does (PICCS:
+Chen, Tang and Leng, Med Phys 2008, there with total variation; here with the L1 norm): the
+difference between the frame and the reference is assumed sparse in image space (a needle, a lesion,
+a vessel is a few voxels wide; everything else agrees), and only its band is measured::
+
+    c = argmin_c  1/2 || P c - r ||^2  +  lam || c ||_1,     r = sinc - band(reference)
+
+with ``P`` the in-plane band-limit to the LR matrix (a real, symmetric k-space mask on the HR
+grid) and ``lam`` a multiple of the residual's robust noise level (the median absolute deviation of
+``r`` in the object). The reference corrected by ``c`` then agrees with the frame at the changed
+site, so the gate keeps its detail there: the new needle gets the sharp edges the band alone cannot
+give it, and the withdrawn one is cancelled by a sparse fill of the same shape. Where the reference
+does not fit at all (another contrast), the residual's MAD is large, ``lam`` with it, and ``c``
+stays near zero: the gate falls back to the measured band as before.
+
+The solver is FISTA (Beck and Teboulle 2009) with an over-relaxed step: each iteration is one real
+2-D FFT pair per slice and a soft threshold. How far it runs is a trade-off, measured on MNI152 and
+Colin27 phantoms at 6.25 % (4 frames, seed 11; never on the held-out real scan). Early iterates
+are smooth and raise tissue SSIM a little; later ones sharpen the changes and add small spurious
+spikes where the residual is noise or a registration error:
+
+=====================  =======================  ==================  =========================
+solver                 tissue SSIM (MNI/Colin)  needle recovery     planning-only leakage
+=====================  =======================  ==================  =========================
+none (gated keyhole)   0.990 / 0.991            0.45 / 0.38         0.09 / 0.13
+5 iterations, step 1   0.992 / 0.991            0.64 / 0.56         0.35 / 0.34
+20 iterations, 1.5     0.990 / 0.989            0.90 / 0.88         0.15 / 0.14
+30 iterations, step 1  0.989 / 0.988            0.92 / 0.90         0.13 / 0.12
+=====================  =======================  ==================  =========================
+
+The default (20 iterations, step 1.5, ``lam`` = 4 MADs) doubles the needle's recovered contrast
+and keeps the leakage within 1.5x sinc's (0.11 on MNI152) for about the tissue SSIM of the gated
+keyhole. A threshold of 3 or 5 MADs gave the same picture; a Gaussian synthesis dictionary (smooth
+changes) raised tissue SSIM by 0.001 but leaked twice as much; refitting the support without the
+threshold ("debiasing") cancelled the leak but cost 0.01 of tissue SSIM; weighting the threshold by
+the gate's local level let a planning scan of another contrast through (tissue SSIM 0.87 to 0.35).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+#: FISTA iterations of :func:`sparse_change`
+SPARSE_ITERATIONS = 20
+#: FISTA step (the band-limit's Lipschitz constant is 1; over-relaxed)
+SPARSE_STEP = 1.5
+#: the L1 weight in robust standard deviations (MAD x 1.4826) of the residual in the object
+SPARSE_STRENGTH = 4.0
+#: the smallest robust standard deviation :func:`robust_sigma` returns, as a fraction of the frame's
+#: 99th percentile: a noise-free frame that matches its reference up to a small change would
+#: otherwise leave the L1 weight near zero, and the change as blurred as its band (on the MNI152,
+#: Colin27 and real-scan phantoms the residual's spread is 0.004-0.04 of that percentile)
+SIGMA_FLOOR = 0.005
+
+
+def band_mask(hr_inplane: tuple[int, int], lr_inplane: tuple[int, int]) -> torch.Tensor:
+    """The measured band as a real, symmetric mask on ``torch.fft.rfft2``'s half spectrum, ``(X', Y'//2+1)``.
+
+    The centre ``lr_inplane`` block of the ``hr_inplane`` k-space (placed as
+    :func:`mrisr.kspace.functional.pad_kspace` places it), averaged with its point reflection: an
+    even LR matrix keeps one of each pair of Nyquist frequencies, which a real image shares between
+    them, so those weigh 0.5. Applied to a real image this is exactly the real part of its centre
+    crop zero-filled back (tested).
+    """
+    from mrisr.kspace.functional import pad_kspace
+
+    centred = pad_kspace(np.ones(tuple(lr_inplane), dtype=np.float32), tuple(hr_inplane), (0, 1))
+    mask = np.fft.ifftshift(centred)
+    reflected = np.roll(mask[::-1, ::-1], 1, axis=(0, 1))  # M(-f) on the unshifted grid
+    return torch.from_numpy(np.ascontiguousarray(((mask + reflected) / 2)[:, : hr_inplane[1] // 2 + 1], dtype=np.float32))
+
+
+def robust_sigma(residual: np.ndarray, sinc: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation of ``residual`` in the object (``sinc`` above 10 % of
+    its 99th percentile), on every second voxel in-plane, and at least :data:`SIGMA_FLOOR` of that
+    percentile; 0 without an object."""
+    sub_r, sub_s = residual[::2, ::2], sinc[::2, ::2]
+    high = float(np.percentile(sub_s, 99))
+    values = sub_r[sub_s > 0.1 * high] if high > 0 else sub_r[:0]
+    if values.size == 0:
+        return 0.0
+    return max(float(1.4826 * np.median(np.abs(values - np.median(values)))), SIGMA_FLOOR * high)
+
+
+def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int],
+                  iterations: int = SPARSE_ITERATIONS, step: float = SPARSE_STEP,
+                  strength: float = SPARSE_STRENGTH) -> np.ndarray:
+    """The sparse change ``c`` whose band explains ``sinc - band`` (see the module docstring).
+
+    Args:
+        sinc: the measured LR frame zero-filled to the HR grid, ``(X', Y', Z)``.
+        band: the reference seen through the measured band
+            (:func:`mrisr.reconstruct.maps.measured_band`), intensity-matched to the frame.
+        lr_inplane: the LR in-plane matrix.
+        iterations / step / strength: FISTA iterations, step and L1 weight in robust standard
+            deviations of the residual.
+
+    Returns:
+        ``(X', Y', Z)`` float32; add it to the reference. Zeros where no residual exceeds the
+        threshold (the reference fits the frame).
+
+    Example:
+        >>> from mrisr.reconstruct.maps import measured_band
+        >>> ref = np.zeros((32, 32, 1), np.float32); ref[8:24, 8:24] = 1
+        >>> truth = ref.copy(); truth[15:17, 10:22] = 0  # a new 2-voxel bar
+        >>> sinc, band = measured_band(truth, (16, 16)), measured_band(ref, (16, 16))
+        >>> c = sparse_change(sinc, band, (16, 16))
+        >>> bool(c[15:17, 10:22].mean() < -0.5 and abs(c[:, :5]).max() < 0.05)
+        True
+    """
+    sinc = np.asarray(sinc, dtype=np.float32)
+    residual = sinc - np.asarray(band, dtype=np.float32)
+    sigma = robust_sigma(residual, sinc)
+    if not np.isfinite(sigma) or sigma <= 0 or not np.abs(residual).max() > strength * sigma:
+        return np.zeros(sinc.shape, dtype=np.float32)
+    shrink = float(step * strength * sigma)
+    mask = band_mask(sinc.shape[:2], lr_inplane)
+    # slice-major, so each slice's FFT runs over contiguous memory (4.7 ms against 8 ms per band-limit
+    # of a 256x256x32 frame)
+    r = torch.from_numpy(np.ascontiguousarray(residual.transpose(2, 0, 1)))
+    size = tuple(r.shape[-2:])
+    c = torch.zeros_like(r)
+    z = torch.zeros_like(r)
+    t = 1.0
+    for _ in range(int(iterations)):
+        gradient = torch.fft.irfft2(torch.fft.rfft2(z) * mask, s=size).sub_(r)
+        new = torch.nn.functional.softshrink(z.sub_(gradient, alpha=step), shrink)
+        t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
+        z = new + (new - c).mul_((t - 1.0) / t_next)
+        c, t = new, t_next
+    return np.ascontiguousarray(c.numpy().transpose(1, 2, 0))
+
+
+__all__ = ["SPARSE_ITERATIONS", "SPARSE_STEP", "SPARSE_STRENGTH", "SIGMA_FLOOR", "band_mask", "robust_sigma", "sparse_change"]
