@@ -92,9 +92,31 @@ def robust_sigma(residual: np.ndarray, sinc: np.ndarray) -> float:
     return max(float(1.4826 * np.median(np.abs(values - np.median(values)))), SIGMA_FLOOR * high)
 
 
+class BandLimit:
+    """``P``: the in-plane band-limit of :func:`band_mask` applied to slice-major ``(Z, X', Y')`` tensors.
+
+    Pruned FFTs: the row transform runs only on the columns the band keeps, and only the rows it
+    keeps are transformed back. The same values as a full ``irfft2(rfft2(x) * mask)`` (to float
+    rounding, tested), 2.6 ms against 5.6 ms on a 32 x 256 x 256 frame at 6.25 %.
+    """
+
+    def __init__(self, hr_inplane: tuple[int, int], lr_inplane: tuple[int, int]) -> None:
+        mask = band_mask(hr_inplane, lr_inplane)
+        self.size = (int(hr_inplane[0]), int(hr_inplane[1]))
+        self.columns = int(torch.nonzero(mask.abs().sum(0) > 0).max()) + 1
+        self.rows = torch.nonzero(mask[:, : self.columns].abs().sum(1) > 0)[:, 0]
+        self.weights = mask[self.rows][:, : self.columns].to(torch.complex64)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        k = torch.fft.fft(torch.fft.rfft(x, dim=-1)[..., : self.columns], dim=-2)[..., self.rows, :] * self.weights
+        full = torch.zeros((*x.shape[:-2], self.size[0], self.columns), dtype=k.dtype)
+        full[..., self.rows, :] = k
+        return torch.fft.irfft(torch.fft.ifft(full, dim=-2), n=self.size[1], dim=-1)
+
+
 def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int],
                   iterations: int = SPARSE_ITERATIONS, step: float = SPARSE_STEP,
-                  strength: float = SPARSE_STRENGTH) -> np.ndarray:
+                  strength: float = SPARSE_STRENGTH) -> tuple[np.ndarray, np.ndarray]:
     """The sparse change ``c`` whose band explains ``sinc - band`` (see the module docstring).
 
     Args:
@@ -106,15 +128,16 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
             deviations of the residual.
 
     Returns:
-        ``(X', Y', Z)`` float32; add it to the reference. Zeros where no residual exceeds the
-        threshold (the reference fits the frame).
+        ``(c, P c)``, each ``(X', Y', Z)`` float32: the change (add it to the reference) and its
+        band (add it to ``band``). Zeros where no residual exceeds the threshold (the reference
+        fits the frame).
 
     Example:
         >>> from mrisr.reconstruct.maps import measured_band
         >>> ref = np.zeros((32, 32, 1), np.float32); ref[8:24, 8:24] = 1
         >>> truth = ref.copy(); truth[15:17, 10:22] = 0  # a new 2-voxel bar
         >>> sinc, band = measured_band(truth, (16, 16)), measured_band(ref, (16, 16))
-        >>> c = sparse_change(sinc, band, (16, 16))
+        >>> c, _ = sparse_change(sinc, band, (16, 16))
         >>> bool(c[15:17, 10:22].mean() < -0.5 and abs(c[:, :5]).max() < 0.05)
         True
     """
@@ -122,23 +145,24 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
     residual = sinc - np.asarray(band, dtype=np.float32)
     sigma = robust_sigma(residual, sinc)
     if not np.isfinite(sigma) or sigma <= 0 or not np.abs(residual).max() > strength * sigma:
-        return np.zeros(sinc.shape, dtype=np.float32)
+        zeros = np.zeros(sinc.shape, dtype=np.float32)
+        return zeros, zeros.copy()
     shrink = float(step * strength * sigma)
-    mask = band_mask(sinc.shape[:2], lr_inplane)
-    # slice-major, so each slice's FFT runs over contiguous memory (4.7 ms against 8 ms per band-limit
-    # of a 256x256x32 frame)
+    band_limit = BandLimit(sinc.shape[:2], lr_inplane)
+    # slice-major, so each slice's FFTs run over contiguous memory
     r = torch.from_numpy(np.ascontiguousarray(residual.transpose(2, 0, 1)))
-    size = tuple(r.shape[-2:])
     c = torch.zeros_like(r)
     z = torch.zeros_like(r)
     t = 1.0
     for _ in range(int(iterations)):
-        gradient = torch.fft.irfft2(torch.fft.rfft2(z) * mask, s=size).sub_(r)
+        gradient = band_limit(z).sub_(r)
         new = torch.nn.functional.softshrink(z.sub_(gradient, alpha=step), shrink)
         t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
-        z = new + (new - c).mul_((t - 1.0) / t_next)
+        z = torch.lerp(c, new, 1.0 + (t - 1.0) / t_next)  # new + (t - 1) / t_next * (new - c)
         c, t = new, t_next
-    return np.ascontiguousarray(c.numpy().transpose(1, 2, 0))
+    return (np.ascontiguousarray(c.numpy().transpose(1, 2, 0)),
+            np.ascontiguousarray(band_limit(c).numpy().transpose(1, 2, 0)))
 
 
-__all__ = ["SPARSE_ITERATIONS", "SPARSE_STEP", "SPARSE_STRENGTH", "SIGMA_FLOOR", "band_mask", "robust_sigma", "sparse_change"]
+__all__ = ["SIGMA_FLOOR", "SPARSE_ITERATIONS", "SPARSE_STEP", "SPARSE_STRENGTH", "BandLimit", "band_mask",
+           "robust_sigma", "sparse_change"]

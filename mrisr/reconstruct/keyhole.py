@@ -126,8 +126,10 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
     if sparse_changes:
         from mrisr.reconstruct.changes import sparse_change
 
-        reference = reference + sparse_change(sinc, band, lr_inplane)
-        band = measured_band(reference, lr_inplane)
+        change, change_band = sparse_change(sinc, band, lr_inplane)
+        # the band of the corrected reference, linear in the change (a full measured_band of it
+        # differs only where the LR magnitude rectifies a negative lobe, at the object's edge)
+        reference, band = reference + change, band + change_band
     disagreement = disagreement_map(reference, sinc, lr_inplane, band=band, misregistration=GATE_MISREGISTRATION)
     weight = np.clip(2.0 - disagreement / np.float32(threshold), 0.0, 1.0).astype(np.float32)
     size = 2 * int(round(reference.shape[0] / lr_inplane[0])) + 1
