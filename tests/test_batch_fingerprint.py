@@ -56,3 +56,12 @@ def test_the_real_resolution_matches_the_predictor():
     resolved = _with_compute_dtype({"method": "network", "precision": "auto"}, "cpu")["compute_dtype"]
     assert resolved == predictor.compute_dtype_name(predictor.resolve_device("cpu"), "auto")
     assert resolved in {"bfloat16", "float32"}
+
+
+def test_sparse_changes_are_a_recipe_option_that_counts():
+    """``reconstruct.sparse_changes`` is in the recipe's options (on by default) and in the fingerprint."""
+    from mrisr.batch.config import ReconstructSettings
+
+    on, off = ReconstructSettings().model_dump(), ReconstructSettings(sparse_changes=False).model_dump()
+    assert on["sparse_changes"] is True and off["sparse_changes"] is False
+    assert _fingerprint(on) != _fingerprint(off)

@@ -92,6 +92,9 @@ class ReconstructWidget(Container):
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self.precision = ComboBox(label="precision", choices=list(PRECISIONS), value="auto",
                                   tooltip="auto: bf16 on a CPU with bf16 instructions, fp16 on CUDA, else fp32")
+        self.sparse_changes = CheckBox(text="sparse changes: sharpen what entered, cancel what left", value=True,
+                                       tooltip="correct the registered planning scan by the sparse change each frame "
+                                       "measures before gating (keyhole-gated and the network)")
         self.follow = CheckBox(text="show each new frame", value=True)
         self.maps = CheckBox(text="maps: disagreement with the prior, unmeasured detail", value=False)
         self.run_button = PushButton(text="Reconstruct")
@@ -100,7 +103,7 @@ class ReconstructWidget(Container):
         self.status = Label(value="")
         self.extend([self.dynamic, self.prior, self.method, self.model, self.model_file, self.prior_mode, self.factor,
                      self.data_consistency, self.finetune, self.finetune_minutes, self.device, self.precision,
-                     self.follow,
+                     self.sparse_changes, self.follow,
                      self.maps, self.run_button, self.cancel_button, self.progress, self.status])
         self.model.changed.connect(lambda value: setattr(self.model_file, "visible", value == MODEL_FILE))
         self.method.changed.connect(self._method_changed)
@@ -134,6 +137,7 @@ class ReconstructWidget(Container):
                                   factor=factor, maps=bool(self.maps.value),
                                   data_consistency=bool(self.data_consistency.value), device=str(self.device.value),
                                   precision=str(self.precision.value),
+                                  sparse_changes=bool(self.sparse_changes.value),
                                   finetune=bool(self.finetune.value),
                                   finetune_minutes=float(self.finetune_minutes.value))
 
@@ -229,6 +233,8 @@ class ReconstructWidget(Container):
         for widget in (self.model, self.prior_mode, self.data_consistency, self.finetune, self.finetune_minutes,
                        self.precision):
             widget.enabled = network
+        # the gate (and so the sparse change before it) runs in keyhole-gated and the network
+        self.sparse_changes.enabled = value in ("network", "keyhole-gated")
 
     def _create_layer(self, first: Any, name: str | None = None, role: str = "sr", **layer_kwargs: Any) -> Any:
         shape = first.sr.shape
