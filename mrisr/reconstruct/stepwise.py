@@ -122,7 +122,7 @@ class ReconstructOptions:
             measured band shows (:mod:`mrisr.reconstruct.changes`), so a structure that entered keeps
             its edges and one that left is cancelled (on: about 0.1-0.2 s more per 256x256x32 frame).
             Used by ``keyhole-gated`` and by a network that takes the gated keyhole (the default);
-            the other methods ignore it.
+            the other methods and ``prior_mode="previous"`` ignore it.
 
     Raises:
         OptionError: (a :class:`~mrisr.io.MrisrInputError`) on construction, naming the field,
@@ -315,6 +315,11 @@ class Reconstruction:
         #: zero-fill backend of :func:`frame_to_grid` (``numpy`` only to benchmark against)
         self.fft_backend = "torch"
         self.tracker = None  # the motion tracker of the ``tracked`` prior mode
+        #: the gate's sparse change correction: not step-wise, whose prior (the previous frame's
+        #: gated keyhole) is partly blurred where its gate was closed, so its differences from the
+        #: frame are not sparse (MNI152, 6.25 %, 8 frames, tissue SSIM: 0.885 with it, 0.896 with
+        #: the plain gate handed on, 0.900 without it)
+        self.sparse_changes = options.sparse_changes and options.prior_mode != "previous"
 
     def prepare_prior(self, first_frame: np.ndarray) -> None:
         if self.prior_raw is None:
@@ -347,7 +352,7 @@ class Reconstruction:
                 if self.options.method == "keyhole-gated" or self.options.maps:
                     sinc = frame_to_grid(frame, self.grid.hr_inplane, self.fft_backend)
                 if self.options.method == "keyhole-gated":
-                    sr = gated_keyhole(frame, reference, sinc, sparse_changes=self.options.sparse_changes)
+                    sr = gated_keyhole(frame, reference, sinc, sparse_changes=self.sparse_changes)
                 else:
                     sr = keyhole(frame, reference)
                 maps = frame_maps(sr, reference, sinc, frame) if self.options.maps else None
@@ -365,7 +370,7 @@ class Reconstruction:
                 else:
                     prior = previous
             if prior is not None and self.model.prior_input == "gated-keyhole":
-                given = gated_keyhole(frame, prior, sinc, sparse_changes=self.options.sparse_changes)
+                given = gated_keyhole(frame, prior, sinc, sparse_changes=self.sparse_changes)
                 sr = self.model.predict(sinc, given, formed=True, precision=self.options.precision)
             else:
                 given = None
