@@ -8,7 +8,10 @@ anatomy in the right place. Both take well under a second per frame and need no 
 run with ``mrisr reconstruct --method keyhole|keyhole-registered`` and sit beside the network in
 every benchmark table. ``keyhole-gated`` (:func:`gated_keyhole`) keeps the registered planning
 scan's detail only where the measured frame agrees with it, so a structure that entered or left
-after the planning scan is shown as measured rather than as the planning scan has it.
+after the planning scan is shown as measured rather than as the planning scan has it. In the
+pipeline (``ReconstructOptions.sparse_changes``, on by default) the registered planning scan is
+first corrected by the sparse change the frame's band shows (:mod:`mrisr.reconstruct.changes`), so
+such a structure also gets the detail the band cannot measure.
 
 The measured centre comes from the LR magnitude frame (what users have), so on magnitude data
 this is not exact data consistency: the k-space of a magnitude image differs from the complex
