@@ -18,7 +18,7 @@ from mrisr.metrics import contrast_recovery, leakage, object_mask, structure_con
 from mrisr.models import make_tiny_checkpoint
 from mrisr.phantom import make_dynamic
 from mrisr.reconstruct import ReconstructOptions, iter_reconstruct
-from mrisr.reconstruct.changes import BandLimit, band_mask, robust_sigma, sparse_change
+from mrisr.reconstruct.changes import SUPPORT_LEVEL, BandLimit, band_mask, robust_sigma, sparse_change
 from mrisr.reconstruct.keyhole import gated_keyhole
 from mrisr.reconstruct.maps import measured_band
 
@@ -88,6 +88,23 @@ def test_a_new_structure_keeps_more_contrast_than_the_measured_band_gives_it(ana
 
     near = ndimage.binary_dilation(bar, iterations=1)
     assert np.abs(change[near]).sum() > 0.6 * np.abs(change).sum()
+
+
+def test_the_change_stays_in_the_object(anatomy):
+    """Where neither the frame nor the reference shows the object (air), the change is exactly zero,
+    also when the reference is shifted (a registration error at the scalp)."""
+    shifted = np.roll(anatomy, 2, axis=1)
+    lr, sinc = _frame(anatomy)
+    band = measured_band(shifted, LR)
+    change, change_band = sparse_change(sinc, band, LR)
+    high = float(np.percentile(sinc[::2, ::2], 99))
+    air = np.maximum(sinc, band) <= SUPPORT_LEVEL * high
+    assert air.any() and np.abs(change).max() > 0
+    assert not change[air].any()
+    import torch
+
+    expected = BandLimit(anatomy.shape[:2], LR)(torch.from_numpy(np.ascontiguousarray(change.transpose(2, 0, 1))))
+    np.testing.assert_allclose(change_band, expected.numpy().transpose(1, 2, 0), atol=1e-5 * high)
 
 
 def test_a_withdrawn_structure_is_filled(anatomy):

@@ -16,7 +16,8 @@ a vessel is a few voxels wide; everything else agrees), and only its band is mea
 
 with ``P`` the in-plane band-limit to the LR matrix (a real, symmetric k-space mask on the HR
 grid) and ``lam`` a multiple of the residual's robust noise level (the median absolute deviation of
-``r`` in the object). The reference corrected by ``c`` then agrees with the frame at the changed
+``r`` in the object), and ``c`` confined to the object (:data:`SUPPORT_LEVEL`). The reference
+corrected by ``c`` then agrees with the frame at the changed
 site, so the gate keeps its detail there: the new needle gets the sharp edges the band alone cannot
 give it, and the withdrawn one is cancelled by a sparse fill of the same shape. Where the reference
 does not fit at all (another contrast), the residual's MAD is large, ``lam`` with it, and ``c``
@@ -61,6 +62,9 @@ SPARSE_STRENGTH = 4.0
 #: otherwise leave the L1 weight near zero, and the change as blurred as its band (on the MNI152,
 #: Colin27 and real-scan phantoms the residual's spread is 0.004-0.04 of that percentile)
 SIGMA_FLOOR = 0.005
+#: where the change may be non-zero: the frame's sinc or the reference's band above this fraction of
+#: the frame's 99th percentile
+SUPPORT_LEVEL = 0.1
 
 
 def band_mask(hr_inplane: tuple[int, int], lr_inplane: tuple[int, int]) -> torch.Tensor:
@@ -151,12 +155,19 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
     band_limit = BandLimit(sinc.shape[:2], lr_inplane)
     # slice-major, so each slice's FFTs run over contiguous memory
     r = torch.from_numpy(np.ascontiguousarray(residual.transpose(2, 0, 1)))
+    # the change is confined to the object (the frame or the reference above SUPPORT_LEVEL of the
+    # frame's 99th percentile, both as the band sees them): in the air around it a change has
+    # nothing to change, and unconfined, a misregistered scalp was explained by specks in the air
+    # at the field of view's edge (its periodic band-limit reaches there)
+    high = float(np.percentile(sinc[::2, ::2], 99))
+    inside = np.maximum(sinc, np.asarray(band, dtype=np.float32)) > SUPPORT_LEVEL * high
+    support = torch.from_numpy(np.ascontiguousarray(inside.transpose(2, 0, 1)))
     c = torch.zeros_like(r)
     z = torch.zeros_like(r)
     t = 1.0
     for _ in range(int(iterations)):
         gradient = band_limit(z).sub_(r)
-        new = torch.nn.functional.softshrink(z.sub_(gradient, alpha=step), shrink)
+        new = torch.nn.functional.softshrink(z.sub_(gradient, alpha=step), shrink).mul_(support)
         t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
         z = torch.lerp(c, new, 1.0 + (t - 1.0) / t_next)  # new + (t - 1) / t_next * (new - c)
         c, t = new, t_next
@@ -164,5 +175,5 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
             np.ascontiguousarray(band_limit(c).numpy().transpose(1, 2, 0)))
 
 
-__all__ = ["SIGMA_FLOOR", "SPARSE_ITERATIONS", "SPARSE_STEP", "SPARSE_STRENGTH", "BandLimit", "band_mask",
+__all__ = ["SIGMA_FLOOR", "SPARSE_ITERATIONS", "SUPPORT_LEVEL", "SPARSE_STEP", "SPARSE_STRENGTH", "BandLimit", "band_mask",
            "robust_sigma", "sparse_change"]
