@@ -25,7 +25,7 @@ stays near zero: the gate falls back to the measured band as before.
 
 The solver is FISTA (Beck and Teboulle 2009) with an over-relaxed step: each iteration is one real
 2-D FFT pair per slice and a soft threshold. How far it runs is a trade-off, measured on MNI152 and
-Colin27 phantoms at 6.25 % (4 frames, seed 11; never on the held-out real scan). Early iterates
+Colin27 phantoms at 6.25 % (4 frames, seed 11; the held-out real scan was not used to choose). Early iterates
 are smooth and raise tissue SSIM a little; later ones sharpen the changes and add small spurious
 spikes where the residual is noise or a registration error:
 
