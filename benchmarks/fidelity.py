@@ -4,8 +4,8 @@ Methods (all scored by mrisr.metrics, in one run): sinc (k-space zero-fill of th
 frame), keyhole, registered keyhole, gated keyhole (the registered planning scan's detail only
 where the frame agrees, after the sparse change correction of mrisr.reconstruct.changes; and
 without it), the tracked prior alone (before the network), the network (default; and without the
-sparse change correction) with each prior mode (tracked = default, planning, previous), the no-prior network, and the
-default after fine-tuning on the planning scan.
+sparse change correction) with each prior mode (tracked = default, planning, previous), the
+no-prior network, and the default after fine-tuning on the planning scan.
 
 Scenarios (mrisr.phantom.make_dynamic, 8 frames, breathing motion + contrast uptake): plain; a
 needle entering the tissue (absent from the planning scan); a needle in the planning scan only;
@@ -50,7 +50,8 @@ SCENARIOS = {
     "planning scan with its own noise (SNR 20)": {"planning_noise_snr": 20.0},
 }
 METHODS = ("sinc", "keyhole", "keyhole-registered", "keyhole-gated", "keyhole-gated, no sparse changes",
-           "tracked prior alone", "network tracked (default)", "default, no sparse changes", "network + data consistency", "network planning", "network previous", "no-prior network",
+           "tracked prior alone", "network tracked (default)", "default, no sparse changes",
+           "network + data consistency", "network planning", "network previous", "no-prior network",
            "default + fine-tuning")
 
 

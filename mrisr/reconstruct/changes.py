@@ -17,16 +17,15 @@ a vessel is a few voxels wide; everything else agrees), and only its band is mea
 with ``P`` the in-plane band-limit to the LR matrix (a real, symmetric k-space mask on the HR
 grid) and ``lam`` a multiple of the residual's robust noise level (the median absolute deviation of
 ``r`` in the object), and ``c`` confined to the object (:data:`SUPPORT_LEVEL`). The reference
-corrected by ``c`` then agrees with the frame at the changed
-site, so the gate keeps its detail there: the new needle gets the sharp edges the band alone cannot
+corrected by ``c`` then agrees with the frame at the changed site, so the gate keeps its detail there: the new needle gets the sharp edges the band alone cannot
 give it, and the withdrawn one is cancelled by a sparse fill of the same shape. Where the reference
 does not fit at all (another contrast), the residual's MAD is large, ``lam`` with it, and ``c``
 stays near zero: the gate falls back to the measured band as before.
 
 The solver is FISTA (Beck and Teboulle 2009) with an over-relaxed step: each iteration is one real
 2-D FFT pair per slice and a soft threshold. How far it runs is a trade-off, measured on MNI152 and
-Colin27 phantoms at 6.25 % (4 frames, seed 11; the held-out real scan was not used to choose). Early iterates
-are smooth and raise tissue SSIM a little; later ones sharpen the changes and add small spurious
+Colin27 phantoms at 6.25 % (4 frames, seed 11; the held-out real scan was not used to choose).
+Early iterates are smooth and raise tissue SSIM a little; later ones sharpen the changes and add small spurious
 spikes where the residual is noise or a registration error:
 
 =====================  =======================  ==================  =========================
@@ -84,12 +83,12 @@ def band_mask(hr_inplane: tuple[int, int], lr_inplane: tuple[int, int]) -> torch
     return torch.from_numpy(np.ascontiguousarray(((mask + reflected) / 2)[:, : hr_inplane[1] // 2 + 1], dtype=np.float32))
 
 
-def robust_sigma(residual: np.ndarray, sinc: np.ndarray) -> float:
+def robust_sigma(residual: np.ndarray, sinc: np.ndarray, high: float | None = None) -> float:
     """1.4826 x the median absolute deviation of ``residual`` in the object (``sinc`` above 10 % of
-    its 99th percentile), on every second voxel in-plane, and at least :data:`SIGMA_FLOOR` of that
-    percentile; 0 without an object."""
+    its 99th percentile, ``high`` when the caller has it), on every second voxel in-plane, and at
+    least :data:`SIGMA_FLOOR` of that percentile; 0 without an object."""
     sub_r, sub_s = residual[::2, ::2], sinc[::2, ::2]
-    high = float(np.percentile(sub_s, 99))
+    high = float(np.percentile(sub_s, 99)) if high is None else high
     values = sub_r[sub_s > 0.1 * high] if high > 0 else sub_r[:0]
     if values.size == 0:
         return 0.0
@@ -146,8 +145,10 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
         True
     """
     sinc = np.asarray(sinc, dtype=np.float32)
-    residual = sinc - np.asarray(band, dtype=np.float32)
-    sigma = robust_sigma(residual, sinc)
+    band = np.asarray(band, dtype=np.float32)
+    residual = sinc - band
+    high = float(np.percentile(sinc[::2, ::2], 99))
+    sigma = robust_sigma(residual, sinc, high)
     if not np.isfinite(sigma) or sigma <= 0 or not np.abs(residual).max() > strength * sigma:
         zeros = np.zeros(sinc.shape, dtype=np.float32)
         return zeros, zeros.copy()
@@ -159,8 +160,7 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
     # frame's 99th percentile, both as the band sees them): in the air around it a change has
     # nothing to change, and unconfined, a misregistered scalp was explained by specks in the air
     # at the field of view's edge (its periodic band-limit reaches there)
-    high = float(np.percentile(sinc[::2, ::2], 99))
-    inside = np.maximum(sinc, np.asarray(band, dtype=np.float32)) > SUPPORT_LEVEL * high
+    inside = np.maximum(sinc, band) > SUPPORT_LEVEL * high
     support = torch.from_numpy(np.ascontiguousarray(inside.transpose(2, 0, 1)))
     c = torch.zeros_like(r)
     z = torch.zeros_like(r)
@@ -175,5 +175,5 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
             np.ascontiguousarray(band_limit(c).numpy().transpose(1, 2, 0)))
 
 
-__all__ = ["SIGMA_FLOOR", "SPARSE_ITERATIONS", "SUPPORT_LEVEL", "SPARSE_STEP", "SPARSE_STRENGTH", "BandLimit", "band_mask",
-           "robust_sigma", "sparse_change"]
+__all__ = ["SIGMA_FLOOR", "SPARSE_ITERATIONS", "SPARSE_STEP", "SPARSE_STRENGTH", "SUPPORT_LEVEL", "BandLimit",
+           "band_mask", "robust_sigma", "sparse_change"]
