@@ -3,8 +3,8 @@
 Methods (all scored by mrisr.metrics, in one run): sinc (k-space zero-fill of the LR magnitude
 frame), keyhole, registered keyhole, gated keyhole (the registered planning scan's detail only
 where the frame agrees, after the sparse change correction of mrisr.reconstruct.changes; and
-without it), the tracked prior alone (before the network), the network (default; and without the
-sparse change correction) with each prior mode (tracked = default, planning, previous), the
+without it), the tracked prior alone (before the network), the network (default; without the
+sparse change correction; without the contrast matching of mrisr.reconstruct.contrast) with each prior mode (tracked = default, planning, previous), the
 no-prior network, and the default after fine-tuning on the planning scan.
 
 Scenarios (mrisr.phantom.make_dynamic, 8 frames, breathing motion + contrast uptake): plain; a
@@ -51,6 +51,7 @@ SCENARIOS = {
 }
 METHODS = ("sinc", "keyhole", "keyhole-registered", "keyhole-gated", "keyhole-gated, no sparse changes",
            "tracked prior alone", "network tracked (default)", "default, no sparse changes",
+           "default, no contrast matching",
            "network + data consistency", "network planning", "network previous", "no-prior network",
            "default + fine-tuning")
 
@@ -115,6 +116,7 @@ def run_methods(phantom, prior_model, noprior_model, tuned_model,
                                                   object_mask(phantom.hr.frame(t))) for t, field in enumerate(fields)]
     timed("network tracked (default)", lambda: recon(ReconstructOptions(prior_mode="tracked"), prior_model))
     timed("default, no sparse changes", lambda: recon(ReconstructOptions(sparse_changes=False), prior_model))
+    timed("default, no contrast matching", lambda: recon(ReconstructOptions(match_contrast=False), prior_model))
     timed("network + data consistency", lambda: recon(ReconstructOptions(data_consistency=True), prior_model))
     for name, model in (extra_models or {}).items():
         timed(name, lambda model=model: recon(ReconstructOptions(prior_mode="tracked"), model))

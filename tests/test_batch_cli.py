@@ -179,6 +179,33 @@ def test_interrupted_runs_leave_nothing_corrupt_and_resume(cohort, tmp_path):
         assert sidecar(out, label)["MrisrBatch"]["fingerprint"]
 
 
+@pytest.mark.parametrize("field", ["sparse_changes", "match_contrast"])
+def test_recipe_gate_options_reach_the_library(cohort, tmp_path, field):
+    """``reconstruct.sparse_changes: false`` (``match_contrast: false``) in the recipe gives the library's
+    result with that option off, which differs from the default's (the subject's planning scan is
+    given another contrast so that the contrast map applies)."""
+    from mrisr.inserts import swap_contrast
+    from mrisr.reconstruct import ReconstructOptions, reconstruct_volume
+
+    bids = tmp_path / "bids"
+    shutil.copytree(cohort["bids"], bids)
+    names = bids_names("01")
+    if field == "match_contrast":
+        planning = load(bids / names["planning"])
+        save_like(bids / names["planning"], swap_contrast(np.asarray(planning.data)), planning)
+    config = tmp_path / "off.yaml"
+    config.write_text(f"reconstruct:\n  method: keyhole-gated\n  {field}: false\n")
+    out = tmp_path / "out"
+    result = batch(bids, out, "--config", config, "--participant-label", "01", "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    written = load(sr_path(out, "01")).data
+    lr, planning = load(bids / names["lr"]), load(bids / names["planning"])
+    off = reconstruct_volume(lr, planning, ReconstructOptions(method="keyhole-gated", **{field: False})).data
+    on = reconstruct_volume(lr, planning, ReconstructOptions(method="keyhole-gated")).data
+    np.testing.assert_allclose(written, off, rtol=1e-5, atol=1e-4 * float(np.abs(off).max()))
+    assert np.abs(on - off).max() > 1e-3 * float(np.abs(off).max())
+
+
 def test_manifest_cohort_with_participant_labels(cohort, tmp_path):
     out = tmp_path / "out"
     common = ("--model", cohort["model"], "--device", "cpu")

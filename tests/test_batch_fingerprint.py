@@ -58,10 +58,12 @@ def test_the_real_resolution_matches_the_predictor():
     assert resolved in {"bfloat16", "float32"}
 
 
-def test_sparse_changes_are_a_recipe_option_that_counts():
-    """``reconstruct.sparse_changes`` is in the recipe's options (on by default) and in the fingerprint."""
+@pytest.mark.parametrize("field", ["sparse_changes", "match_contrast"])
+def test_gate_options_are_recipe_options_that_count(field):
+    """``reconstruct.sparse_changes`` and ``reconstruct.match_contrast`` are in the recipe's options (on
+    by default) and in the fingerprint."""
     from mrisr.batch.config import ReconstructSettings
 
-    on, off = ReconstructSettings().model_dump(), ReconstructSettings(sparse_changes=False).model_dump()
-    assert on["sparse_changes"] is True and off["sparse_changes"] is False
+    on, off = ReconstructSettings().model_dump(), ReconstructSettings(**{field: False}).model_dump()
+    assert on[field] is True and off[field] is False
     assert _fingerprint(on) != _fingerprint(off)

@@ -86,6 +86,9 @@ class ReconstructSettings(_Strict):
     sparse_changes: bool = Field(
         True, description="correct the registered planning scan by the sparse change each frame measures before "
         "gating (keyhole-gated and the default network)")
+    match_contrast: bool = Field(
+        True, description="map a planning scan of another contrast to the dynamic's intensities (keyhole-gated "
+        "and the network)")
 
     @field_validator("matrix")
     @classmethod

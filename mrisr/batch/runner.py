@@ -144,6 +144,7 @@ def _run_series(
         finetune_minutes=options["finetune_minutes"],
         precision=options.get("precision", "auto"),
         sparse_changes=bool(options.get("sparse_changes", True)),
+        match_contrast=bool(options.get("match_contrast", True)),
     )
     map_paths = outputs.map_paths()
     for target in (outputs.series, outputs.sidecar, *map_paths.values(), *map(outputs.map_sidecar, map_paths)):

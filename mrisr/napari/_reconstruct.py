@@ -95,6 +95,9 @@ class ReconstructWidget(Container):
         self.sparse_changes = CheckBox(text="sparse changes: sharpen what entered, cancel what left", value=True,
                                        tooltip="correct the registered planning scan by the sparse change each frame "
                                        "measures before gating (keyhole-gated and the network)")
+        self.match_contrast = CheckBox(text="match contrast: map a planning scan of another contrast", value=True,
+                                       tooltip="map the planning scan's intensities to the dynamic's when it is of "
+                                       "another contrast (fitted on frame 0; keyhole-gated and the network)")
         self.follow = CheckBox(text="show each new frame", value=True)
         self.maps = CheckBox(text="maps: disagreement with the prior, unmeasured detail", value=False)
         self.run_button = PushButton(text="Reconstruct")
@@ -103,7 +106,7 @@ class ReconstructWidget(Container):
         self.status = Label(value="")
         self.extend([self.dynamic, self.prior, self.method, self.model, self.model_file, self.prior_mode, self.factor,
                      self.data_consistency, self.finetune, self.finetune_minutes, self.device, self.precision,
-                     self.sparse_changes, self.follow,
+                     self.sparse_changes, self.match_contrast, self.follow,
                      self.maps, self.run_button, self.cancel_button, self.progress, self.status])
         self.model.changed.connect(lambda value: setattr(self.model_file, "visible", value == MODEL_FILE))
         self.method.changed.connect(self._method_changed)
@@ -138,6 +141,7 @@ class ReconstructWidget(Container):
                                   data_consistency=bool(self.data_consistency.value), device=str(self.device.value),
                                   precision=str(self.precision.value),
                                   sparse_changes=bool(self.sparse_changes.value),
+                                  match_contrast=bool(self.match_contrast.value),
                                   finetune=bool(self.finetune.value),
                                   finetune_minutes=float(self.finetune_minutes.value))
 
@@ -235,6 +239,7 @@ class ReconstructWidget(Container):
             widget.enabled = network
         # the gate (and so the sparse change before it) runs in keyhole-gated and the network
         self.sparse_changes.enabled = value in ("network", "keyhole-gated")
+        self.match_contrast.enabled = value in ("network", "keyhole-gated")
 
     def _create_layer(self, first: Any, name: str | None = None, role: str = "sr", **layer_kwargs: Any) -> Any:
         shape = first.sr.shape

@@ -10,6 +10,7 @@ import numpy as np
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.volume import Volume
 from mrisr.kspace.functional import crop_kspace, fftc, ifftc, pad_kspace
+from mrisr.reconstruct.contrast import ContrastMap, fit_contrast_map
 
 
 @dataclass
@@ -18,6 +19,9 @@ class PreparedPrior:
     coverage: float  # fraction of the HR field of view the prior covers
     intensity_factor: float  # multiplier that matched the prior to the dynamic's intensities
     correlation: float  # of the prior (at LR resolution) with frame 0
+    #: the intensity map to the dynamic's contrast that was fitted (``None``: not asked for);
+    #: ``data`` is mapped when ``contrast.applies``
+    contrast: ContrastMap | None = None
 
 
 def resample_to_grid(volume: Volume, shape: tuple[int, int, int], affine: np.ndarray, default: float = 0.0,
@@ -47,8 +51,13 @@ def prepare_prior(
     sinc_frame0: np.ndarray,
     lr_inplane: tuple[int, int],
     dynamic_name: str = "dynamic",
+    match_contrast: bool = False,
 ) -> PreparedPrior:
     """Resample the planning scan onto the HR grid, check coverage and contrast, match intensity.
+
+    The intensity is matched by one least-squares factor; with ``match_contrast``, a planning scan
+    whose intensities are clearly another function of the frame's (another contrast) is mapped
+    to the frame's contrast instead (:mod:`mrisr.reconstruct.contrast`).
 
     Raises:
         MrisrInputError: a 4-D prior, or one that covers less than half of the dynamic's field of view.
@@ -81,14 +90,23 @@ def prepare_prior(
             f"{prior.name}: intensities do not match {dynamic_name} at all (negative fit); check that the planning "
             "scan is the same subject and contrast"
         )
-    if corr < 0.5:
+    if factor > 20 or factor < 0.05:
+        warnings.warn(f"{prior.name}: intensity scale differs from {dynamic_name} by {factor:.3g}x; rescaled to match",
+                      stacklevel=2)
+    data = data * np.float32(factor)
+    contrast = fit_contrast_map(low * np.float32(factor), sinc_frame0) if match_contrast else None
+    if contrast is not None and contrast.applies:
+        data = contrast(data)
+        warnings.warn(
+            f"{prior.name}: its contrast differs from {dynamic_name}'s (an intensity map fits frame 0 with "
+            f"{contrast.residual_ratio:.0%} of a global scale's residual); its intensities were mapped to the "
+            "dynamic's (turn off with --no-match-contrast)", stacklevel=2,
+        )
+    elif corr < 0.5:
         warnings.warn(
             f"{prior.name}: looks different from {dynamic_name} (correlation {corr:.2f} at the dynamic's resolution); "
             "check contrast and registration, or use --prior-mode previous / no prior", stacklevel=2,
         )
-    if factor > 20 or factor < 0.05:
-        warnings.warn(f"{prior.name}: intensity scale differs from {dynamic_name} by {factor:.3g}x; rescaled to match",
-                      stacklevel=2)
-    return PreparedPrior(np.ascontiguousarray(data * factor, dtype=np.float32), coverage, factor, corr)
+    return PreparedPrior(np.ascontiguousarray(data, dtype=np.float32), coverage, factor, corr, contrast)
 
 

@@ -227,6 +227,8 @@ def reconstruct_file(
         "prior": None if rec.prior is None else {"coverage": round(rec.prior.coverage, 4),
                                                  "intensity_factor": rec.prior.intensity_factor,
                                                  "correlation": round(rec.prior.correlation, 4),
+                                                 "contrast": None if rec.prior.contrast is None
+                                                 else rec.prior.contrast.describe(),
                                                  "tracking": None if rec.tracker is None else rec.tracker.describe()},
         "finetune": finetune_info,
         "maps": None if not map_paths else {

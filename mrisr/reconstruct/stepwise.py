@@ -123,6 +123,10 @@ class ReconstructOptions:
             its edges and one that left is filled in (on: about 0.09 s more per 256x256x32 frame on 2 cores).
             Used by ``keyhole-gated`` and by a network that takes the gated keyhole (the default);
             the other methods and ``prior_mode="previous"`` ignore it.
+        match_contrast: map a planning scan of another contrast to the dynamic's intensities
+            before registering it (:mod:`mrisr.reconstruct.contrast`; fitted once, on frame 0, and
+            used only when it fits clearly better than one global scale). Used by the network and
+            by ``keyhole-gated``; the classical ``keyhole`` and ``keyhole-registered`` ignore it.
 
     Raises:
         OptionError: (a :class:`~mrisr.io.MrisrInputError`) on construction, naming the field,
@@ -151,6 +155,7 @@ class ReconstructOptions:
     maps: bool = False
     precision: Precision = "auto"
     sparse_changes: bool = True
+    match_contrast: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -198,6 +203,7 @@ class ReconstructOptions:
         self.finetune = _flag(owner, "finetune", self.finetune)
         self.maps = _flag(owner, "maps", self.maps)
         self.sparse_changes = _flag(owner, "sparse_changes", self.sparse_changes)
+        self.match_contrast = _flag(owner, "match_contrast", self.match_contrast)
         if self.method != "network" and self.data_consistency:
             raise OptionError(owner, "method", self.method, "a keyhole method keeps the measured k-space already; "
                               "turn data consistency off")
@@ -320,13 +326,15 @@ class Reconstruction:
         #: frame are not sparse (MNI152, 6.25 %, 8 frames, tissue SSIM: 0.885 with it, 0.896 with
         #: the plain gate handed on, 0.900 without it)
         self.sparse_changes = options.sparse_changes and options.prior_mode != "previous"
+        #: the planning scan mapped to the dynamic's contrast: not for the classical keyhole baselines
+        self.match_contrast = options.match_contrast and options.method in ("network", "keyhole-gated")
 
     def prepare_prior(self, first_frame: np.ndarray) -> None:
         if self.prior_raw is None:
             return
         sinc0 = frame_to_grid(first_frame, self.grid.hr_inplane, self.fft_backend)
         self.prior = prepare_prior(self.prior_raw, self.grid.hr_shape, self.grid.hr_affine, sinc0,
-                                   self.grid.lr_shape[:2], self.dynamic.name)
+                                   self.grid.lr_shape[:2], self.dynamic.name, match_contrast=self.match_contrast)
         registered = (self.options.method in REGISTERED_METHODS if self.keyhole
                       else self.options.prior_mode == "tracked" and self.model.uses_prior)
         if registered:

@@ -1,0 +1,118 @@
+"""Contrast matching (mrisr.reconstruct.contrast): a planning scan of another contrast is mapped to the
+dynamic's intensities and then helps; one of the same contrast is left exactly as it was."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mrisr.batch.config import ReconstructSettings
+from mrisr.cli import app
+from mrisr.data import load_sample
+from mrisr.io import MrisrInputError, load
+from mrisr.metrics import score_frame
+from mrisr.phantom import make_dynamic
+from mrisr.reconstruct import ReconstructOptions, Reconstruction, iter_reconstruct
+from mrisr.reconstruct.contrast import CONTRAST_GAIN, ContrastMap, fit_contrast_map
+
+
+@pytest.fixture(scope="module")
+def crop():
+    """A real T1 slab (Colin27), 64 x 80 x 6."""
+    sample = load_sample()
+    return sample.with_data(np.ascontiguousarray(sample.data[24:88, 24:104, 8:14]))
+
+
+def _tissue(phantom, frames) -> float:
+    return float(np.mean([score_frame(f, phantom.hr.data[..., t], frame=t)["ssim_tissue"] for t, f in enumerate(frames)]))
+
+
+def _gated(phantom, **options) -> list[np.ndarray]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opts = ReconstructOptions(method="keyhole-gated", **options)
+        return [r.sr for r in iter_reconstruct(phantom.lr, phantom.planning, opts)]
+
+
+def test_map_recovers_a_monotone_and_refuses_a_same_contrast_fit():
+    rng = np.random.default_rng(0)
+    anatomy = np.ascontiguousarray(load_sample().data[:, 8:136, 12:18], dtype=np.float32)
+    noisy = anatomy + rng.normal(0, 0.02 * float(np.percentile(anatomy, 99)), anatomy.shape).astype(np.float32)
+    same = fit_contrast_map(anatomy, noisy)
+    assert not same.applies and same.residual_ratio > CONTRAST_GAIN
+    level = float(np.percentile(anatomy, 99))
+    obj = anatomy > 0.1 * level
+    other = np.where(obj, 1.3 * level - anatomy, 0).astype(np.float32)  # inverted in the object
+    fitted = fit_contrast_map(anatomy, other)
+    assert fitted.applies and fitted.residual_ratio < 0.2
+    inside = obj & (anatomy > 0.2 * level) & (anatomy < 0.9 * level)
+    assert float(np.abs(fitted(anatomy) - other)[inside].mean()) < 0.02 * level
+
+
+def test_map_edges():
+    m = ContrastMap(np.array([0.0, 1.0, 2.0], np.float32), np.array([0.0, 3.0, 2.0], np.float32), 0.1)
+    np.testing.assert_allclose(m(np.array([0.5, 1.5, 4.0], np.float32)), [1.5, 2.5, 4.0])  # above: last ratio
+    assert m.applies and m.describe() == {"applied": True, "residual_ratio": 0.1, "knots": 3}
+    flat = fit_contrast_map(np.ones((8, 8, 4), np.float32), np.ones((8, 8, 4), np.float32))
+    assert not flat.applies  # nothing to fit
+
+
+def test_other_contrast_planning_scan_is_mapped_and_helps(crop):
+    """The planning scan in another contrast (a T1 -> T2-like non-monotone remap): the gated keyhole
+    with the map beats the one without it in tissue, and comes close to a same-contrast planning scan."""
+    swapped = make_dynamic(crop, frames=2, keep=6.25, seed=4, planning_contrast="swap")
+    same = make_dynamic(crop, frames=2, keep=6.25, seed=4)
+    mapped, unmapped, reference = _tissue(swapped, _gated(swapped)), _tissue(swapped, _gated(swapped, match_contrast=False)), _tissue(same, _gated(same))
+    assert mapped > unmapped + 0.02, (mapped, unmapped)
+    assert mapped > reference - 0.1, (mapped, reference)
+    rec = Reconstruction(swapped.lr, swapped.planning, ReconstructOptions(method="keyhole-gated"))
+    with pytest.warns(UserWarning, match="contrast differs.*mapped"):
+        rec.prepare_prior(swapped.lr.frame(0))
+    assert rec.prior.contrast is not None and rec.prior.contrast.applies
+
+
+def test_same_contrast_is_left_exactly_alone(crop):
+    phantom = make_dynamic(crop, frames=2, keep=6.25, seed=4, insert="needle")
+    on, off = _gated(phantom), _gated(phantom, match_contrast=False)
+    for a, b in zip(on, off):
+        np.testing.assert_array_equal(a, b)
+    rec = Reconstruction(phantom.lr, phantom.planning, ReconstructOptions(method="keyhole-gated"))
+    rec.prepare_prior(phantom.lr.frame(0))
+    assert rec.prior.contrast is not None and not rec.prior.contrast.applies
+
+
+def test_classical_keyholes_ignore_it_and_options_validate(crop):
+    phantom = make_dynamic(crop, frames=1, keep=6.25, seed=4, planning_contrast="swap")
+    for method in ("keyhole", "keyhole-registered"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outs = [[r.sr for r in iter_reconstruct(phantom.lr, phantom.planning,
+                                                    ReconstructOptions(method=method, match_contrast=flag))]
+                    for flag in (True, False)]
+        np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    assert ReconstructOptions().match_contrast is True and ReconstructSettings().match_contrast is True
+    with pytest.raises(MrisrInputError, match="match_contrast"):
+        ReconstructOptions(match_contrast="sometimes")
+
+
+def test_cli_flag_and_sidecar(tmp_path, crop):
+    files = make_dynamic(crop, frames=2, keep=6.25, seed=4, planning_contrast="swap").save(tmp_path / "phantom")
+    outputs = {}
+    for flags, expected in (([], True), (["--no-match-contrast"], False)):
+        out = tmp_path / f"sr_{expected}.nii.gz"
+        result = CliRunner().invoke(app, ["reconstruct", str(files["lr"]), "--prior", str(files["planning"]),
+                                          "--method", "keyhole-gated", *flags, "-o", str(out), "-q"])
+        assert result.exit_code == 0, result.output
+        side = json.loads((tmp_path / f"sr_{expected}.json").read_text())
+        assert side["options"]["match_contrast"] is expected
+        contrast = side["prior"]["contrast"]
+        if expected:
+            assert contrast["applied"] is True and contrast["residual_ratio"] <= CONTRAST_GAIN
+        else:
+            assert contrast is None
+        outputs[expected] = load(out).data
+    assert not np.allclose(outputs[True], outputs[False])
