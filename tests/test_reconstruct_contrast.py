@@ -16,7 +16,7 @@ from mrisr.data import load_sample
 from mrisr.io import MrisrInputError, load
 from mrisr.metrics import score_frame
 from mrisr.phantom import make_dynamic
-from mrisr.reconstruct import ReconstructOptions, Reconstruction, iter_reconstruct
+from mrisr.reconstruct import Reconstruction, ReconstructOptions, iter_reconstruct
 from mrisr.reconstruct.contrast import CONTRAST_GAIN, ContrastMap, fit_contrast_map
 
 
