@@ -94,7 +94,7 @@ def prepare_prior(
         warnings.warn(f"{prior.name}: intensity scale differs from {dynamic_name} by {factor:.3g}x; rescaled to match",
                       stacklevel=2)
     data = data * np.float32(factor)
-    contrast = fit_contrast_map(low * np.float32(factor), sinc_frame0) if match_contrast else None
+    contrast = fit_contrast_map(data, sinc_frame0, lr_inplane) if match_contrast else None
     if contrast is not None and contrast.applies:
         data = contrast(data)
         warnings.warn(
