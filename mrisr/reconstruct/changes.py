@@ -28,18 +28,27 @@ Colin27 phantoms at 6.25 % (4 frames, seed 11; the held-out real scan was not us
 Early iterates are smooth and raise tissue SSIM a little; later ones sharpen the changes and add small spurious
 spikes where the residual is noise or a registration error:
 
-=====================  =======================  ==================  =========================
-solver                 tissue SSIM (MNI/Colin)  needle recovery     planning-only leakage
-=====================  =======================  ==================  =========================
-none (gated keyhole)   0.990 / 0.991            0.45 / 0.38         0.09 / 0.13
-5 iterations, step 1   0.992 / 0.991            0.64 / 0.56         0.35 / 0.34
-20 iterations, 1.5     0.990 / 0.989            0.90 / 0.88         0.15 / 0.14
-30 iterations, step 1  0.989 / 0.988            0.92 / 0.90         0.13 / 0.12
-=====================  =======================  ==================  =========================
+=========================  =======================  ==================  =========================
+solver                     tissue SSIM (MNI/Colin)  needle recovery     planning-only leakage
+=========================  =======================  ==================  =========================
+none (gated keyhole)       0.990 / 0.991            0.45 / 0.38         0.09 / 0.13
+5 iterations, step 1       0.992 / 0.991            0.64 / 0.56         0.35 / 0.34
+20 iterations, 1.5         0.990 / 0.990            0.90 / 0.86         0.15 / 0.14
+30 iterations, step 1      0.989 / 0.988            0.92 / 0.90         0.13 / 0.12
+20, 1.5, continuation      0.989 / 0.989            0.93 / 0.92         0.05 / 0.10
+=========================  =======================  ==================  =========================
 
-The default (20 iterations, step 1.5, ``lam`` = 4 MADs) doubles the needle's recovered contrast
-and keeps the leakage within 1.5x sinc's (0.11 on MNI152) for about the tissue SSIM of the gated
-keyhole. A threshold of 3 or 5 MADs gave the same picture; a Gaussian synthesis dictionary (smooth
+The default (20 iterations, step 1.5, ``lam`` = 4 MADs, continuation) doubles the needle's
+recovered contrast and keeps the leakage below sinc's (0.11 on MNI152) for 0.001 of tissue SSIM.
+*Continuation* lets the threshold fall geometrically from the largest residual in the object to
+``lam`` over the iterations, so the largest changes are explained first (a homotopy path, as in
+fixed-point continuation, Hale, Yin and Zhang 2008): at the same cost, it cut the leakage from
+0.15 to 0.05 (MNI152) and 0.14 to 0.10 (Colin27) at 6.25 %, and from 0.27 to 0.17 and 0.27 to
+0.25 at 4 %, where it also raised tissue SSIM (0.9873 to 0.9879 on MNI152; Colin27 equal). Running
+the continuation over the first 5, 10 or 15 iterations only, or 30 iterations with it over the
+first 20, gave less (MNI152 at 4 %: leakage 0.27, 0.23, 0.20, 0.15 at tissue 0.9884, 0.9888,
+0.9883, 0.9871); 25 iterations with it reached 0.13 at 4 % for 25 % more time and 0.002 of tissue
+SSIM at 6.25 %. A threshold of 3 or 5 MADs gave the same picture; a Gaussian synthesis dictionary (smooth
 changes) raised tissue SSIM by 0.001 but leaked twice as much; refitting the support without the
 threshold ("debiasing") cancelled the leak but cost 0.01 of tissue SSIM; weighting the threshold by
 the gate's local level let a planning scan of another contrast through (tissue SSIM 0.87 to 0.35).
@@ -119,7 +128,7 @@ class BandLimit:
 
 def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int],
                   iterations: int = SPARSE_ITERATIONS, step: float = SPARSE_STEP,
-                  strength: float = SPARSE_STRENGTH) -> tuple[np.ndarray, np.ndarray]:
+                  strength: float = SPARSE_STRENGTH, continuation: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The sparse change ``c`` whose band explains ``sinc - band`` (see the module docstring).
 
     Args:
@@ -129,6 +138,8 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
         lr_inplane: the LR in-plane matrix.
         iterations / step / strength: FISTA iterations, step and L1 weight in robust standard
             deviations of the residual.
+        continuation: let the threshold fall from the largest residual to the L1 weight over the
+            iterations (off: the L1 weight throughout).
 
     Returns:
         ``(c, P c)``, each ``(X', Y', Z)`` float32: the change (add it to the reference) and its
@@ -165,9 +176,15 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
     c = torch.zeros_like(r)
     z = torch.zeros_like(r)
     t = 1.0
-    for _ in range(int(iterations)):
+    # continuation: the threshold falls geometrically from the largest residual in the object to
+    # its final value at the last iteration, so the largest changes are explained first
+    start = max(float(np.abs(residual[inside]).max()) if inside.any() else 0.0, strength * sigma)
+    ratio = strength * sigma / start
+    iterations = int(iterations)
+    for k in range(iterations):
+        level = step * start * ratio ** ((k + 1) / iterations) if continuation else shrink
         gradient = band_limit(z).sub_(r)
-        new = torch.nn.functional.softshrink(z.sub_(gradient, alpha=step), shrink).mul_(support)
+        new = torch.nn.functional.softshrink(z.sub_(gradient, alpha=step), level).mul_(support)
         t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
         z = torch.lerp(c, new, 1.0 + (t - 1.0) / t_next)  # new + (t - 1) / t_next * (new - c)
         c, t = new, t_next
