@@ -45,6 +45,8 @@ import numpy as np
 CONTRAST_KNOTS = 24
 #: the map is used when its residual energy is at most this fraction of the best global scale's
 CONTRAST_GAIN = 0.5
+#: voxels the map is fitted on at most (24 unknowns; bounds the fit's memory on large grids)
+CONTRAST_SAMPLES = 100_000
 #: ridge towards the identity, relative to the mean diagonal of the normal equations
 CONTRAST_RIDGE = 1e-3
 #: the object the map is fitted on: frame and band above this fraction of the frame's 99th percentile
@@ -154,17 +156,19 @@ def fit_contrast_map(prior: np.ndarray, sinc: np.ndarray, lr_inplane: tuple[int,
     xk = np.unique(np.concatenate([[0.0], np.quantile(inside, np.linspace(0.0, 1.0, knots))])).astype(np.float32)
     if len(xk) < 3 or xk[1] <= 0:
         return identity
-    columns = np.stack([band(_hat(prior, xk, k))[fitted] for k in range(1, len(xk))], axis=1).astype(np.float64)
-    y = sinc[fitted].astype(np.float64)
+    where = np.flatnonzero(fitted)
+    where = where[:: -(-where.size // CONTRAST_SAMPLES)]  # at most CONTRAST_SAMPLES, spread evenly
+    columns = np.stack([band(_hat(prior, xk, k)).ravel()[where] for k in range(1, len(xk))], axis=1).astype(np.float64)
+    y = sinc.ravel()[where].astype(np.float64)
     gram, rhs = columns.T @ columns, columns.T @ y
     ridge = CONTRAST_RIDGE * float(np.trace(gram)) / len(gram)
     yk = np.linalg.solve(gram + ridge * np.eye(len(gram)), rhs + ridge * xk[1:].astype(np.float64))
     mapped = float(((y - columns @ yk) ** 2).sum())
-    b = prior_band[fitted].astype(np.float64)
+    b = prior_band.ravel()[where].astype(np.float64)
     scale = float(b @ y) / max(float(b @ b), 1e-30)
     linear = float(((y - scale * b) ** 2).sum())
     ratio = mapped / linear if linear > 0 else 1.0
     return ContrastMap(xk, np.concatenate([[0.0], np.maximum(yk, 0.0)]).astype(np.float32), float(ratio))
 
 
-__all__ = ["CONTRAST_GAIN", "CONTRAST_KNOTS", "CONTRAST_LEVEL", "CONTRAST_RIDGE", "ContrastMap", "fit_contrast_map"]
+__all__ = ["CONTRAST_GAIN", "CONTRAST_KNOTS", "CONTRAST_LEVEL", "CONTRAST_RIDGE", "CONTRAST_SAMPLES", "ContrastMap", "fit_contrast_map"]
