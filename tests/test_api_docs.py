@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 import mrisr
+import mrisr.reconstruct.changes
+import mrisr.reconstruct.contrast
 import mrisr.reconstruct.stepwise
 import mrisr.resources
 from mrisr.batch import run_batch, validate_batch
@@ -42,7 +44,8 @@ def test_public_functions_document_args_returns_and_raises(function):
     assert re.search(r"^\s*\w+(Error|Interrupt):", found["Raises"], flags=re.M), function.__name__
 
 
-@pytest.mark.parametrize("module", [mrisr.reconstruct.stepwise, mrisr.resources], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [mrisr.reconstruct.stepwise, mrisr.resources, mrisr.reconstruct.changes,
+                                    mrisr.reconstruct.contrast], ids=lambda m: m.__name__)
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

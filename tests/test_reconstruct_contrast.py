@@ -121,3 +121,17 @@ def test_cli_flag_and_sidecar(tmp_path, crop):
             assert contrast is None
         outputs[expected] = load(out).data
     assert not np.allclose(outputs[True], outputs[False])
+
+
+def test_fitted_basis_is_the_map():
+    """The least squares fits the knots' outputs through the same basis the map applies: any
+    combination of the basis images equals the map with those outputs (between knots, on them,
+    below 0 and above the last knot)."""
+    from mrisr.reconstruct.contrast import _hat
+
+    rng = np.random.default_rng(1)
+    knots = np.array([0.0, 0.5, 1.2, 2.0, 3.5], np.float32)
+    outputs = np.concatenate([[0.0], rng.uniform(0.1, 4.0, 4)]).astype(np.float32)
+    data = np.concatenate([rng.uniform(-1.0, 5.0, 500), knots, [7.0]]).astype(np.float32)
+    combined = sum(outputs[k] * _hat(data, knots, k) for k in range(1, len(knots)))
+    np.testing.assert_allclose(combined, ContrastMap(knots, outputs, 0.1)(data), rtol=1e-5, atol=1e-5)

@@ -68,6 +68,8 @@ import torch
 SPARSE_ITERATIONS = 20
 #: the most FISTA iterations :func:`sparse_iterations` gives
 SPARSE_MAX_ITERATIONS = 30
+#: the threshold falls from the largest residual to the L1 weight over the iterations
+SPARSE_CONTINUATION = True
 #: FISTA step (the band-limit's Lipschitz constant is 1; over-relaxed)
 SPARSE_STEP = 1.5
 #: the L1 weight in robust standard deviations (MAD x 1.4826) of the residual in the object
@@ -156,7 +158,7 @@ def sparse_iterations(hr_inplane: tuple[int, int], lr_inplane: tuple[int, int]) 
 
 def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int],
                   iterations: int | None = None, step: float = SPARSE_STEP,
-                  strength: float = SPARSE_STRENGTH, continuation: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                  strength: float = SPARSE_STRENGTH, continuation: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The sparse change ``c`` whose band explains ``sinc - band`` (see the module docstring).
 
     Args:
@@ -167,7 +169,7 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
         iterations / step / strength: FISTA iterations (``None``: :func:`sparse_iterations`), step
             and L1 weight in robust standard deviations of the residual.
         continuation: let the threshold fall from the largest residual to the L1 weight over the
-            iterations (off: the L1 weight throughout).
+            iterations (off: the L1 weight throughout; ``None``: :data:`SPARSE_CONTINUATION`).
 
     Returns:
         ``(c, P c)``, each ``(X', Y', Z)`` float32: the change (add it to the reference) and its
@@ -209,6 +211,7 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
     start = max(float(np.abs(residual[inside]).max()) if inside.any() else 0.0, strength * sigma)
     ratio = strength * sigma / start
     iterations = int(sparse_iterations(sinc.shape[:2], lr_inplane) if iterations is None else iterations)
+    continuation = SPARSE_CONTINUATION if continuation is None else continuation
     for k in range(iterations):
         level = step * start * ratio ** ((k + 1) / iterations) if continuation else shrink
         gradient = band_limit(z).sub_(r)
@@ -220,5 +223,5 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
             np.ascontiguousarray(band_limit(c).numpy().transpose(1, 2, 0)))
 
 
-__all__ = ["SIGMA_FLOOR", "SPARSE_ITERATIONS", "SPARSE_MAX_ITERATIONS", "SPARSE_STEP", "SPARSE_STRENGTH", "SUPPORT_LEVEL", "BandLimit",
+__all__ = ["SIGMA_FLOOR", "SPARSE_CONTINUATION", "SPARSE_ITERATIONS", "SPARSE_MAX_ITERATIONS", "SPARSE_STEP", "SPARSE_STRENGTH", "SUPPORT_LEVEL", "BandLimit",
            "band_mask", "robust_sigma", "sparse_change", "sparse_iterations"]

@@ -58,7 +58,8 @@ class ContrastMap:
     """A piecewise-linear intensity map from the planning scan's intensities to the frame's.
 
     Between its knots it interpolates linearly; above the last knot it scales by the last knot's
-    ratio (an HR voxel can be brighter than any band value), below the first (0, 0) it cannot go.
+    ratio, below the first, ``(0, 0)``, it gives 0. :func:`fit_contrast_map` puts the last knot at
+    the planning scan's brightest voxel, so on the scan it was fitted to the map only interpolates.
     """
 
     knots_in: np.ndarray
@@ -81,6 +82,7 @@ class ContrastMap:
         return self.residual_ratio <= CONTRAST_GAIN
 
     def describe(self) -> dict:
+        """For the sidecar: whether the map is applied, its residual ratio and its knots (with 0)."""
         return {"applied": self.applies, "residual_ratio": round(self.residual_ratio, 4), "knots": len(self.knots_in)}
 
 
@@ -163,12 +165,13 @@ def fit_contrast_map(prior: np.ndarray, sinc: np.ndarray, lr_inplane: tuple[int,
     gram, rhs = columns.T @ columns, columns.T @ y
     ridge = CONTRAST_RIDGE * float(np.trace(gram)) / len(gram)
     yk = np.linalg.solve(gram + ridge * np.eye(len(gram)), rhs + ridge * xk[1:].astype(np.float64))
+    yk = np.maximum(yk, 0.0)  # intensities are not negative; the ratio is the applied map's
     mapped = float(((y - columns @ yk) ** 2).sum())
     b = prior_band.ravel()[where].astype(np.float64)
     scale = float(b @ y) / max(float(b @ b), 1e-30)
     linear = float(((y - scale * b) ** 2).sum())
     ratio = mapped / linear if linear > 0 else 1.0
-    return ContrastMap(xk, np.concatenate([[0.0], np.maximum(yk, 0.0)]).astype(np.float32), float(ratio))
+    return ContrastMap(xk, np.concatenate([[0.0], yk]).astype(np.float32), float(ratio))
 
 
 __all__ = ["CONTRAST_GAIN", "CONTRAST_KNOTS", "CONTRAST_LEVEL", "CONTRAST_RIDGE", "CONTRAST_SAMPLES", "ContrastMap", "fit_contrast_map"]

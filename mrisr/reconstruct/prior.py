@@ -100,7 +100,7 @@ def prepare_prior(
         warnings.warn(
             f"{prior.name}: its contrast differs from {dynamic_name}'s (an intensity map fits frame 0 with "
             f"{contrast.residual_ratio:.0%} of a global scale's residual); its intensities were mapped to the "
-            "dynamic's (turn off with --no-match-contrast)", stacklevel=2,
+            "dynamic's (option match_contrast; --no-match-contrast on the command line)", stacklevel=2,
         )
     elif corr < 0.5:
         warnings.warn(
