@@ -70,6 +70,25 @@ def test_finetune_like_a_dynamic(case, tmp_path):
     assert meta["finetune_keep_percent"] == pytest.approx(6.25)  # 12 x 12 of 48 x 48
     assert meta["finetune"]["lr"] == 1e-4
     assert meta["planning_sha256"] == file_sha256(case["planning"])
+    assert meta["planning_contrast"]["applied"] is False  # a same-contrast planning scan is not mapped
+
+
+def test_finetune_on_a_planning_scan_of_another_contrast(case, tmp_path):
+    """--like a dynamic of another contrast: the planning scan is mapped first (recorded), unless
+    --no-match-contrast."""
+    from mrisr.inserts import swap_contrast
+    from mrisr.io import load as load_volume
+    from mrisr.io import save_like
+
+    planning = load_volume(case["planning"])
+    swapped = save_like(tmp_path / "swapped.nii.gz", swap_contrast(np.asarray(planning.data)), planning)
+    for flags, expected in (([], True), (["--no-match-contrast"], None)):
+        out = tmp_path / f"subject_{expected}.safetensors"
+        result = _invoke("--planning", swapped, "--like", case["lr"], "--steps", 1, "--model", case["tiny"], "-o",
+                         out, *flags)
+        assert result.exit_code == 0, result.output
+        contrast = read_metadata(out)["planning_contrast"]
+        assert (contrast if contrast is None else contrast["applied"]) is expected
 
 
 @pytest.mark.parametrize("choice", [[], ["--keep", "25", "--like", "LR"]])

@@ -22,6 +22,7 @@ def finetune(
     lr: float = typer.Option(2e-5, "--lr", help="Learning rate (set after any optimiser state is restored)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
+    match_contrast: bool = typer.Option(True, "--match-contrast/--no-match-contrast", help="With --like: map a planning scan of another contrast to the dynamic's intensities before tuning on it (as `mrisr reconstruct` does; recorded in the checkpoint)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Fine-tune a model on one subject's planning scan (LR simulated like the dynamic)."""
@@ -63,7 +64,7 @@ def finetune(
             lr_shape = (lr_xy[0], lr_xy[1], plan.spatial_shape[2])
             dynamic = Volume(data=np.zeros(lr_shape, np.float32), affine=coarsen_affine(plan.affine, plan.spatial_shape, lr_shape),
                              source=Path(f"<keep {keep}%>"))
-        opts = ReconstructOptions(model=model, device=device)
+        opts = ReconstructOptions(model=model, device=device, match_contrast=match_contrast)
         rec = Reconstruction(dynamic, plan, opts)
         check_target(output)  # against the planning scan, the dynamic and the base model, before any work
         # frame 0 only, streamed: a long series is never read whole
@@ -84,7 +85,8 @@ def finetune(
         meta.pop("sha256", None)
         meta.update({"base_model": model, "base_model_sha256": rec.model.meta.get("sha256"),
                      "planning_sha256": file_sha256(planning), "finetune": report.as_dict(timings=False),
-                     "finetune_keep_percent": rec.grid.keep})
+                     "finetune_keep_percent": rec.grid.keep,
+                     "planning_contrast": None if rec.prior.contrast is None else rec.prior.contrast.describe()})
         save_checkpoint(tuned.network, output, meta)
     typer.echo(
         f"{output}: fine-tuned {report.steps} steps in {report.seconds:.0f} s at lr {lr:g} "
