@@ -53,3 +53,27 @@ def head_phantom(shape: Sequence[int], seed: int = 0, shift: Sequence[float] = (
     data = body * (1.0 + texture) * 100.0
     data[data < 1e-3] = 0.0
     return data.astype(np.float32)
+
+
+def colin_crop():
+    """A 64 x 80 x 6 crop of the bundled real T1 slab (Colin27), for small dynamic phantoms."""
+    from mrisr.data import load_sample
+
+    sample = load_sample()
+    return sample.with_data(np.ascontiguousarray(sample.data[24:88, 24:104, 8:14]))
+
+
+def reconstruct_cli(files: dict, out, *flags: str) -> tuple[dict, np.ndarray]:
+    """``mrisr reconstruct LR --prior PLANNING --method keyhole-gated FLAGS -o OUT``: its sidecar and output."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from mrisr.cli import app
+    from mrisr.io import load
+
+    result = CliRunner().invoke(app, ["reconstruct", str(files["lr"]), "--prior", str(files["planning"]),
+                                      "--method", "keyhole-gated", *flags, "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads(out.with_name(out.name.replace(".nii.gz", ".json")).read_text())
+    return sidecar, load(out).data

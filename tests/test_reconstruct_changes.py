@@ -3,16 +3,13 @@ one is cancelled, an unchanged frame is left alone, a prior of another contrast 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from mrisr_testdata import colin_crop, reconstruct_cli
 
 from mrisr.batch.config import ReconstructSettings
-from mrisr.cli import app
 from mrisr.data import load_sample
-from mrisr.io import MrisrInputError, load
+from mrisr.io import MrisrInputError
 from mrisr.kspace.functional import crop_lowres, fftc, ifftc, pad_kspace, zero_fill
 from mrisr.metrics import contrast_recovery, leakage, object_mask, structure_contrast
 from mrisr.models import make_tiny_checkpoint
@@ -156,8 +153,7 @@ def test_options_default_on_and_validated():
 @pytest.mark.parametrize("method", ["keyhole-gated", "network"])
 def test_the_pipeline_passes_the_option_on(tmp_path, method):
     """keyhole-gated and a gated-keyhole network: the option changes the output, and off is the plain gate."""
-    sample = load_sample()
-    crop = sample.with_data(np.ascontiguousarray(sample.data[24:88, 24:104, 8:14]))
+    crop = colin_crop()
     phantom = make_dynamic(crop, frames=2, keep=6.25, seed=4, insert="needle")
     model = None
     if method == "network":
@@ -181,18 +177,12 @@ def load_model_tiny(tmp_path):
 
 
 def test_cli_flag_reaches_the_sidecar(tmp_path):
-    sample = load_sample()
-    crop = sample.with_data(np.ascontiguousarray(sample.data[24:88, 24:104, 8:14]))
+    crop = colin_crop()
     files = make_dynamic(crop, frames=2, keep=6.25, seed=4).save(tmp_path / "phantom")
     outputs = {}
     for flags, expected in (([], True), (["--no-sparse-changes"], False)):
-        out = tmp_path / f"sr_{expected}.nii.gz"
-        result = CliRunner().invoke(app, ["reconstruct", str(files["lr"]), "--prior", str(files["planning"]),
-                                          "--method", "keyhole-gated", *flags, "-o", str(out), "-q"])
-        assert result.exit_code == 0, result.output
-        side = json.loads((tmp_path / f"sr_{expected}.json").read_text())
+        side, outputs[expected] = reconstruct_cli(files, tmp_path / f"sr_{expected}.nii.gz", *flags)
         assert side["options"]["sparse_changes"] is expected
-        outputs[expected] = load(out).data
     assert not np.allclose(outputs[True], outputs[False])
 
 
@@ -203,8 +193,7 @@ def test_continuation_lowers_the_leakage(monkeypatch):
     from mrisr.metrics import leakage as leak
 
     assert changes.SPARSE_CONTINUATION  # on by default
-    sample = load_sample()
-    crop = sample.with_data(np.ascontiguousarray(sample.data[24:88, 24:104, 8:14]))
+    crop = colin_crop()
     for keep in (6.25, 4.0):
         phantom = make_dynamic(crop, frames=2, keep=keep, seed=4, planning_insert="needle")
         shown = {}

@@ -3,17 +3,15 @@ dynamic's intensities and then helps; one of the same contrast is left exactly a
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from mrisr_testdata import colin_crop, reconstruct_cli
 
 from mrisr.batch.config import ReconstructSettings
-from mrisr.cli import app
 from mrisr.data import load_sample
-from mrisr.io import MrisrInputError, load
+from mrisr.io import MrisrInputError
 from mrisr.kspace.functional import crop_lowres, zero_fill
 from mrisr.metrics import score_frame
 from mrisr.phantom import make_dynamic
@@ -24,8 +22,7 @@ from mrisr.reconstruct.contrast import CONTRAST_GAIN, ContrastMap, fit_contrast_
 @pytest.fixture(scope="module")
 def crop():
     """A real T1 slab (Colin27), 64 x 80 x 6."""
-    sample = load_sample()
-    return sample.with_data(np.ascontiguousarray(sample.data[24:88, 24:104, 8:14]))
+    return colin_crop()
 
 
 LR = (32, 32)  # 6.25 % of a 128 x 128 in-plane matrix
@@ -108,18 +105,13 @@ def test_cli_flag_and_sidecar(tmp_path, crop):
     files = make_dynamic(crop, frames=2, keep=6.25, seed=4, planning_contrast="swap").save(tmp_path / "phantom")
     outputs = {}
     for flags, expected in (([], True), (["--no-match-contrast"], False)):
-        out = tmp_path / f"sr_{expected}.nii.gz"
-        result = CliRunner().invoke(app, ["reconstruct", str(files["lr"]), "--prior", str(files["planning"]),
-                                          "--method", "keyhole-gated", *flags, "-o", str(out), "-q"])
-        assert result.exit_code == 0, result.output
-        side = json.loads((tmp_path / f"sr_{expected}.json").read_text())
+        side, outputs[expected] = reconstruct_cli(files, tmp_path / f"sr_{expected}.nii.gz", *flags)
         assert side["options"]["match_contrast"] is expected
         contrast = side["prior"]["contrast"]
         if expected:
             assert contrast["applied"] is True and contrast["residual_ratio"] <= CONTRAST_GAIN
         else:
             assert contrast is None
-        outputs[expected] = load(out).data
     assert not np.allclose(outputs[True], outputs[False])
 
 

@@ -17,16 +17,17 @@ a vessel is a few voxels wide; everything else agrees), and only its band is mea
 with ``P`` the in-plane band-limit to the LR matrix (a real, symmetric k-space mask on the HR
 grid) and ``lam`` a multiple of the residual's robust noise level (the median absolute deviation of
 ``r`` in the object), and ``c`` confined to the object (:data:`SUPPORT_LEVEL`). The reference
-corrected by ``c`` then agrees with the frame at the changed site, so the gate keeps its detail there: the new needle gets the sharp edges the band alone cannot
-give it, and the withdrawn one is cancelled by a sparse fill of the same shape. Where the reference
+corrected by ``c`` then agrees with the frame at the changed site, so the gate keeps its detail
+there: the new needle gets the sharp edges the band alone cannot give it, and the withdrawn one
+is cancelled by a sparse fill of the same shape. Where the reference
 does not fit at all (another contrast), the residual's MAD is large, ``lam`` with it, and ``c``
 stays near zero: the gate falls back to the measured band as before.
 
 The solver is FISTA (Beck and Teboulle 2009) with an over-relaxed step: each iteration is one real
 2-D FFT pair per slice and a soft threshold. How far it runs is a trade-off, measured on MNI152 and
 Colin27 phantoms at 6.25 % (4 frames, seed 11; the held-out real scan was not used to choose).
-Early iterates are smooth and raise tissue SSIM a little; later ones sharpen the changes and add small spurious
-spikes where the residual is noise or a registration error:
+Early iterates are smooth and raise tissue SSIM a little; later ones sharpen the changes and add
+small spurious spikes where the residual is noise or a registration error:
 
 =========================  =======================  ==================  =========================
 solver                     tissue SSIM (MNI/Colin)  needle recovery     planning-only leakage
@@ -52,8 +53,8 @@ fixed-point continuation, Hale, Yin and Zhang 2008): at the same cost, it cut th
 the continuation over the first 5, 10 or 15 iterations only, or 30 iterations with it over the
 first 20, gave less (MNI152 at 4 %: leakage 0.27, 0.23, 0.20, 0.15 at tissue 0.9884, 0.9888,
 0.9883, 0.9871); 25 iterations with it reached 0.13 at 4 % for 25 % more time and 0.002 of tissue
-SSIM at 6.25 %. A threshold of 3 or 5 MADs gave the same picture; a Gaussian synthesis dictionary (smooth
-changes) raised tissue SSIM by 0.001 but leaked twice as much; refitting the support without the
+SSIM at 6.25 %. A threshold of 3 or 5 MADs gave the same picture; a Gaussian synthesis dictionary
+(smooth changes) raised tissue SSIM by 0.001 but leaked twice as much; refitting the support without the
 threshold ("debiasing") cancelled the leak but cost 0.01 of tissue SSIM; weighting the threshold by
 the gate's local level let a planning scan of another contrast through (tissue SSIM 0.87 to 0.35).
 """

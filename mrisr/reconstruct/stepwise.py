@@ -120,7 +120,8 @@ class ReconstructOptions:
             precision); see :func:`mrisr.models.predictor.autocast_dtype`.
         sparse_changes: before gating, correct the registered prior by the sparse change the frame's
             measured band shows (:mod:`mrisr.reconstruct.changes`), so a structure that entered keeps
-            its edges and one that left is filled in (on: 0.09-0.2 s more per 256x256x32 frame on 2 cores: 20 band-limits by FFT at 6.25 %, up to 30 at narrower bands).
+            its edges and one that left is filled in (on: 0.09-0.2 s more per 256x256x32 frame on
+            2 cores: 20 band-limits by FFT at 6.25 %, up to 30 at narrower bands).
             Used by ``keyhole-gated`` and by a network that takes the gated keyhole (the default);
             the other methods and ``prior_mode="previous"`` ignore it.
         match_contrast: map a planning scan of another contrast to the dynamic's intensities
