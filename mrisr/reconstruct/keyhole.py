@@ -68,11 +68,13 @@ def keyhole(lr_frame: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.abs(ifftc(np.where(inside, measured, k_ref), (0, 1))).astype(np.float32)
 
 
-def band_factor(band: np.ndarray, sinc: np.ndarray) -> float:
+def band_factor(band: np.ndarray, sinc: np.ndarray, high: float | None = None) -> float:
     """Least-squares factor matching a reference's measured band to the frame's sinc in the object
-    (sinc above 10 % of its 99th percentile); 1 when the fit is not positive."""
+    (sinc above 10 % of its 99th percentile, ``high`` when the caller has it); 1 when the fit is not positive."""
+    from mrisr.reconstruct.maps import frame_high
+
     sinc = np.asarray(sinc, dtype=np.float32)
-    fg = sinc > 0.1 * float(np.percentile(sinc[::2, ::2], 99))
+    fg = sinc > 0.1 * (frame_high(sinc) if high is None else high)
     b = band[fg].astype(np.float64)
     denom = float((b * b).sum())
     factor = float((sinc[fg] * b).sum() / denom) if denom > 0 else 1.0
@@ -116,24 +118,27 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
     from scipy import ndimage
 
     from mrisr.kspace.functional import zero_fill
-    from mrisr.reconstruct.maps import disagreement_map, measured_band
+    from mrisr.reconstruct.maps import disagreement_map, frame_high, measured_band
 
     lr_inplane = tuple(int(n) for n in lr_frame.shape[:2])
     reference = np.asarray(reference, dtype=np.float32)
     if sinc is None:
         sinc = zero_fill(np.asarray(lr_frame, dtype=np.float32), reference.shape[:2])
     band = measured_band(reference, lr_inplane)
+    sinc = np.asarray(sinc, dtype=np.float32)
+    high = frame_high(sinc)
     if match_intensity:
-        factor = np.float32(band_factor(band, sinc))
+        factor = np.float32(band_factor(band, sinc, high))
         reference, band = reference * factor, band * factor
     if sparse_changes:
         from mrisr.reconstruct.changes import sparse_change
 
-        change, change_band = sparse_change(sinc, band, lr_inplane)
+        change, change_band = sparse_change(sinc, band, lr_inplane, high=high)
         # the band of the corrected reference, linear in the change (a full measured_band of it
         # differs only where the LR magnitude rectifies a negative lobe, at the object's edge)
         reference, band = reference + change, band + change_band
-    disagreement = disagreement_map(reference, sinc, lr_inplane, band=band, misregistration=GATE_MISREGISTRATION)
+    disagreement = disagreement_map(reference, sinc, lr_inplane, band=band, misregistration=GATE_MISREGISTRATION,
+                                    high=high)
     weight = np.clip(2.0 - disagreement / np.float32(threshold), 0.0, 1.0).astype(np.float32)
     size = 2 * int(round(reference.shape[0] / lr_inplane[0])) + 1
     # filtered slice-major: the same values, 0.063 s against 0.089 s on a 256x256x32 frame

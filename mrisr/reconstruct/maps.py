@@ -73,7 +73,14 @@ def measured_band(image: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
     return zero_fill(crop_lowres(image, tuple(lr_inplane)), tuple(image.shape[:2])).numpy()
 
 
-def local_level(sinc: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
+def frame_high(sinc: np.ndarray) -> float:
+    """The frame's 99th percentile (on every second voxel in-plane: the sinc is band-limited), the
+    level its object, gate and change thresholds are fractions of; computed once per frame by
+    :func:`mrisr.reconstruct.keyhole.gated_keyhole` and handed to the steps that use it."""
+    return float(np.percentile(np.asarray(sinc)[::2, ::2], 99))
+
+
+def local_level(sinc: np.ndarray, lr_inplane: tuple[int, int], high: float | None = None) -> np.ndarray:
     """The frame's local signal level: ``sinc`` smoothed in-plane by a Gaussian of
     :data:`LEVEL_SIGMA_LR` LR voxels, plus :data:`LEVEL_FLOOR` of its 99th percentile.
 
@@ -96,12 +103,13 @@ def local_level(sinc: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
                          mode="bilinear", align_corners=True)[0]
     pads = [0, sinc.shape[1] - size[1], 0, sinc.shape[0] - size[0]]
     fine = F.pad(fine[None], pads, mode="replicate")[0].permute(1, 2, 0).numpy()
-    floor = LEVEL_FLOOR * max(float(np.percentile(sinc[::2, ::2], 99)), 1e-12)
+    floor = LEVEL_FLOOR * max(frame_high(sinc) if high is None else high, 1e-12)
     return fine + np.float32(floor)
 
 
 def disagreement_map(prior: np.ndarray | None, sinc: np.ndarray, lr_inplane: tuple[int, int],
-                     band: np.ndarray | None = None, misregistration: float = 0.0) -> np.ndarray:
+                     band: np.ndarray | None = None, misregistration: float = 0.0,
+                     high: float | None = None) -> np.ndarray:
     """``|band(prior) - sinc|`` over the local signal level, ``(X', Y', Z)`` float32.
 
     Args:
@@ -114,12 +122,13 @@ def disagreement_map(prior: np.ndarray | None, sinc: np.ndarray, lr_inplane: tup
             a small registration error at an edge weighs less than a structure in flat tissue
             (the gated keyhole's setting, :data:`mrisr.reconstruct.keyhole.GATE_MISREGISTRATION`;
             0, the maps' setting: the plain disagreement).
+        high: :func:`frame_high` of ``sinc`` when the caller has it.
     """
     if prior is None:
         return np.zeros(sinc.shape, dtype=np.float32)
     sinc = np.asarray(sinc, dtype=np.float32)
     band = measured_band(prior, lr_inplane) if band is None else band
-    level = local_level(sinc, lr_inplane)
+    level = local_level(sinc, lr_inplane, high)
     if misregistration > 0:
         import torch
 
@@ -152,5 +161,5 @@ def frame_maps(output: np.ndarray, prior: np.ndarray | None, sinc: np.ndarray, l
                      consistency_nrmse(output, lr_frame))
 
 
-__all__ = ["MAP_NAMES", "FrameMaps", "consistency_nrmse", "disagreement_map", "frame_maps", "local_level", "measured_band",
+__all__ = ["MAP_NAMES", "FrameMaps", "consistency_nrmse", "disagreement_map", "frame_high", "frame_maps", "local_level", "measured_band",
            "unmeasured_map"]

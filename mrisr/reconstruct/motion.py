@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from mrisr.kspace.functional import crop_lowres
-from mrisr.reconstruct.demons import demons, match_histogram, warp_rows
+from mrisr.reconstruct.demons import demons, match_histogram, rows_image, warp_rows
 
 
 @dataclass
@@ -99,7 +99,11 @@ class MotionTracker:
         if int(lr_shape[2]) != self.hr_shape[2]:
             raise ValueError(f"LR {tuple(lr_shape)} and HR {self.hr_shape} grids must have the same number of slices")
         self.lr_shape = (int(lr_shape[0]), int(lr_shape[1]), int(lr_shape[2]))
-        self._planning_hr = torch.from_numpy(planning).to(self.device)
+        # slice-stacked once for the warp (:func:`mrisr.reconstruct.demons.rows_image`); the
+        # (X', Y', Z) volume is a view of it
+        self._planning_rows = rows_image(torch.from_numpy(planning).to(self.device))
+        nx, ny, nz = self.hr_shape
+        self._planning_hr = self._planning_rows.view(nz, nx, ny).permute(1, 2, 0)
         factor = max(1, -(-max(self.lr_shape[:2]) // int(self.settings.max_inplane)))
         self.reg_shape = (max(2, self.lr_shape[0] // factor), max(2, self.lr_shape[1] // factor), self.lr_shape[2])
         # the planning scan as the registration sees the frames: LR band (magnitude), then the
@@ -143,7 +147,7 @@ class MotionTracker:
                 rows = slice(x0, min(nx, x0 + rows_per_block))
                 # the field on these HR rows (separable linear interpolation, k-space centre convention), in HR voxels
                 disp = torch.einsum("cxyz,Xx,Yy->cXYz", field, self._up[0][rows], self._up[1]) * units
-                out[rows] = warp_rows(self._planning_hr, disp, rows.start)
+                out[rows] = warp_rows(self._planning_hr, disp, rows.start, self._planning_rows)
         return out.clamp_min_(0).cpu().numpy()
 
     def hr_displacement(self) -> np.ndarray:
