@@ -286,3 +286,16 @@ def test_local_level_is_the_full_gaussian_within_half_a_percent(divisors):
     inner = tuple(slice(int(2 * s), n - int(2 * s)) for s, n in zip(sigma[:2], sinc.shape[:2]))
     rel = np.abs(fast - exact)[inner] / exact[inner]
     assert float(np.percentile(rel, 99)) < 0.0025 and float(rel.max()) < 0.005
+
+
+@pytest.mark.parametrize("shape,size", [((40, 36, 5), 9), ((6, 5, 2), 9), ((17, 23, 1), 3)])
+def test_spread_minimum_is_scipys_in_plane_minimum_filter(shape, size):
+    from scipy import ndimage
+
+    from mrisr.reconstruct.keyhole import spread_minimum
+
+    weight = np.clip(np.random.default_rng(size).random(shape) * 3 - 1, 0, 1).astype(np.float32)
+    expected = ndimage.minimum_filter(weight, size=(size, size, 1))
+    out = spread_minimum(weight, size)
+    assert out.shape == weight.shape and out.dtype == np.float32 and out.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(out, expected)

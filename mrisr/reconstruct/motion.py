@@ -142,11 +142,14 @@ class MotionTracker:
         units = torch.tensor([h / r for h, r in zip(self.hr_shape, self.reg_shape)], device=self.device).view(3, 1, 1, 1)
         out = torch.empty(self.hr_shape, dtype=torch.float32, device=self.device)
         rows_per_block = max(1, (1 << 20) // (ny * nz))
+        rx, ry = self.reg_shape[:2]
         with torch.inference_mode():
+            # the field on the HR grid (separable linear interpolation, k-space centre convention):
+            # along Y once, along X per block of rows, in HR voxels (matrix products on views)
+            along_y = torch.matmul(self._up[1], field.reshape(3 * rx, ry, nz)).view(3, rx, ny * nz)
             for x0 in range(0, nx, rows_per_block):
                 rows = slice(x0, min(nx, x0 + rows_per_block))
-                # the field on these HR rows (separable linear interpolation, k-space centre convention), in HR voxels
-                disp = torch.einsum("cxyz,Xx,Yy->cXYz", field, self._up[0][rows], self._up[1]) * units
+                disp = torch.matmul(self._up[0][rows], along_y).view(3, -1, ny, nz) * units
                 out[rows] = warp_rows(self._planning_hr, disp, rows.start, self._planning_rows)
         return out.clamp_min_(0).cpu().numpy()
 
