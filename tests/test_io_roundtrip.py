@@ -131,9 +131,10 @@ def test_save_like_dtype_none_keeps_integer_type(tmp_path, tiny_volume):
     np.testing.assert_array_equal(np.asarray(img.dataobj), labels)
 
 
-def test_frame_writer_streams_frames(tmp_path, tiny_series):
+@pytest.mark.parametrize("background", [False, True])
+def test_frame_writer_streams_frames(tmp_path, tiny_series, background):
     out = tmp_path / "stream.nii.gz"
-    with FrameWriter(out, tiny_series, SHAPE_3D, n_frames=3) as writer:
+    with FrameWriter(out, tiny_series, SHAPE_3D, n_frames=3, background=background) as writer:
         for frame in tiny_series.frames():
             assert not out.exists()  # only renamed into place at the end
             writer.write(frame)
@@ -143,44 +144,48 @@ def test_frame_writer_streams_frames(tmp_path, tiny_series):
     assert _leftovers(tmp_path) == []
 
 
-def test_frame_writer_exception_leaves_nothing(tmp_path, tiny_series):
+@pytest.mark.parametrize("background", [False, True])
+def test_frame_writer_exception_leaves_nothing(tmp_path, tiny_series, background):
     out = tmp_path / "broken.nii.gz"
     with pytest.raises(RuntimeError, match="model crashed"):
-        with FrameWriter(out, tiny_series, SHAPE_3D, n_frames=3) as writer:
+        with FrameWriter(out, tiny_series, SHAPE_3D, n_frames=3, background=background) as writer:
             writer.write(tiny_series.frame(0))
             raise RuntimeError("model crashed")
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
 
-def test_frame_writer_ctrl_c_keeps_previous_output(tmp_path, tiny_series):
+@pytest.mark.parametrize("background", [False, True])
+def test_frame_writer_ctrl_c_keeps_previous_output(tmp_path, tiny_series, background):
     out = save_like(tmp_path / "result.nii.gz", tiny_series.data, tiny_series)
     before = out.read_bytes()
     with pytest.raises(KeyboardInterrupt):
-        with FrameWriter(out, tiny_series, SHAPE_3D, n_frames=3) as writer:
+        with FrameWriter(out, tiny_series, SHAPE_3D, n_frames=3, background=background) as writer:
             writer.write(np.zeros(SHAPE_3D, np.float32))
             raise KeyboardInterrupt
     assert out.read_bytes() == before
     assert _leftovers(tmp_path) == []
 
 
-def test_frame_writer_too_few_frames_raises_and_leaves_nothing(tmp_path, tiny_series):
+@pytest.mark.parametrize("background", [False, True])
+def test_frame_writer_too_few_frames_raises_and_leaves_nothing(tmp_path, tiny_series, background):
     out = tmp_path / "short.nii.gz"
     with pytest.raises(ValueError, match="2 of 3"):
-        with FrameWriter(out, tiny_series, SHAPE_3D, n_frames=3) as writer:
+        with FrameWriter(out, tiny_series, SHAPE_3D, n_frames=3, background=background) as writer:
             writer.write(tiny_series.frame(0))
             writer.write(tiny_series.frame(1))
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
 
-def test_frame_writer_rejects_extra_and_misshapen_frames(tmp_path, tiny_series):
+@pytest.mark.parametrize("background", [False, True])
+def test_frame_writer_rejects_extra_and_misshapen_frames(tmp_path, tiny_series, background):
     out = tmp_path / "bad.nii.gz"
     with pytest.raises(ValueError, match="frame shape"):
-        with FrameWriter(out, tiny_series, SHAPE_3D, n_frames=2) as writer:
+        with FrameWriter(out, tiny_series, SHAPE_3D, n_frames=2, background=background) as writer:
             writer.write(np.zeros((32, 28, 11), np.float32))
     with pytest.raises(ValueError, match="already written"):
-        with FrameWriter(out, tiny_series, SHAPE_3D, n_frames=1) as writer:
+        with FrameWriter(out, tiny_series, SHAPE_3D, n_frames=1, background=background) as writer:
             writer.write(tiny_series.frame(0))
             writer.write(tiny_series.frame(1))
     assert list(tmp_path.iterdir()) == []
@@ -214,3 +219,41 @@ def test_singleton_time_axis_loads_as_3d(tmp_path, write_nifti, tiny_volume):
 def test_validate_false_accepts_all_zero(tmp_path, write_nifti, tiny_volume):
     path = write_nifti(tmp_path / "zero.nii.gz", np.zeros(SHAPE_3D, np.float32), tiny_volume.affine)
     assert not load(path, validate=False).data.any()
+
+
+def test_background_writer_writes_the_same_bytes(tmp_path, tiny_series):
+    """The worker thread compresses and writes exactly what the caller's thread would."""
+    files = []
+    for background in (False, True):
+        out = tmp_path / f"bg_{background}.nii.gz"
+        with FrameWriter(out, tiny_series, SHAPE_3D, n_frames=3, background=background) as writer:
+            for frame in tiny_series.frames():
+                mine = frame.copy()
+                writer.write(mine)
+                mine[...] = -1  # the caller may reuse its array as soon as write() returns
+        files.append(out.read_bytes())
+    assert files[0] == files[1]
+    np.testing.assert_array_equal(load(tmp_path / "bg_True.nii.gz").data, tiny_series.data)
+
+
+def test_background_writer_reports_a_failed_write_as_one_line(tmp_path, tiny_series):
+    """An error in the worker (here: the stream closed under it) surfaces on the next write or on
+    exit as the one-line write error, and nothing is left behind."""
+    from mrisr.io.errors import MrisrInputError
+
+    out = tmp_path / "failing.nii.gz"
+    with pytest.raises(MrisrInputError, match="cannot write"):
+        with FrameWriter(out, tiny_series, SHAPE_3D, n_frames=3, background=True) as writer:
+            writer.write(tiny_series.frame(0))
+            writer._finish_pending()
+            writer._fh.write = _failing_write
+            writer.write(tiny_series.frame(1))
+            writer.write(tiny_series.frame(2))
+    assert not out.exists()
+    assert _leftovers(tmp_path) == []
+
+
+def _failing_write(data):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")

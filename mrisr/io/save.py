@@ -195,6 +195,12 @@ class FrameWriter:
     when every frame arrived and the context exits cleanly; an exception or Ctrl-C removes
     it, so no half-written output is ever left.
 
+    With ``background=True`` each frame is compressed and written by a worker thread while the
+    caller computes the next one (the compressor releases the GIL, and much of a frame's
+    reconstruction runs on one core): at most one frame is in flight, so memory holds one
+    frame's bytes more than without, and an error of the worker is raised by the next
+    :meth:`write` or on exit. The file's bytes are the same either way.
+
     Example:
         >>> with FrameWriter(out, reference, (64, 64, 16), n_frames=3) as w:  # doctest: +SKIP
         ...     for frame in frames:
@@ -210,8 +216,12 @@ class FrameWriter:
         affine: np.ndarray | None = None,
         tr: float | None = None,
         dtype: np.dtype | type = np.float32,
+        background: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.background = bool(background)
+        self._pool = None
+        self._pending = None
         self.spatial_shape = tuple(int(s) for s in spatial_shape)
         self.n_frames = n_frames
         self.dtype = np.dtype(dtype)
@@ -247,6 +257,10 @@ class FrameWriter:
         if written > offset:
             raise ValueError(f"{self.path}: NIfTI header took {written} bytes, more than vox_offset {offset}")
         self._fh.write(b"\0" * (offset - written))
+        if self.background:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrisr-writer")
 
     def write(self, frame: np.ndarray) -> None:
         frame = np.asarray(frame)
@@ -255,15 +269,35 @@ class FrameWriter:
         expected = self.n_frames or 1
         if self._written >= expected:
             raise ValueError(f"{self.path}: all {expected} frame(s) already written")
-        with write_errors(self.path):
-            self._fh.write(np.asarray(frame, dtype=self.dtype).tobytes(order="F"))
+        data = np.asarray(frame, dtype=self.dtype).tobytes(order="F")
+        if self._pool is None:
+            with write_errors(self.path):
+                self._fh.write(data)
+        else:
+            self._finish_pending()
+            self._pending = self._pool.submit(self._fh.write, data)
         self._written += 1
 
+    def _finish_pending(self) -> None:
+        """Wait for the frame in flight; its error (disk full, ...) is raised here, as one line."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            with write_errors(self.path):
+                pending.result()
+
     def _close(self) -> None:
-        if self._fh is not None and self._fh is not self._raw:
-            self._fh.close()
-        if self._raw is not None:
-            self._raw.close()
+        try:
+            if self._pool is not None:
+                try:
+                    self._finish_pending()
+                finally:
+                    self._pool.shutdown(wait=True)
+                    self._pool = None
+        finally:
+            if self._fh is not None and self._fh is not self._raw:
+                self._fh.close()
+            if self._raw is not None:
+                self._raw.close()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:

@@ -190,8 +190,9 @@ def reconstruct_file(
     t_last = time.perf_counter()
     n_frames = dynamic.n_frames if dynamic.is_4d else None
     with contextlib.ExitStack() as stack:
+        # the output is compressed and written while the next frame is reconstructed
         writer = stack.enter_context(FrameWriter(output, dynamic, rec.grid.hr_shape, n_frames,
-                                                 affine=rec.grid.hr_affine, tr=dynamic.tr))
+                                                 affine=rec.grid.hr_affine, tr=dynamic.tr, background=True))
         map_writers = {name: stack.enter_context(FrameWriter(path, dynamic, rec.grid.hr_shape, n_frames,
                                                              affine=rec.grid.hr_affine, tr=dynamic.tr))
                        for name, path in map_paths.items()}
