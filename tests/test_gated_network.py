@@ -212,7 +212,7 @@ def test_stepwise_hands_on_the_gated_keyhole_not_the_networks_output(tmp_path):
     results = [r.sr for r in iter_reconstruct(phantom.lr, phantom.planning, options, model=model)]
     rec = Reconstruction(phantom.lr, phantom.planning, options, model=model)
     rec.prepare_prior(phantom.lr.frame(0))
-    carried = rec.prior.data
+    carried = rec.tracker.prior_for(phantom.lr.frame(0))  # frame 0: the planning scan registered to it
     for t, sr in enumerate(results):
         frame = phantom.lr.frame(t)
         sinc = frame_to_grid(frame, rec.grid.hr_inplane)

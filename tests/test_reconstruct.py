@@ -128,12 +128,16 @@ def test_stepwise_uses_the_previous_result_as_prior(case):
     # float32: the same path twice must agree to float rounding (bf16 would flip low bits)
     previous = list(iter_reconstruct(lr, phantom.planning, ReconstructOptions(prior_mode="previous", precision="fp32"),
                                      model=model))
+    tracked = list(iter_reconstruct(lr, phantom.planning, ReconstructOptions(prior_mode="tracked", precision="fp32"),
+                                    model=model))
     planning = list(iter_reconstruct(lr, phantom.planning, ReconstructOptions(prior_mode="planning", precision="fp32"),
                                      model=model))
     assert [r.index for r in previous] == [0, 1, 2] and {r.total for r in previous} == {FRAMES}
-    # frame 0: the planning scan in both modes; later frames differ
-    np.testing.assert_array_equal(previous[0].sr, planning[0].sr)
-    assert not np.allclose(previous[1].sr, planning[1].sr)
+    # frame 0: the planning scan registered to frame 0, as in tracked mode (not the planning scan as
+    # it is); later frames differ from both
+    np.testing.assert_array_equal(previous[0].sr, tracked[0].sr)
+    assert not np.allclose(previous[0].sr, planning[0].sr)
+    assert not np.allclose(previous[1].sr, tracked[1].sr)
     # frame t really got the SR of frame t-1 (the planning prior is resampled and intensity-matched)
     sinc1 = zero_fill(lr.data[..., 1], (48, 48))
     np.testing.assert_allclose(previous[1].sr, model.predict(sinc1, previous[0].sr, precision="fp32"), rtol=1e-5,

@@ -208,7 +208,7 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
     # nothing to change, and unconfined, a misregistered scalp was explained by specks in the air
     # at the field of view's edge (its periodic band-limit reaches there)
     inside = np.maximum(sinc, band) > SUPPORT_LEVEL * high
-    support = torch.from_numpy(np.ascontiguousarray(inside.transpose(2, 0, 1)))
+    support = torch.from_numpy(np.ascontiguousarray(inside.transpose(2, 0, 1), dtype=np.float32))
     c = torch.zeros_like(r)
     z = torch.zeros_like(r)
     t = 1.0
@@ -223,7 +223,8 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
         gradient = band_limit(z).sub_(r)
         new = torch.nn.functional.softshrink(z.sub_(gradient, alpha=step), level).mul_(support)
         t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
-        z = torch.lerp(c, new, 1.0 + (t - 1.0) / t_next)  # new + (t - 1) / t_next * (new - c)
+        # new + (t - 1) / t_next * (new - c), into z's memory (z is spent)
+        torch.lerp(c, new, 1.0 + (t - 1.0) / t_next, out=z)
         c, t = new, t_next
     return (np.ascontiguousarray(c.numpy().transpose(1, 2, 0)),
             np.ascontiguousarray(band_limit(c).numpy().transpose(1, 2, 0)))

@@ -101,9 +101,9 @@ class ReconstructOptions:
             name or a checkpoint path.
         prior_mode: the prior of each frame: ``tracked`` (the planning scan deformed to the frame's
             motion state, registered to its LR data; see :mod:`mrisr.reconstruct.motion`),
-            ``planning`` (the planning scan as it is) or ``previous`` (step-wise: the SR of frame
-            t-1; the network's errors feed back and grow over long series). Frame 0 always uses
-            the planning scan (tracked to frame 0 in ``tracked`` mode).
+            ``planning`` (the planning scan as it is) or ``previous`` (step-wise: what the network
+            was given for frame t-1, see :meth:`Reconstruction.frames`). Frame 0 always uses the
+            planning scan, tracked to frame 0 in ``tracked`` and ``previous`` mode.
         factor: in-plane upsampling factor in [1, 16]; ``None``: the prior's voxel size, else 4.
         matrix: in-plane HR matrix ``(NX, NY)``, each >= 2 (instead of ``factor``).
         data_consistency: put the measured central k-space back into each SR frame.
@@ -337,7 +337,7 @@ class Reconstruction:
         self.prior = prepare_prior(self.prior_raw, self.grid.hr_shape, self.grid.hr_affine, sinc0,
                                    self.grid.lr_shape[:2], self.dynamic.name, match_contrast=self.match_contrast)
         registered = (self.options.method in REGISTERED_METHODS if self.keyhole
-                      else self.options.prior_mode == "tracked" and self.model.uses_prior)
+                      else self.options.prior_mode in ("tracked", "previous") and self.model.uses_prior)
         if registered:
             from mrisr.models.predictor import resolve_device
             from mrisr.reconstruct.motion import MotionTracker
@@ -346,6 +346,13 @@ class Reconstruction:
             self.tracker = MotionTracker(self.prior.data, self.grid.lr_shape, device=device)
 
     def frames(self, cancel: Callable[[], bool] | None = None) -> Iterator[FrameResult]:
+        """Reconstruct the frames in order, one :class:`FrameResult` each (``cancel()`` true stops).
+
+        The prior of frame t: ``tracked``, the planning scan registered to frame t; ``planning``,
+        the planning scan; ``previous`` (step-wise), frame 0 as in ``tracked``, then what the
+        network was given for frame t-1 (for a gated-keyhole network: that frame's gated keyhole,
+        not its output, see below).
+        """
         total = self.dynamic.n_frames
         previous: np.ndarray | None = None
         for t, frame in enumerate(iter_frames(self.dynamic)):
@@ -372,7 +379,13 @@ class Reconstruction:
             if self.model.uses_prior:
                 if self.prior is None:
                     raise MrisrInputError(f"{self.dynamic.name}: the model needs a prior; pass --prior")
-                if self.tracker is not None:
+                if self.tracker is not None and (previous is None or self.options.prior_mode == "tracked"):
+                    # step-wise, only frame 0 is registered: the planning scan as it is carries the
+                    # motion between the planning scan and frame 0 into every later frame, and
+                    # detail misplaced by 1-2 mm barely changes the measured band, so no gate sees
+                    # it. Registered once, the step-wise series stayed above the no-prior model at
+                    # all 50 frames on MNI152 and Colin27 at 6.25 % and 4 % (unregistered: below it
+                    # at 14-28 of 50 frames; benchmarks/RESULTS.md, "Step-wise lever")
                     prior = self.tracker.prior_for(frame)
                 elif previous is None or self.options.prior_mode == "planning":
                     prior = self.prior.data
