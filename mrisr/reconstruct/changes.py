@@ -191,30 +191,33 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
         >>> bool(c[15:17, 10:22].mean() < -0.5 and abs(c[:, :5]).max() < 0.05)
         True
     """
-    sinc = np.asarray(sinc, dtype=np.float32)
-    band = np.asarray(band, dtype=np.float32)
-    residual = sinc - band
+    # element-wise work in torch (both cores; numpy's loops run on one), the same float32 operations
+    sinc_t = torch.from_numpy(np.ascontiguousarray(sinc, dtype=np.float32))
+    band_t = torch.from_numpy(np.ascontiguousarray(band, dtype=np.float32))
+    sinc = sinc_t.numpy()
+    residual_t = sinc_t - band_t
+    residual = residual_t.numpy()
     high = frame_high(sinc) if high is None else float(high)
     sigma = robust_sigma(residual, sinc, high)
-    if not np.isfinite(sigma) or sigma <= 0 or not np.abs(residual).max() > strength * sigma:
+    if not np.isfinite(sigma) or sigma <= 0 or not float(residual_t.abs().max()) > strength * sigma:
         zeros = np.zeros(sinc.shape, dtype=np.float32)
         return zeros, zeros.copy()
     shrink = float(step * strength * sigma)
     band_limit = BandLimit(sinc.shape[:2], lr_inplane)
     # slice-major, so each slice's FFTs run over contiguous memory
-    r = torch.from_numpy(np.ascontiguousarray(residual.transpose(2, 0, 1)))
+    r = residual_t.permute(2, 0, 1).contiguous()
     # the change is confined to the object (the frame or the reference above SUPPORT_LEVEL of the
     # frame's 99th percentile, both as the band sees them): in the air around it a change has
     # nothing to change, and unconfined, a misregistered scalp was explained by specks in the air
     # at the field of view's edge (its periodic band-limit reaches there)
-    inside = np.maximum(sinc, band) > SUPPORT_LEVEL * high
-    support = torch.from_numpy(np.ascontiguousarray(inside.transpose(2, 0, 1), dtype=np.float32))
+    support = (torch.maximum(sinc_t, band_t) > SUPPORT_LEVEL * high).permute(2, 0, 1).contiguous().float()
     c = torch.zeros_like(r)
     z = torch.zeros_like(r)
     t = 1.0
     # continuation: the threshold falls geometrically from the largest residual in the object to
     # its final value at the last iteration, so the largest changes are explained first
-    start = max(float(np.abs(residual[inside]).max()) if inside.any() else 0.0, strength * sigma)
+    # the largest |residual| in the object (0 without one): |r| >= 0, so masking by multiplication is exact
+    start = max(float((r.abs() * support).max()), strength * sigma)
     ratio = strength * sigma / start
     iterations = int(sparse_iterations(sinc.shape[:2], lr_inplane) if iterations is None else iterations)
     continuation = SPARSE_CONTINUATION if continuation is None else continuation
@@ -226,8 +229,8 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
         # new + (t - 1) / t_next * (new - c), into z's memory (z is spent)
         torch.lerp(c, new, 1.0 + (t - 1.0) / t_next, out=z)
         c, t = new, t_next
-    return (np.ascontiguousarray(c.numpy().transpose(1, 2, 0)),
-            np.ascontiguousarray(band_limit(c).numpy().transpose(1, 2, 0)))
+    return (c.permute(1, 2, 0).contiguous().numpy(),
+            band_limit(c).permute(1, 2, 0).contiguous().numpy())
 
 
 __all__ = ["SIGMA_FLOOR", "SPARSE_CONTINUATION", "SPARSE_ITERATIONS", "SPARSE_MAX_ITERATIONS", "SPARSE_STEP", "SPARSE_STRENGTH", "SUPPORT_LEVEL", "BandLimit",

@@ -137,9 +137,14 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
         reference, band = reference + change, band + change_band
     disagreement = disagreement_map(reference, sinc, lr_inplane, band=band, misregistration=GATE_MISREGISTRATION,
                                     high=high)
-    weight = np.clip(2.0 - disagreement / np.float32(threshold), 0.0, 1.0).astype(np.float32)
-    weight = spread_minimum(weight, 2 * int(round(reference.shape[0] / lr_inplane[0])) + 1)
-    return np.maximum(sinc + weight * (reference - band), 0.0).astype(np.float32)
+    import torch
+
+    # element-wise in torch (both cores), the same float32 operations as numpy's
+    weight = torch.from_numpy(disagreement).div_(np.float32(threshold)).neg_().add_(2.0).clamp_(0.0, 1.0).numpy()
+    weight = torch.from_numpy(spread_minimum(weight, 2 * int(round(reference.shape[0] / lr_inplane[0])) + 1))
+    detail = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32)) - torch.from_numpy(
+        np.ascontiguousarray(band, dtype=np.float32))
+    return detail.mul_(weight).add_(torch.from_numpy(sinc)).clamp_min_(0.0).numpy()
 
 
 def spread_minimum(weight: np.ndarray, size: int) -> np.ndarray:

@@ -102,9 +102,10 @@ def local_level(sinc: np.ndarray, lr_inplane: tuple[int, int], high: float | Non
     fine = F.interpolate(torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1)[None], size=size,
                          mode="bilinear", align_corners=True)[0]
     pads = [0, sinc.shape[1] - size[1], 0, sinc.shape[0] - size[0]]
-    fine = F.pad(fine[None], pads, mode="replicate")[0].permute(1, 2, 0).numpy()
+    fine = F.pad(fine[None], pads, mode="replicate")[0].permute(1, 2, 0)
     floor = LEVEL_FLOOR * max(frame_high(sinc) if high is None else high, 1e-12)
-    return fine + np.float32(floor)
+    # back to the (X', Y', Z) memory layout in one copy, the floor added in place
+    return fine.contiguous().add_(np.float32(floor)).numpy()
 
 
 def disagreement_map(prior: np.ndarray | None, sinc: np.ndarray, lr_inplane: tuple[int, int],
@@ -128,14 +129,15 @@ def disagreement_map(prior: np.ndarray | None, sinc: np.ndarray, lr_inplane: tup
         return np.zeros(sinc.shape, dtype=np.float32)
     sinc = np.asarray(sinc, dtype=np.float32)
     band = measured_band(prior, lr_inplane) if band is None else band
-    level = local_level(sinc, lr_inplane, high)
-    if misregistration > 0:
-        import torch
+    import torch
 
-        b = torch.from_numpy(np.ascontiguousarray(band, dtype=np.float32))
+    # element-wise in torch (both cores; numpy's loops run on one), the same float32 operations
+    level = torch.from_numpy(local_level(sinc, lr_inplane, high))
+    b = torch.from_numpy(np.ascontiguousarray(band, dtype=np.float32))
+    if misregistration > 0:
         gx, gy = torch.gradient(b, dim=(0, 1))
-        level = level + np.float32(misregistration) * torch.sqrt(gx * gx + gy * gy).numpy()
-    return (np.abs(band - sinc) / level).astype(np.float32)
+        level = level + np.float32(misregistration) * torch.sqrt(gx * gx + gy * gy)
+    return (b - torch.from_numpy(sinc)).abs_().div_(level).numpy()
 
 
 def unmeasured_map(output: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
