@@ -393,6 +393,8 @@ class Reconstruction:
                     prior = previous
             if prior is not None and self.model.prior_input == "gated-keyhole":
                 given = gated_keyhole(frame, prior, sinc, sparse_changes=self.sparse_changes)
+                if not self.options.maps:
+                    prior = None  # not needed any more: one HR volume less at the network's memory peak
                 sr = self.model.predict(sinc, given, formed=True, precision=self.options.precision)
             else:
                 given = None
@@ -403,7 +405,8 @@ class Reconstruction:
             # network adds lies outside the measured band, where the next frame's gate cannot check
             # it, so passing it on compounded it (over 50 frames the step-wise SR fell far below sinc
             # in tissue, benchmarks/quality.py); the gated keyhole only carries detail each frame agreed with
-            previous = given if given is not None else sr
+            if self.options.prior_mode == "previous":  # otherwise not kept: one HR volume less
+                previous = given if given is not None else sr
             maps = frame_maps(sr, prior, sinc, frame) if self.options.maps else None
             yield FrameResult(t, total, sr, time.perf_counter() - start, self.grid.hr_affine, maps=maps)
 
