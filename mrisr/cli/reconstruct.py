@@ -21,7 +21,7 @@ def reconstruct(
     finetune_minutes: float = typer.Option(3.0, "--finetune-minutes", help="Time budget of --finetune."),
     factor: float = typer.Option(None, "--factor", help="In-plane upsampling factor (default: prior's voxel size, else 4)."),
     matrix: tuple[int, int] | None = typer.Option(None, "--matrix", help="In-plane HR matrix NX NY."),
-    prior_mode: str = typer.Option("tracked", "--prior-mode", help="tracked (default): the planning scan deformed to each frame's motion (registered to its LR data); planning: the planning scan as it is; previous: the SR of frame t-1 (step-wise)."),
+    prior_mode: str = typer.Option("tracked", "--prior-mode", help="tracked (default): the planning scan deformed to each frame's motion (registered to its LR data); planning: the planning scan as it is; previous: step-wise, frame 0 from the planning scan registered to it, frame t from frame t-1."),
     data_consistency: bool = typer.Option(False, "--data-consistency/--no-data-consistency", help="Put the measured central k-space back into each SR frame."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
@@ -36,7 +36,8 @@ def reconstruct(
 
     By default the prior of each frame is the planning scan deformed to that frame's motion state
     (registered to its LR data, starting from the previous frame's motion); --prior-mode planning
-    uses the planning scan as it is, --prior-mode previous the SR result of frame t-1 (step-wise).
+    uses the planning scan as it is, --prior-mode previous is step-wise (frame 0 from the planning
+    scan registered to it, frame t from frame t-1).
     --method keyhole and keyhole-registered run the classical keyhole baselines on the same grid,
     with the same streaming and sidecar. Frames are streamed: memory does not grow with the number of frames. Writes OUTPUT and a
     JSON sidecar.
