@@ -257,3 +257,19 @@ def _failing_write(data):
     import errno
 
     raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("leaving", [KeyboardInterrupt, ValueError])
+def test_background_writer_keeps_the_callers_exception(tmp_path, tiny_series, leaving):
+    """Leaving with Ctrl-C (or any error) while the frame in flight failed to write: the caller's
+    exception wins (the CLI's exit code depends on it), and nothing is left behind."""
+    out = tmp_path / "interrupted.nii.gz"
+    with pytest.raises(leaving):
+        with FrameWriter(out, tiny_series, SHAPE_3D, n_frames=3, background=True) as writer:
+            writer.write(tiny_series.frame(0))
+            writer._finish_pending()
+            writer._fh.write = _failing_write
+            writer.write(tiny_series.frame(1))
+            raise leaving()
+    assert not out.exists()
+    assert _leftovers(tmp_path) == []

@@ -290,3 +290,38 @@ def test_frame_to_grid_torch_and_numpy_backends_agree():
     np.testing.assert_allclose(fast, ref, atol=1e-5 * float(ref.max()))
     # a float64 input comes back as float32
     assert frame_to_grid(frame.astype(np.float64), (66, 60)).dtype == np.float32
+
+
+@pytest.mark.parametrize("options", [ReconstructOptions(prior_mode="tracked"), ReconstructOptions(prior_mode="previous"),
+                                     ReconstructOptions(method="keyhole-gated")])
+def test_a_dropped_frame_is_freed_before_the_next_is_computed(case, options, tmp_path):
+    """Once resumed, the frame generator holds no reference to the frame it handed out before, so
+    a streaming caller that drops it frees its memory before the next frame's network runs."""
+    import gc
+    import weakref
+
+    phantom, files = case
+    lr = load(files["lr"])
+    # a gated-keyhole network (the bundled kind): step-wise it hands on its input, not its output
+    model = None if options.method != "network" else load_model(
+        make_tiny_checkpoint(tmp_path / "gated.safetensors", prior_input="gated-keyhole"))
+    frames = iter_reconstruct(lr, phantom.planning, options, model=model)
+    result = next(frames)
+    handed_out = weakref.ref(result.sr)
+    del result
+    seen = []
+
+    def spy(*args, **kwargs):  # the next frame's network / gate, after the generator resumed
+        gc.collect()
+        seen.append(handed_out() is None)
+        return original(*args, **kwargs)
+
+    import mrisr.reconstruct.stepwise as stepwise
+
+    original = stepwise.gated_keyhole
+    stepwise.gated_keyhole = spy
+    try:
+        assert len(list(frames)) == FRAMES - 1
+    finally:
+        stepwise.gated_keyhole = original
+    assert seen and seen[0]

@@ -299,3 +299,10 @@ def test_spread_minimum_is_scipys_in_plane_minimum_filter(shape, size):
     out = spread_minimum(weight, size)
     assert out.shape == weight.shape and out.dtype == np.float32 and out.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(out, expected)
+
+
+def test_spread_minimum_rejects_an_even_window():
+    from mrisr.reconstruct.keyhole import spread_minimum
+
+    with pytest.raises(ValueError, match="odd window"):
+        spread_minimum(np.zeros((8, 8, 2), np.float32), 8)

@@ -285,24 +285,32 @@ class FrameWriter:
             with write_errors(self.path):
                 pending.result()
 
-    def _close(self) -> None:
+    def _close(self, failing: bool = False) -> None:
+        """Wait for the frame in flight, stop the worker, close the streams (each exactly once).
+        ``failing``: the caller is already leaving with an exception (Ctrl-C, SIGTERM, a bad frame),
+        which a failed write in flight must not replace."""
         try:
             if self._pool is not None:
                 try:
                     self._finish_pending()
+                except Exception:
+                    if not failing:
+                        raise
                 finally:
                     self._pool.shutdown(wait=True)
                     self._pool = None
         finally:
-            if self._fh is not None and self._fh is not self._raw:
-                self._fh.close()
-            if self._raw is not None:
-                self._raw.close()
+            try:
+                if self._fh is not None and self._fh is not self._raw:
+                    self._fh.close()
+            finally:
+                if self._raw is not None:
+                    self._raw.close()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             with write_errors(self.path):
-                self._close()
+                self._close(failing=exc_type is not None)
             if exc_type is None:
                 expected = self.n_frames or 1
                 if self._written != expected:

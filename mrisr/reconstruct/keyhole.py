@@ -123,7 +123,7 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
     if sinc is None:
         sinc = zero_fill(np.asarray(lr_frame, dtype=np.float32), reference.shape[:2])
     band = measured_band(reference, lr_inplane)
-    sinc = np.asarray(sinc, dtype=np.float32)
+    sinc = np.ascontiguousarray(sinc, dtype=np.float32)
     high = frame_high(sinc)
     if match_intensity:
         factor = np.float32(band_factor(band, sinc, high))
@@ -160,6 +160,8 @@ def spread_minimum(weight: np.ndarray, size: int) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"spread_minimum needs an odd window size, got {size}")
     half = size // 2
     t = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)).permute(2, 0, 1)[None]
     out = F.max_pool2d(-t, (size, 1), stride=1, padding=(half, 0))

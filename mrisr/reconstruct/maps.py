@@ -127,7 +127,7 @@ def disagreement_map(prior: np.ndarray | None, sinc: np.ndarray, lr_inplane: tup
     """
     if prior is None:
         return np.zeros(sinc.shape, dtype=np.float32)
-    sinc = np.asarray(sinc, dtype=np.float32)
+    sinc = np.ascontiguousarray(sinc, dtype=np.float32)
     band = measured_band(prior, lr_inplane) if band is None else band
     import torch
 

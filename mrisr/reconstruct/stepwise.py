@@ -373,6 +373,7 @@ class Reconstruction:
                     sr = keyhole(frame, reference)
                 maps = frame_maps(sr, reference, sinc, frame) if self.options.maps else None
                 yield FrameResult(t, total, sr, time.perf_counter() - start, self.grid.hr_affine, maps=maps)
+                reference = sinc = sr = maps = None  # the caller may have dropped the frame: so do we
                 continue
             sinc = frame_to_grid(frame, self.grid.hr_inplane, self.fft_backend)
             prior = None
@@ -409,6 +410,9 @@ class Reconstruction:
                 previous = given if given is not None else sr
             maps = frame_maps(sr, prior, sinc, frame) if self.options.maps else None
             yield FrameResult(t, total, sr, time.perf_counter() - start, self.grid.hr_affine, maps=maps)
+            # a paused generator keeps its locals: without this the frame just handed out stayed
+            # alive through the next frame's network, whatever the caller did with it
+            sinc = prior = given = sr = maps = None
 
 
 def iter_reconstruct(
