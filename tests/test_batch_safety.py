@@ -52,6 +52,25 @@ def _partials(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if ".partial" in p.name]
 
 
+def _lasting_partials(folder: Path, seconds: float = 0.3):
+    """A condition for :func:`_wait_for`: the partials seen at least ``seconds`` ago that still exist.
+    The output check at start-up creates and removes a probe partial within milliseconds; a poll
+    that catches it must not take it for the writer's file."""
+    first_seen: dict[Path, float] = {}
+
+    def condition() -> list[Path]:
+        now = time.monotonic()
+        present = _partials(folder)
+        for path in list(first_seen):
+            if path not in present:
+                del first_seen[path]
+        for path in present:
+            first_seen.setdefault(path, now)
+        return [p for p, seen in first_seen.items() if now - seen >= seconds]
+
+    return condition
+
+
 def _start(*args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", MAIN, *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -144,7 +163,8 @@ def test_killing_the_parent_of_parallel_workers_kills_the_workers(long_cohort, t
     run = _start("batch", long_cohort["manifest"], out, "--model", long_cohort["model"], "--device", "cpu",
                  "--quiet", "--jobs", "2")
     # each worker names its partial output after its pid
-    partials = _wait_for(lambda: len(_partials(out)) >= 2 and _partials(out), "both workers writing")
+    lasting = _lasting_partials(out)
+    partials = _wait_for(lambda: len(found := lasting()) >= 2 and found, "both workers writing")
     workers = {int(p.name.split(".partial")[0].split(".")[-2]) for p in partials}
     assert run.pid not in workers and len(workers) == 2
     run.kill()
@@ -160,7 +180,7 @@ def test_a_sigkilled_reconstruction_leaves_a_partial_the_next_run_removes(long_c
     out = tmp_path / "sr.nii.gz"
     for _attempt in range(3):
         run = _start("reconstruct", dynamic, "--prior", planning, "--model", cohort["model"], "-o", out, "--quiet")
-        left = _wait_for(lambda: _partials(tmp_path), "the partial output")
+        left = _wait_for(_lasting_partials(tmp_path), "the partial output")
         run.kill()
         _, stderr = run.communicate(timeout=120)
         if run.returncode == -signal.SIGKILL:
