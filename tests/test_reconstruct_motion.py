@@ -66,6 +66,64 @@ def test_slice_stacked_warp_is_the_trilinear_warp():
                                atol=1e-5 * span)
 
 
+def _cubic_reference(volume, disp):
+    """Bicubic in-plane, linear between slices, one slice at a time with torch's 2-D sampler."""
+    import torch.nn.functional as F
+
+    n = volume.shape
+    ix = (torch.arange(n[0], dtype=torch.float32).view(-1, 1, 1) + disp[0]).clamp(0, n[0] - 1)
+    iy = (torch.arange(n[1], dtype=torch.float32).view(1, -1, 1) + disp[1]).clamp(0, n[1] - 1)
+    iz = (torch.arange(n[2], dtype=torch.float32).view(1, 1, -1) + disp[2]).clamp(0, n[2] - 1)
+    z0 = iz.floor()
+    grid = torch.stack([iy * 2 / (n[1] - 1) - 1, ix * 2 / (n[0] - 1) - 1], dim=-1).reshape(1, n[0], n[1] * n[2], 2)
+    picked = []
+    for zsel in (z0, (z0 + 1).clamp(max=n[2] - 1)):
+        acc = torch.zeros(n)
+        for k in range(n[2]):
+            sampled = F.grid_sample(volume[:, :, k][None, None], grid, mode="bicubic", padding_mode="border",
+                                    align_corners=True).view(n)
+            acc = torch.where(zsel == k, sampled, acc)
+        picked.append(acc)
+    return torch.lerp(picked[0], picked[1], iz - z0)
+
+
+def test_cubic_warp_is_bicubic_in_plane_and_linear_between_slices():
+    """Per slice, torch's bicubic sampler with border values (the repeated rows around each slice
+    keep its 4x4 kernel inside the slice), blocks of rows included; exact on integer shifts."""
+    rng = np.random.default_rng(7)
+    vol = torch.from_numpy(rng.random((12, 10, 4)).astype(np.float32))
+    disp = torch.from_numpy((rng.standard_normal((3, 12, 10, 4)) * 2).astype(np.float32))
+    disp[:, :2] += 20.0
+    ref = _cubic_reference(vol, disp)
+    np.testing.assert_allclose(warp_rows(vol, disp, 0, mode="cubic").numpy(), ref.numpy(), atol=2e-5)
+    blocks = torch.cat([warp_rows(vol, disp[:, i : i + 5], i, mode="cubic") for i in range(0, 12, 5)])
+    np.testing.assert_allclose(blocks.numpy(), ref.numpy(), atol=2e-5)
+    shift = torch.zeros(3, 12, 10, 4)
+    shift[0] = 3.0
+    np.testing.assert_allclose(warp_rows(vol, shift, 0, mode="cubic")[:-3].numpy(), vol[3:].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="warp mode"):
+        warp_rows(vol, shift, 0, mode="nearest")
+
+
+def test_cubic_warp_keeps_fine_texture_that_trilinear_blurs():
+    """A half-voxel shift of white noise: trilinear averages two neighbours (standard deviation
+    x0.71); the cubic warp keeps more of it (x0.85). A real planning scan's noise and texture are
+    that fine."""
+    x, y = np.meshgrid(np.arange(16), np.arange(16), indexing="ij")
+    vol = torch.from_numpy(np.random.default_rng(3).standard_normal((16, 16, 3)).astype(np.float32))
+    smooth_x = torch.from_numpy(np.repeat((np.sin(x / 3.0) + 2).astype(np.float32)[..., None], 3, axis=2))
+    shift = torch.zeros(3, 16, 16, 3)
+    shift[0] = 0.5
+    inner = (slice(3, -3), slice(3, -3))
+    kept = {mode: float(warp_rows(vol, shift, 0, mode=mode)[inner].std() / vol[inner].std()) for mode in ("linear", "cubic")}
+    assert kept["linear"] < 0.78 and kept["cubic"] > 0.8, kept
+    # and on a smooth image the cubic warp is closer to the exact shifted image
+    exact = torch.from_numpy(np.repeat((np.sin((x + 0.5) / 3.0) + 2).astype(np.float32)[..., None], 3, axis=2))[inner]
+    err_linear = float((warp_rows(smooth_x, shift, 0, mode="linear")[inner] - exact).abs().max())
+    err_cubic = float((warp_rows(smooth_x, shift, 0, mode="cubic")[inner] - exact).abs().max())
+    assert err_cubic < err_linear / 1.5
+
+
 def test_resampling_follows_the_kspace_centre_convention():
     """HR index N//2 and LR index M//2 are the same point: a ramp over LR indices, upsampled to the
     HR grid as the tracker upsamples its field, reads (i - N//2) * M/N + M//2 at HR index i."""
