@@ -196,16 +196,3 @@ def test_precision_is_recorded_and_checked(case, work):
     _assert_failed_cleanly(result, work, "precision", "half", "auto, fp32",
                            before=["scan.nii.gz", "planning.nii.gz", "sr_fp32.nii.gz", "sr_fp32.json",
                                    "sr_auto.nii.gz", "sr_auto.json"])
-
-
-def test_denoise_prior_flag_reaches_the_library(case, work):
-    """``--denoise-prior`` (the default) and ``--no-denoise-prior`` reach :class:`ReconstructOptions`:
-    the sidecar records the option, and the planning scan's own noise is measured only with it on."""
-    for flags, expected in (([], True), (["--no-denoise-prior"], False)):
-        out = work / f"sr_{expected}.nii.gz"
-        result = _invoke(work / "scan.nii.gz", "--prior", work / "planning.nii.gz", "--method", "keyhole-gated",
-                         *flags, "-o", out)
-        assert result.exit_code == 0, result.output
-        side = json.loads(out.with_name(f"sr_{expected}.json").read_text())
-        assert side["options"]["denoise_prior"] is expected
-        assert (side["prior"]["denoise"] is not None) is expected

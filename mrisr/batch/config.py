@@ -89,9 +89,6 @@ class ReconstructSettings(_Strict):
     match_contrast: bool = Field(
         True, description="map a planning scan of another contrast to the dynamic's intensities (keyhole-gated "
         "and the network)")
-    denoise_prior: bool = Field(
-        True, description="shrink the planning scan's noise (which the frames do not share) by a Wiener filter, "
-        "its noise measured in the planning scan's outermost k-space (keyhole-gated and the network)")
 
     @field_validator("matrix")
     @classmethod

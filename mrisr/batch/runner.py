@@ -145,7 +145,6 @@ def _run_series(
         precision=options.get("precision", "auto"),
         sparse_changes=bool(options.get("sparse_changes", True)),
         match_contrast=bool(options.get("match_contrast", True)),
-        denoise_prior=bool(options.get("denoise_prior", True)),
     )
     map_paths = outputs.map_paths()
     for target in (outputs.series, outputs.sidecar, *map_paths.values(), *map(outputs.map_sidecar, map_paths)):

@@ -29,7 +29,6 @@ def reconstruct(
     precision: str = typer.Option("auto", "--precision", help="auto (default): the network in bfloat16 on a CPU with bfloat16 instructions (1.4x faster on a 2-core AMD EPYC; tissue SSIM unchanged to 1e-4), float16 on CUDA, else float32; fp32: float32 everywhere (no hardware-dependent reduced precision)."),
     sparse_changes: bool = typer.Option(True, "--sparse-changes/--no-sparse-changes", help="Before gating, correct the registered planning scan by the sparse change each frame's measured k-space shows, so a needle that entered keeps its edges and one that left is cancelled (default on; keyhole-gated and the default network)."),
     match_contrast: bool = typer.Option(True, "--match-contrast/--no-match-contrast", help="Map a planning scan of another contrast to the dynamic's intensities (fitted on frame 0, used only when it fits clearly better than one global scale; default on; keyhole-gated and the network)."),
-    denoise_prior: bool = typer.Option(True, "--denoise-prior/--no-denoise-prior", help="Shrink the planning scan's noise (which the frames do not share) by a Wiener filter measured in its outermost k-space; a planning scan with little noise is left as it is (default on; keyhole-gated and the network)."),
     maps: bool = typer.Option(False, "--maps", help="Also write <output stem>_disagreement.nii.gz (where the frame disagrees with its prior) and <output stem>_unmeasured.nii.gz (detail added outside the measured k-space)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -68,7 +67,6 @@ def reconstruct(
             precision=precision,
             sparse_changes=sparse_changes,
             match_contrast=match_contrast,
-            denoise_prior=denoise_prior,
         )
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 

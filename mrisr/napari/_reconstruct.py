@@ -98,10 +98,6 @@ class ReconstructWidget(Container):
         self.match_contrast = CheckBox(text="match contrast: map a planning scan of another contrast", value=True,
                                        tooltip="map the planning scan's intensities to the dynamic's when it is of "
                                        "another contrast (fitted on frame 0; keyhole-gated and the network)")
-        self.denoise_prior = CheckBox(text="denoise prior: shrink the planning scan's noise", value=True,
-                                      tooltip="shrink the planning scan's noise (which the frames do not share) by "
-                                      "a Wiener filter measured in its outermost k-space (keyhole-gated and the "
-                                      "network)")
         self.follow = CheckBox(text="show each new frame", value=True)
         self.maps = CheckBox(text="maps: disagreement with the prior, unmeasured detail", value=False)
         self.run_button = PushButton(text="Reconstruct")
@@ -110,7 +106,7 @@ class ReconstructWidget(Container):
         self.status = Label(value="")
         self.extend([self.dynamic, self.prior, self.method, self.model, self.model_file, self.prior_mode, self.factor,
                      self.data_consistency, self.finetune, self.finetune_minutes, self.device, self.precision,
-                     self.sparse_changes, self.match_contrast, self.denoise_prior, self.follow,
+                     self.sparse_changes, self.match_contrast, self.follow,
                      self.maps, self.run_button, self.cancel_button, self.progress, self.status])
         self.model.changed.connect(lambda value: setattr(self.model_file, "visible", value == MODEL_FILE))
         self.method.changed.connect(self._method_changed)
@@ -146,7 +142,6 @@ class ReconstructWidget(Container):
                                   precision=str(self.precision.value),
                                   sparse_changes=bool(self.sparse_changes.value),
                                   match_contrast=bool(self.match_contrast.value),
-                                  denoise_prior=bool(self.denoise_prior.value),
                                   finetune=bool(self.finetune.value),
                                   finetune_minutes=float(self.finetune_minutes.value))
 
@@ -245,7 +240,6 @@ class ReconstructWidget(Container):
         # the gate (and so the sparse change before it) runs in keyhole-gated and the network
         self.sparse_changes.enabled = value in ("network", "keyhole-gated")
         self.match_contrast.enabled = value in ("network", "keyhole-gated")
-        self.denoise_prior.enabled = value in ("network", "keyhole-gated")
 
     def _create_layer(self, first: Any, name: str | None = None, role: str = "sr", **layer_kwargs: Any) -> Any:
         shape = first.sr.shape

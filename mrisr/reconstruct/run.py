@@ -240,8 +240,6 @@ def reconstruct_file(
                                                  "correlation": round(rec.prior.correlation, 4),
                                                  "contrast": None if rec.prior.contrast is None
                                                  else rec.prior.contrast.describe(),
-                                                 "denoise": None if rec.prior_denoise is None
-                                                 else rec.prior_denoise.describe(),
                                                  "tracking": None if rec.tracker is None else rec.tracker.describe()},
         "finetune": finetune_info,
         "maps": None if not map_paths else {

@@ -128,11 +128,6 @@ class ReconstructOptions:
             before registering it (:mod:`mrisr.reconstruct.contrast`; fitted once, on frame 0, and
             used only when it fits clearly better than one global scale). Used by the network and
             by ``keyhole-gated``; the classical ``keyhole`` and ``keyhole-registered`` ignore it.
-        denoise_prior: shrink the planning scan's noise that the frames do not share, by a Wiener
-            filter whose noise power is measured on frame 0 against the registered planning scan
-            (:mod:`mrisr.reconstruct.denoise`; used only when that measurement finds such noise).
-            Used by the network and by ``keyhole-gated`` with a registered prior (``tracked``,
-            ``previous``); the classical keyhole baselines and ``prior_mode="planning"`` ignore it.
 
     Raises:
         OptionError: (a :class:`~mrisr.io.MrisrInputError`) on construction, naming the field,
@@ -162,7 +157,6 @@ class ReconstructOptions:
     precision: Precision = "auto"
     sparse_changes: bool = True
     match_contrast: bool = True
-    denoise_prior: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -211,7 +205,6 @@ class ReconstructOptions:
         self.maps = _flag(owner, "maps", self.maps)
         self.sparse_changes = _flag(owner, "sparse_changes", self.sparse_changes)
         self.match_contrast = _flag(owner, "match_contrast", self.match_contrast)
-        self.denoise_prior = _flag(owner, "denoise_prior", self.denoise_prior)
         if self.method != "network" and self.data_consistency:
             raise OptionError(owner, "method", self.method, "a keyhole method keeps the measured k-space already; "
                               "turn data consistency off")
@@ -336,10 +329,6 @@ class Reconstruction:
         self.sparse_changes = options.sparse_changes and options.prior_mode != "previous"
         #: the planning scan mapped to the dynamic's contrast: not for the classical keyhole baselines
         self.match_contrast = options.match_contrast and options.method in ("network", "keyhole-gated")
-        #: the planning scan's noise shrunk: not for the classical keyhole baselines
-        self.denoise_prior = options.denoise_prior and options.method in ("network", "keyhole-gated")
-        #: what :mod:`mrisr.reconstruct.denoise` measured and did (``None``: not asked for)
-        self.prior_denoise = None
 
     def prepare_prior(self, first_frame: np.ndarray) -> None:
         if self.prior_raw is None:
@@ -347,11 +336,6 @@ class Reconstruction:
         sinc0 = frame_to_grid(first_frame, self.grid.hr_inplane, self.fft_backend)
         self.prior = prepare_prior(self.prior_raw, self.grid.hr_shape, self.grid.hr_affine, sinc0,
                                    self.grid.lr_shape[:2], self.dynamic.name, match_contrast=self.match_contrast)
-        if self.denoise_prior:
-            from mrisr.reconstruct.denoise import denoise_planning, planning_noise_power
-
-            self.prior.data, self.prior_denoise = denoise_planning(
-                self.prior.data, planning_noise_power(self.prior.data), self.grid.lr_shape[:2])
         registered = (self.options.method in REGISTERED_METHODS if self.keyhole
                       else self.options.prior_mode in ("tracked", "previous") and self.model.uses_prior)
         if registered:

@@ -110,9 +110,6 @@ def test_reconstruct_widget_end_to_end(make_napari_viewer, qtbot, tiny_phantom, 
     assert widget.match_contrast.value and widget.match_contrast.enabled
     widget.match_contrast.value = False
     assert widget.options().match_contrast is False
-    assert widget.denoise_prior.value and widget.denoise_prior.enabled
-    widget.denoise_prior.value = False
-    assert widget.options().denoise_prior is False
     frames_seen = []
     widget.worker_created.connect(lambda worker: worker.yielded.connect(
         lambda item: frames_seen.append(None if isinstance(item, str) else item.index)))
@@ -129,8 +126,7 @@ def test_reconstruct_widget_end_to_end(make_napari_viewer, qtbot, tiny_phantom, 
     # the widget's precision reaches the library: the same numbers as an fp32 library call
     expected = reconstruct_volume(tiny_phantom.lr, tiny_phantom.planning,
                                   ReconstructOptions(model=str(tiny_model), device="cpu", precision="fp32",
-                                                     sparse_changes=False, match_contrast=False,
-                                                     denoise_prior=False))
+                                                     sparse_changes=False, match_contrast=False))
     np.testing.assert_allclose(result.data, expected.data.transpose(3, 2, 1, 0), rtol=1e-5, atol=1e-5)
     assert widget.progress.value == 3 and widget.run_button.enabled and not widget.cancel_button.enabled
     qtbot.wait(100)
@@ -180,7 +176,6 @@ def test_reconstruct_widget_keyhole_with_maps(make_napari_viewer, qtbot, tiny_ph
     assert not widget.precision.enabled  # no network to run in another precision
     assert not widget.sparse_changes.enabled  # no gate to correct the prior for
     assert not widget.match_contrast.enabled  # the classical baseline stays classical
-    assert not widget.denoise_prior.enabled
     widget.maps.value = True
     widget.device.value = "cpu"
     assert wait_for_run(qtbot, widget) == "done"
