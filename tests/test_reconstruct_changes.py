@@ -211,3 +211,64 @@ def test_iterations_grow_as_the_band_narrows():
     assert sparse_iterations((256, 256), (128, 128)) == sparse_iterations((256, 256), (64, 64)) == SPARSE_ITERATIONS
     assert sparse_iterations((256, 256), (51, 51)) == 25
     assert sparse_iterations((256, 256), (16, 16)) == SPARSE_MAX_ITERATIONS
+
+
+def test_the_gated_keyhole_can_return_the_sign_of_the_change_it_found():
+    from mrisr.reconstruct.keyhole import gated_keyhole
+    from mrisr.reconstruct.maps import measured_band
+
+    ref = np.zeros((32, 32, 2), np.float32)
+    ref[6:26, 6:26] = 1.0
+    truth = ref.copy()
+    truth[15:17, 9:23] = 0.0  # a void that entered
+    truth[9:12, 9:12] = 2.0  # and a bright spot
+    lr = np.abs(crop_lowres(truth, (16, 16)))
+    sinc = measured_band(truth, (16, 16))
+    plain = gated_keyhole(lr, ref, sinc, sparse_changes=True)
+    composite, sign = gated_keyhole(lr, ref, sinc, sparse_changes=True, return_change=True)
+    np.testing.assert_array_equal(composite, plain)
+    assert sign.dtype == np.int8 and set(np.unique(sign)) <= {-1, 0, 1}
+    assert (sign[15:17, 11:21] == -1).mean() > 0.8 and (sign[10, 10] == 1).all()
+    assert (sign[:, :3] == 0).all()  # the air: nothing changed there
+    _, none = gated_keyhole(lr, ref, sinc, sparse_changes=False, return_change=True)
+    assert none is None
+
+
+def test_the_network_may_sharpen_a_measured_change_but_not_undo_it():
+    from mrisr.reconstruct.keyhole import keep_measured_change
+
+    given = np.full((4, 3, 2), 5.0, np.float32)
+    sign = np.zeros((4, 3, 2), np.int8)
+    sign[0], sign[1] = -1, 1
+    output = np.array([4.0, 6.0, 5.5], np.float32)[None, :, None].repeat(4, 0).repeat(2, 2)
+    kept = keep_measured_change(output, given, sign)
+    assert kept.dtype == np.float32
+    np.testing.assert_array_equal(kept[0], np.minimum(output[0], 5.0))  # lost signal: at most the input
+    np.testing.assert_array_equal(kept[1], np.maximum(output[1], 5.0))  # gained signal: at least the input
+    np.testing.assert_array_equal(kept[2:], output[2:])  # no change measured: the network's as it is
+
+
+def test_a_network_that_undoes_an_entering_needle_is_overruled(tmp_path):
+    """A network that hands back the registered planning scan (no needle) where the frame measured
+    the needle: the output keeps the gated keyhole's needle there, and is the network's elsewhere."""
+    from mrisr.reconstruct import Reconstruction
+
+    phantom = make_dynamic(colin_crop(), frames=2, keep=6.25, seed=4, insert="needle")
+    model = load_model_tiny(tmp_path)
+    rec = Reconstruction(phantom.lr, phantom.planning, ReconstructOptions(), model=model)
+    handed = {}
+    undo = np.float32(1.5)  # brighter than its input everywhere: fills any void back in
+
+    def predict(sinc, given, **kwargs):
+        handed["given"] = given
+        return given * undo
+
+    rec.model.predict = predict
+    for result in rec.frames():
+        core = phantom.insert_mask[..., result.index]
+        given = handed["given"]
+        lost = result.sr < given * undo  # where the guard overruled the network
+        assert lost.any() and (result.sr[lost] == given[lost]).all()
+        assert (result.sr[~lost] == given[~lost] * undo).all()
+        if core.any():  # the needle's core is among the overruled voxels
+            assert lost[core].mean() > 0.5

@@ -83,7 +83,7 @@ def band_factor(band: np.ndarray, sinc: np.ndarray, high: float | None = None) -
 
 def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray | None = None,
                   threshold: float = GATE_THRESHOLD, match_intensity: bool = True,
-                  sparse_changes: bool = False) -> np.ndarray:
+                  sparse_changes: bool = False, return_change: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
     """A keyhole that borrows the reference's detail only where the measured frame agrees with it.
 
     ``sinc + w * (reference - band(reference))``: the measured frame (zero-filled) plus the
@@ -111,9 +111,12 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
             with its unmeasured detail, one that left is cancelled rather than only gated, and the
             gate is computed on the corrected reference. Off here (the training pairs' form); on in
             :class:`mrisr.reconstruct.ReconstructOptions`.
+        return_change: also return the sign of that change (``int8``, -1 where the frame lost
+            signal, +1 where it gained, 0 elsewhere; ``None`` without ``sparse_changes``), for
+            :func:`keep_measured_change`.
 
     Returns:
-        ``(X', Y', Z)`` float32, non-negative.
+        ``(X', Y', Z)`` float32, non-negative (with ``return_change``: it and the change's sign).
     """
     from mrisr.kspace.functional import zero_fill
     from mrisr.reconstruct.maps import disagreement_map, frame_high, measured_band
@@ -128,10 +131,13 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
     if match_intensity:
         factor = np.float32(band_factor(band, sinc, high))
         reference, band = reference * factor, band * factor
+    change_sign = None
     if sparse_changes:
         from mrisr.reconstruct.changes import sparse_change
 
         change, change_band = sparse_change(sinc, band, lr_inplane, high=high)
+        if return_change:
+            change_sign = np.sign(change).astype(np.int8)
         # the band of the corrected reference, linear in the change (a full measured_band of it
         # differs only where the LR magnitude rectifies a negative lobe, at the object's edge)
         reference, band = reference + change, band + change_band
@@ -144,7 +150,32 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
     weight = torch.from_numpy(spread_minimum(weight, 2 * int(round(reference.shape[0] / lr_inplane[0])) + 1))
     detail = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32)) - torch.from_numpy(
         np.ascontiguousarray(band, dtype=np.float32))
-    return detail.mul_(weight).add_(torch.from_numpy(sinc)).clamp_min_(0.0).numpy()
+    composite = detail.mul_(weight).add_(torch.from_numpy(sinc)).clamp_min_(0.0).numpy()
+    return (composite, change_sign) if return_change else composite
+
+
+def keep_measured_change(output: np.ndarray, given: np.ndarray, change_sign: np.ndarray) -> np.ndarray:
+    """``output`` no closer to the registered planning scan than ``given`` where the frame measured a
+    change: where the sparse change (:func:`gated_keyhole` with ``return_change``) is negative (the
+    frame lost signal: a needle, a void) at most ``given``, where it is positive at least ``given``,
+    elsewhere ``output`` as it is.
+
+    ``given`` is the gated keyhole the network was handed, which already carries the change; a
+    network that pulls such a voxel back towards the planning scan lets the prior override the
+    measurement. On the tuning phantoms (4 frames at 4 %, seed 11) the network mostly sharpens
+    such changes already, so this moved little: recovery of an entering needle 0.863 -> 0.864
+    (MNI152) and 0.665 -> 0.667 (Colin27), leakage of a planning-only needle 0.132 -> 0.128 and
+    0.226 -> 0.221, tissue SSIM within 0.0001 (0.0003 less with a noisy planning scan). It is a
+    guarantee more than a gain: whatever a network (bundled, fine-tuned or user-trained) learned,
+    it cannot take back a change the frame measured.
+    """
+    import torch
+
+    out = torch.from_numpy(np.ascontiguousarray(output, dtype=np.float32))
+    ref = torch.from_numpy(np.ascontiguousarray(given, dtype=np.float32))
+    sign = torch.from_numpy(np.ascontiguousarray(change_sign, dtype=np.int8))
+    kept = torch.where(sign < 0, torch.minimum(out, ref), out)
+    return torch.where(sign > 0, torch.maximum(kept, ref), kept).numpy()
 
 
 def spread_minimum(weight: np.ndarray, size: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from mrisr.io.stream import iter_frames
 from mrisr.io.volume import Volume
 from mrisr.kspace.functional import zero_fill
 from mrisr.reconstruct.grid import HRGrid, plan_grid
-from mrisr.reconstruct.keyhole import METHODS, REGISTERED_METHODS, gated_keyhole, keyhole
+from mrisr.reconstruct.keyhole import METHODS, REGISTERED_METHODS, gated_keyhole, keep_measured_change, keyhole
 from mrisr.reconstruct.maps import FrameMaps, frame_maps
 from mrisr.reconstruct.prior import PreparedPrior, prepare_prior
 
@@ -123,7 +123,9 @@ class ReconstructOptions:
             its edges and one that left is filled in (on: 0.09-0.2 s more per 256x256x32 frame on
             2 cores: 20 band-limits by FFT at 6.25 %, up to 30 at narrower bands).
             Used by ``keyhole-gated`` and by a network that takes the gated keyhole (the default);
-            the other methods and ``prior_mode="previous"`` ignore it.
+            the other methods and ``prior_mode="previous"`` ignore it. With such a network, where
+            the change is found the network's output is kept no closer to the planning scan than
+            its gated-keyhole input (:func:`mrisr.reconstruct.keyhole.keep_measured_change`).
         match_contrast: map a planning scan of another contrast to the dynamic's intensities
             before registering it (:mod:`mrisr.reconstruct.contrast`; fitted once, on frame 0, and
             used only when it fits clearly better than one global scale). Used by the network and
@@ -393,10 +395,14 @@ class Reconstruction:
                 else:
                     prior = previous
             if prior is not None and self.model.prior_input == "gated-keyhole":
-                given = gated_keyhole(frame, prior, sinc, sparse_changes=self.sparse_changes)
+                given, change = gated_keyhole(frame, prior, sinc, sparse_changes=self.sparse_changes, return_change=True)
                 if not self.options.maps:
                     prior = None  # not needed any more: one HR volume less at the network's memory peak
                 sr = self.model.predict(sinc, given, formed=True, precision=self.options.precision)
+                if change is not None:
+                    # where the frame measured a change, the network may sharpen it but not undo it
+                    sr = keep_measured_change(sr, given, change)
+                change = None
             else:
                 given = None
                 sr = self.model.predict(sinc, prior, lr_frame=frame, precision=self.options.precision)
