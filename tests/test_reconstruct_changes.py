@@ -272,3 +272,17 @@ def test_a_network_that_undoes_an_entering_needle_is_overruled(tmp_path):
         assert (result.sr[~lost] == given[~lost] * undo).all()
         if core.any():  # the needle's core is among the overruled voxels
             assert lost[core].mean() > 0.5
+
+
+def test_the_guard_copies_unless_asked_to_work_in_place():
+    from mrisr.reconstruct.keyhole import keep_measured_change
+
+    output = np.ones((3, 3, 2), np.float32)
+    given = np.zeros((3, 3, 2), np.float32)
+    sign = np.zeros((3, 3, 2), np.int8)
+    sign[1, 1, 0] = -1
+    copied = keep_measured_change(output, given, sign)
+    assert copied is not output and output[1, 1, 0] == 1.0 and copied[1, 1, 0] == 0.0
+    same = keep_measured_change(output, given, sign, in_place=True)
+    assert same is output and output[1, 1, 0] == 0.0
+    assert keep_measured_change(output.astype(np.float64), given, sign, in_place=True).dtype == np.float32

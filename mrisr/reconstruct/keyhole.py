@@ -154,7 +154,8 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
     return (composite, change_sign) if return_change else composite
 
 
-def keep_measured_change(output: np.ndarray, given: np.ndarray, change_sign: np.ndarray) -> np.ndarray:
+def keep_measured_change(output: np.ndarray, given: np.ndarray, change_sign: np.ndarray,
+                         in_place: bool = False) -> np.ndarray:
     """``output`` no closer to the registered planning scan than ``given`` where the frame measured a
     change: where the sparse change (:func:`gated_keyhole` with ``return_change``) is negative (the
     frame lost signal: a needle, a void) at most ``given``, where it is positive at least ``given``,
@@ -168,14 +169,22 @@ def keep_measured_change(output: np.ndarray, given: np.ndarray, change_sign: np.
     0.226 -> 0.221, tissue SSIM within 0.0001 (0.0003 less with a noisy planning scan). It is a
     guarantee more than a gain: whatever a network (bundled, fine-tuned or user-trained) learned,
     it cannot take back a change the frame measured.
-    """
-    import torch
 
-    out = torch.from_numpy(np.ascontiguousarray(output, dtype=np.float32))
-    ref = torch.from_numpy(np.ascontiguousarray(given, dtype=np.float32))
-    sign = torch.from_numpy(np.ascontiguousarray(change_sign, dtype=np.int8))
-    kept = torch.where(sign < 0, torch.minimum(out, ref), out)
-    return torch.where(sign > 0, torch.maximum(kept, ref), kept).numpy()
+    Only the voxels with a change are visited (the change is sparse: 7.6 ms for a full pass over a
+    256x256x32 frame in torch, 5.3 ms this way with 1 % of the voxels changed). ``in_place``: write into ``output`` (float32, contiguous)
+    instead of a copy.
+    """
+    result = np.ascontiguousarray(output, dtype=np.float32)
+    if result is output and not in_place:
+        result = result.copy()
+    where = np.flatnonzero(np.ascontiguousarray(change_sign, dtype=np.int8))
+    if where.size:
+        flat = result.reshape(-1)
+        measured = np.ascontiguousarray(given, dtype=np.float32).reshape(-1)[where]
+        current = flat[where]
+        lost = change_sign.reshape(-1)[where] < 0
+        flat[where] = np.where(lost, np.minimum(current, measured), np.maximum(current, measured))
+    return result
 
 
 def spread_minimum(weight: np.ndarray, size: int) -> np.ndarray:

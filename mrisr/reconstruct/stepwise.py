@@ -401,7 +401,7 @@ class Reconstruction:
                 sr = self.model.predict(sinc, given, formed=True, precision=self.options.precision)
                 if change is not None:
                     # where the frame measured a change, the network may sharpen it but not undo it
-                    sr = keep_measured_change(sr, given, change)
+                    sr = keep_measured_change(sr, given, change, in_place=True)
                 change = None
             else:
                 given = None
