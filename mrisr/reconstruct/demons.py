@@ -74,9 +74,10 @@ ROW_PAD = 2
 
 
 def rows_image(volume: torch.Tensor) -> torch.Tensor:
-    """``(X, Y, Z)`` as the ``(1, 1, Z * (X + 4), Y)`` image :func:`warp_rows` samples: slice ``z``
-    is rows ``z * (X + 4) + 2 .. z * (X + 4) + X + 1``, with its first and last row repeated twice
-    above and below (:data:`ROW_PAD`). Pass it to every warp of the same volume to build it once."""
+    """``(X, Y, Z)`` as the ``(1, 1, Z * (X + 2P), Y)`` image :func:`warp_rows` samples, ``P`` =
+    :data:`ROW_PAD`: slice ``z`` is rows ``z * (X + 2P) + P .. z * (X + 2P) + P + X - 1``, with its
+    first and last row repeated ``P`` times above and below. Pass it to every warp of the same
+    volume to build it once."""
     n = volume.shape
     stacked = volume.permute(2, 0, 1)
     padded = torch.cat([stacked[:, :1].expand(-1, ROW_PAD, -1), stacked, stacked[:, -1:].expand(-1, ROW_PAD, -1)], dim=1)
