@@ -178,10 +178,10 @@ def gzip_writer(raw: BinaryIO) -> BinaryIO:
     """A gzip stream over ``raw`` with no file name and mtime 0 in its header (same voxels, same bytes
     on one machine; ISA-L picks CPU-specific code, so another CPU type may compress differently).
 
-    Compression uses Intel's ISA-L (``isal.igzip``, a standard gzip stream any reader opens):
-    a 256x256x32 float32 frame (8.4 MB) took 0.016 s at its level 1 against 0.25 s for zlib's
-    level 4, which mrisr used before, for a file 1 % larger (6.74 against 6.67 MB). With zlib, writing the
-    output cost half as much as reconstructing the frame.
+    Compression uses Intel's ISA-L (``isal.igzip``, a standard gzip stream any reader opens): an
+    order of magnitude faster than zlib's level 4, which mrisr used before, for a file about 1 %
+    larger; with zlib, writing the output cost half as much as reconstructing the frame
+    (benchmarks/RESULTS.md, 'Design decisions and their measurements').
     """
     from isal import igzip
 

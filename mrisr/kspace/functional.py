@@ -126,15 +126,15 @@ def _real_dtype(x):
     return np.float32 if x.dtype in (np.float32, np.complex64) else np.float64
 
 
-# Shift-free transforms on the large grid (torch tensors, even sizes). On a 256x256x32 complex
-# volume one fftshift (a full copy) took 9.5 ms against 4.9 ms for the 2-D FFT itself, and a
-# centred crop or zero-fill needs two of them on the large grid. For an even size ``N`` the
-# shifts are sign flips of the spectrum: ``ifftshift`` of an image multiplies its spectrum by
+# Shift-free transforms on the large grid (torch tensors, even sizes). One fftshift is a full copy
+# that costs more than the 2-D FFT itself (benchmarks/RESULTS.md, 'Design decisions and their
+# measurements'), and a centred crop or zero-fill needs two of them on the large grid. For an
+# even size ``N`` the shifts are sign flips of the spectrum: ``ifftshift`` of an image multiplies its spectrum by
 # ``(-1)^f``, and ``fftshift`` of an inverse transform's output is the inverse transform of the
 # spectrum times ``(-1)^f``. Both are applied on the small central block, which is gathered from
 # (or scattered into) the unshifted spectrum by index; each axis is transformed in turn, so the
 # second transform only runs on the block's rows. Same values as the shifted path to float
-# rounding (tested); measured_band on 256x256x32 at 6.25 %: see ``benchmarks/RESULTS.md``.
+# rounding (tested).
 
 
 def _shift_free(x, axes: Axes, size: Sequence[int] | None = None) -> bool:
@@ -180,8 +180,8 @@ def _expand_spectrum(centre, size: Sequence[int], axes: tuple[int, ...]):
 
     out = centre
     # the reverse order of _centre_spectrum: the axis transformed last there (the smaller stride,
-    # whose transform is the slower one: 12 ms against 2.7 ms along axis 1 vs axis 0 of a
-    # 256x256x32 volume) is transformed first here, on the block's rows only
+    # whose transform is the slower one: benchmarks/RESULTS.md, 'Design decisions and their
+    # measurements') is transformed first here, on the block's rows only
     for axis, n in reversed(list(zip(axes, size))):
         m = int(out.shape[axis])
         if m > int(n):

@@ -11,7 +11,8 @@ Conventions (all functions):
   clipped. ``data_range`` defaults to the ground truth's own range ``target.max() - target.min()``
   (over the whole volume, also when a mask is given). In particular we never map images
   through ``(x + 1) / 2`` before SSIM: that shift raises every local mean, which pushes SSIM's
-  luminance term towards 1 and inflates the score (a 4 % phantom goes from 0.887 to 0.961);
+  luminance term towards 1 and inflates the score (by a wide margin on a 4 % phantom:
+  benchmarks/RESULTS.md, 'Design decisions and their measurements');
   PSNR with a fixed range of 1 gains ~6 dB the same way. Scores computed like that cannot be
   compared with honest baselines.
 * A mask restricts where the score is averaged, not what the filters see: SSIM's local

@@ -106,8 +106,8 @@ class PriorSRNet(nn.Module):
     def set_memory_format(self, memory_format: torch.memory_format) -> PriorSRNet:
         """Store the weights, and feed the UNet, in ``memory_format``.
 
-        ``torch.channels_last_3d`` makes the 3-D convolutions about 1.3x faster on x86 CPUs
-        (oneDNN's preferred layout; see ``benchmarks/RESULTS.md``) and changes the output by
+        ``torch.channels_last_3d`` makes the 3-D convolutions faster on x86 CPUs (oneDNN's preferred
+        layout; benchmarks/RESULTS.md, 'Speed', the contiguous-layout lever) and changes the output by
         about 1e-7 of the intensity scale. The layout is not part of the checkpoint.
         """
         self.to(memory_format=memory_format)

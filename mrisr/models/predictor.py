@@ -46,10 +46,9 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     ``auto``: float16 on CUDA; bfloat16 on a CPU with native bfloat16 instructions
     (:func:`native_bf16_cpu`), else float32. ``fp32``: always float32. Only the network's
     convolutions run in reduced precision; the gated keyhole it corrects is added back in float32,
-    so the difference stays in the (small) correction: on the fidelity phantoms (held-out real scan
-    and MNI152, 6.25 % and 4 %) the tissue SSIM did not change in the fourth decimal, the largest
-    voxel difference was 0.14 % of the 99.5th percentile, and the network ran 1.4x faster on a
-    2-core AMD EPYC with AVX512-BF16 (0.135 s against 0.191 s, ``benchmarks/speed.py``).
+    so the difference stays in the (small) correction: the tissue SSIM did not change measurably and
+    the network ran faster on a CPU with AVX512-BF16 (benchmarks/RESULTS.md, 'Design decisions and
+    their measurements'; 'Speed' has the latest run).
     """
     if precision not in PRECISIONS:
         raise MrisrInputError(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
@@ -69,8 +68,9 @@ def compute_dtype_name(device: torch.device, precision: str = "auto") -> str:
     return "float32" if dtype is None else str(dtype).removeprefix("torch.")
 
 
-#: :func:`robust_scale` reads every n-th voxel of a larger frame: the percentile of 2 M voxels
-#: took 22 ms per 256x256x32 frame, of every 5th 4 ms (the training pairs read every n-th of 200 000)
+#: :func:`robust_scale` reads every n-th voxel of a larger frame: a percentile of all voxels costs
+#: several times more for the same scale (benchmarks/RESULTS.md, 'Design decisions and their
+#: measurements'; the training pairs read every n-th of 200 000)
 SCALE_SAMPLES = 500_000
 
 

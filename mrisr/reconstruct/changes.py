@@ -4,8 +4,8 @@ A frame measures only the central k-space band; the registered planning scan (th
 supplies the rest. Where the anatomy changed after the planning scan (a needle entered, a device
 was withdrawn), the reference's detail is wrong. The gate of
 :func:`mrisr.reconstruct.keyhole.gated_keyhole` can only fall back to the measured band there, so a
-new needle is shown as blurred as the frame measures it (0.45 of its contrast on MNI152 at 6.25 %)
-and a withdrawn one still shows (0.19 of its contrast on a real scan).
+new needle is shown as blurred as the frame measures it and a withdrawn one still shows
+(benchmarks/RESULTS.md, 'Design decisions and their measurements', sparse change recovery).
 
 This module estimates the change itself, the way prior-image compressed sensing does (PICCS:
 Chen, Tang and Leng, Med Phys 2008, there with total variation; here with the L1 norm): the
@@ -24,39 +24,19 @@ does not fit at all (another contrast), the residual's MAD is large, ``lam`` wit
 stays near zero: the gate falls back to the measured band as before.
 
 The solver is FISTA (Beck and Teboulle 2009) with an over-relaxed step: each iteration is one real
-2-D FFT pair per slice and a soft threshold. How far it runs is a trade-off, measured on MNI152 and
-Colin27 phantoms at 6.25 % (4 frames, seed 11; the held-out real scan was not used to choose).
-Early iterates are smooth and raise tissue SSIM a little; later ones sharpen the changes and add
-small spurious spikes where the residual is noise or a registration error:
+2-D FFT pair per slice and a soft threshold. How far it runs is a trade-off, chosen on MNI152 and
+Colin27 phantoms (never on the held-out real scan): early iterates are smooth and keep tissue
+quality; later ones sharpen the changes and add small spurious spikes where the residual is noise
+or a registration error. A narrower band needs more iterations (:func:`sparse_iterations`).
 
-=========================  =======================  ==================  =========================
-solver                     tissue SSIM (MNI/Colin)  needle recovery     planning-only leakage
-=========================  =======================  ==================  =========================
-none (gated keyhole)       0.990 / 0.991            0.45 / 0.38         0.09 / 0.13
-5 iterations, step 1       0.992 / 0.991            0.64 / 0.56         0.35 / 0.34
-20 iterations, 1.5         0.990 / 0.990            0.90 / 0.86         0.15 / 0.14
-30 iterations, step 1      0.989 / 0.988            0.92 / 0.90         0.13 / 0.12
-20, 1.5, continuation      0.989 / 0.989            0.93 / 0.92         0.05 / 0.10
-=========================  =======================  ==================  =========================
-
-At a narrower band FISTA needs more iterations (:func:`sparse_iterations`: 25 at 4 %, where 20
-left a withdrawn needle's fill incomplete: leakage 0.17 against 0.13 on MNI152, at 0.001 less tissue
-SSIM; Colin27 0.25 against 0.22).
-
-The default (20 iterations, step 1.5, ``lam`` = 4 MADs, continuation) doubles the needle's
-recovered contrast and keeps the leakage below sinc's (0.11 on MNI152) for 0.001 of tissue SSIM.
-*Continuation* lets the threshold fall geometrically from the largest residual in the object to
-``lam`` over the iterations, so the largest changes are explained first (a homotopy path, as in
-fixed-point continuation, Hale, Yin and Zhang 2008): at the same cost, it cut the leakage from
-0.15 to 0.05 (MNI152) and 0.14 to 0.10 (Colin27) at 6.25 %, and from 0.27 to 0.17 and 0.27 to
-0.25 at 4 %, where it also raised tissue SSIM (0.9873 to 0.9879 on MNI152; Colin27 equal). Running
-the continuation over the first 5, 10 or 15 iterations only, or 30 iterations with it over the
-first 20, gave less (MNI152 at 4 %: leakage 0.27, 0.23, 0.20, 0.15 at tissue 0.9884, 0.9888,
-0.9883, 0.9871); 25 iterations with it reached 0.13 at 4 % for 25 % more time and 0.002 of tissue
-SSIM at 6.25 %. A threshold of 3 or 5 MADs gave the same picture; a Gaussian synthesis dictionary
-(smooth changes) raised tissue SSIM by 0.001 but leaked twice as much; refitting the support without the
-threshold ("debiasing") cancelled the leak but cost 0.01 of tissue SSIM; weighting the threshold by
-the gate's local level let a planning scan of another contrast through (tissue SSIM 0.87 to 0.35).
+The default (20 iterations, step 1.5, ``lam`` = 4 MADs, continuation) is the setting that recovered
+most of an entering needle's contrast while keeping a withdrawn one's leakage below sinc's, for a
+small tissue cost. *Continuation* lets the threshold fall geometrically from the largest residual
+in the object to ``lam`` over the iterations, so the largest changes are explained first (a
+homotopy path, as in fixed-point continuation, Hale, Yin and Zhang 2008): it lowers the leakage at
+no extra cost. The alternatives tried (other thresholds, a smooth synthesis dictionary, debiasing,
+a threshold weighted by the gate) and the solver table are in benchmarks/RESULTS.md ('Fidelity
+lever: sparse change recovery').
 """
 
 from __future__ import annotations
@@ -79,8 +59,9 @@ SPARSE_STEP = 1.5
 SPARSE_STRENGTH = 4.0
 #: the smallest robust standard deviation :func:`robust_sigma` returns, as a fraction of the frame's
 #: 99th percentile: a noise-free frame that matches its reference up to a small change would
-#: otherwise leave the L1 weight near zero, and the change as blurred as its band (on the MNI152,
-#: Colin27 and real-scan phantoms the residual's spread is 0.004-0.04 of that percentile)
+#: otherwise leave the L1 weight near zero, and the change as blurred as its band (the floor sits
+#: below the phantoms' residual spread: benchmarks/RESULTS.md, 'Design decisions and their
+#: measurements')
 SIGMA_FLOOR = 0.005
 #: where the change may be non-zero: the frame's sinc or the reference's band above this fraction of
 #: the frame's 99th percentile
@@ -121,7 +102,8 @@ class BandLimit:
 
     Pruned FFTs: the row transform runs only on the columns the band keeps, and only the rows it
     keeps are transformed back. The same values as a full ``irfft2(rfft2(x) * mask)`` (to float
-    rounding, tested), 2.6 ms against 5.6 ms on a 32 x 256 x 256 frame at 6.25 %.
+    rounding, tested) in about half the time (benchmarks/RESULTS.md, 'Design decisions and their
+    measurements').
     """
 
     def __init__(self, hr_inplane: tuple[int, int], lr_inplane: tuple[int, int]) -> None:
@@ -144,10 +126,10 @@ def sparse_iterations(hr_inplane: tuple[int, int], lr_inplane: tuple[int, int]) 
     (25 at 4 %), at most :data:`SPARSE_MAX_ITERATIONS`.
 
     The fewer frequencies a frame measures, the more the change is left to the L1 prior and the
-    slower FISTA converges: at 4 % on MNI152 phantoms a withdrawn needle's fill was incomplete
-    after 20 iterations (leakage 0.17) and close to complete after 25 (0.13, at 0.001 less tissue
-    SSIM); a pruned band-limit at 4 % costs what one at 6.25 % does, so the time per frame grows by
-    a quarter of the change's share only.
+    slower FISTA converges: at 4 % a withdrawn needle's fill was incomplete after 20 iterations and
+    close to complete after 25 (benchmarks/RESULTS.md, 'Fidelity lever: sparse change recovery');
+    a pruned band-limit at 4 % costs what one at 6.25 % does, so the time per frame grows by a
+    quarter of the change's share only.
 
     Example:
         >>> sparse_iterations((256, 256), (64, 64)), sparse_iterations((256, 256), (51, 51))

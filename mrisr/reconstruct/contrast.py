@@ -4,35 +4,27 @@ A planning scan is often not of the dynamic's contrast (a T1-weighted planning s
 or contrast-enhanced frames). Scaling it by one factor (what :func:`mrisr.reconstruct.prior.prepare_prior`
 always does) then leaves its tissue intensities wrong, the tracker registers the wrong edges, and
 the gate of :func:`mrisr.reconstruct.keyhole.gated_keyhole` closes almost everywhere: the result is
-what the frame measures and no better (MNI152 at 6.25 %, a non-monotone remap as between T1 and
-T2 weighting: tissue SSIM 0.875, the no-prior network's 0.874).
+what the frame measures, no better than the no-prior network.
 
 Where the anatomy is the same, the frame's intensity is close to a function of the planning
 scan's. :func:`fit_contrast_map` fits that function ``f`` (piecewise linear, 24 knots at quantiles
 of the planning scan's object intensities, ``f(0) = 0``) so that the frame's band of
 ``f(planning scan)`` matches frame 0's sinc in least squares: ``f(planning scan)`` is linear in the
-knots' outputs, so this is one small linear problem, once per series (0.5 s for a 256x256x32
-grid on 2 cores). The map replaces the global scale only when it leaves at most
-:data:`CONTRAST_GAIN` of that scale's residual energy. Measured on MNI152 and Colin27 phantoms (4
-frames, seed 11, 6.25 % and 4 %; frame 0 before registration; the held-out real scan was not used
-to choose), the ratio was 0.023-0.37 for a planning scan of another contrast and 0.93-0.998 for one
-of the same contrast (plain, with noise of its own, with noisy frames); :data:`CONTRAST_GAIN` lies
-between the two. The gated keyhole's tissue SSIM with a planning scan of another contrast:
-
-===============================  ==============  ==============  ==============  ==============
-fit                              MNI152 6.25 %   MNI152 4 %      Colin27 6.25 %  Colin27 4 %
-===============================  ==============  ==============  ==============  ==============
-none (one global scale)          0.870           0.773           0.846           0.726
-map fitted on the band           0.962           0.905           0.863           0.743
-map fitted at HR (the default)   0.968           0.960           0.880           0.775
-===============================  ==============  ==============  ==============  ==============
+knots' outputs, so this is one small linear problem, once per series. The map replaces the global
+scale only when it leaves at most :data:`CONTRAST_GAIN` of that scale's residual energy: on the
+tuning phantoms (MNI152 and Colin27; the held-out real scan was not used to choose) that ratio
+falls clearly apart for a planning scan of another contrast and one of the same contrast, and
+:data:`CONTRAST_GAIN` lies between the two. The ratios, the fit's cost and the gated keyhole's
+tissue SSIM with and without the map are in benchmarks/RESULTS.md ('Fidelity lever: contrast
+matching').
 
 The first version fitted the map to the band's intensities directly (the conditional mean of the
 sinc in quantile bins of the planning scan's band); it maps a band voxel that mixes two tissues
 by their mean intensity, where the truth is the mean of their mapped intensities, and lost to
-the HR fit everywhere. Colin27's remap is more ambiguous than MNI152's (two of its tissues of
-different T1 share one remapped intensity), which no intensity map can undo; the gate then falls
-back to the measured band there. A same-contrast planning scan is left exactly as it was.
+the HR fit everywhere (benchmarks/RESULTS.md, 'Fidelity lever: contrast matching'). Colin27's
+remap is more ambiguous than MNI152's (two of its tissues of different T1 share one remapped
+intensity), which no intensity map can undo; the gate then falls back to the measured band there.
+A same-contrast planning scan is left exactly as it was.
 """
 
 from __future__ import annotations

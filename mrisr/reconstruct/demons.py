@@ -41,7 +41,8 @@ def smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian smoothing of ``(C, X, Y, Z)`` (replicated borders), ``sigma`` in voxels.
 
     Three batched matrix products on views of the field (no permuted copies): the same values as
-    the equivalent ``einsum``, 0.9 ms against 1.7 ms on a ``(3, 64, 64, 32)`` field.
+    the equivalent ``einsum`` in about half its time (benchmarks/RESULTS.md, 'Design decisions and
+    their measurements').
     """
     if sigma <= 0:
         return field
@@ -102,8 +103,8 @@ def warp_rows(volume: torch.Tensor, disp: torch.Tensor, x0: int, rows_view: torc
 
     Both run as two samples of the stacked slices (:func:`rows_image`, or ``rows_view`` when the
     caller has it) and a linear step between slices: torch's 2-D sampler is vectorised on the CPU
-    while the 3-D one is not (16 ms against 26 ms for a 1 M-voxel block of a 256x256x32 volume on 2
-    threads, 1.5 ms against 4.4 ms for 64x64x32). The repeated rows around each slice keep every
+    while the 3-D one is not (benchmarks/RESULTS.md, 'Design decisions and their measurements').
+    The repeated rows around each slice keep every
     sample inside its own slice, so the linear mode equals the 3-D sampler up to float32 rounding of
     the tall image's normalised row coordinate (tested).
     """

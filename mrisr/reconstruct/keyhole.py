@@ -29,12 +29,9 @@ METHODS = ("network", "keyhole", "keyhole-registered", "keyhole-gated")
 #: methods that register the planning scan to each frame first
 REGISTERED_METHODS = ("keyhole-registered", "keyhole-gated")
 #: disagreement below which the gated keyhole keeps all of the prior's detail (none at twice it),
-#: measured with :data:`GATE_MISREGISTRATION`. Both were chosen on MNI152 phantoms (6.25 % and 4 %),
-#: never on the held-out real scan: of the settings that brought a planning-only needle's leakage to
-#: sinc's level (0.10 at both keeps, against 0.13 / 0.25 with the previous plain disagreement at
-#: 0.15), the one with the best tissue SSIM (0.989 / 0.986 against 0.990 / 0.988). On the held-out
-#: real scan it then cut the leakage from 0.24 to 0.18 (6.25 %) and 0.35 to 0.30 (4 %) at the same
-#: tissue SSIM (0.973 / 0.967); ``benchmarks/fidelity.py`` has the full tables
+#: measured with :data:`GATE_MISREGISTRATION`. Both were chosen on MNI152 phantoms, never on the
+#: held-out real scan: of the settings that brought a planning-only needle's leakage to sinc's level,
+#: the one with the best tissue SSIM (benchmarks/RESULTS.md, 'Design decisions and their measurements')
 GATE_THRESHOLD = 0.10
 #: HR voxels of misregistration the gate forgives at an edge (:func:`mrisr.reconstruct.maps.disagreement_map`)
 GATE_MISREGISTRATION = 3.0
@@ -163,15 +160,13 @@ def keep_measured_change(output: np.ndarray, given: np.ndarray, change_sign: np.
 
     ``given`` is the gated keyhole the network was handed, which already carries the change; a
     network that pulls such a voxel back towards the planning scan lets the prior override the
-    measurement. On the tuning phantoms (4 frames at 4 %, seed 11) the network mostly sharpens
-    such changes already, so this moved little: recovery of an entering needle 0.863 -> 0.864
-    (MNI152) and 0.665 -> 0.667 (Colin27), leakage of a planning-only needle 0.132 -> 0.128 and
-    0.226 -> 0.221, tissue SSIM within 0.0001 (0.0003 less with a noisy planning scan). It is a
-    guarantee more than a gain: whatever a network (bundled, fine-tuned or user-trained) learned,
+    measurement. On the tuning phantoms the network mostly sharpens such changes already, so this
+    moved recovery, leakage and tissue SSIM very little (benchmarks/RESULTS.md, 'Design decisions and
+    their measurements'). It is a guarantee more than a gain: whatever a network (bundled, fine-tuned or user-trained) learned,
     it cannot take back a change the frame measured.
 
-    Only the voxels with a change are visited (the change is sparse: 7.6 ms for a full pass over a
-    256x256x32 frame in torch, 5.3 ms this way with 1 % of the voxels changed). ``in_place``:
+    Only the voxels with a change are visited: the change is sparse, so this beats a full pass over
+    the frame (benchmarks/RESULTS.md, 'Design decisions and their measurements'). ``in_place``:
     write into ``output`` (when it is float32 and contiguous) instead of a copy.
     """
     result = np.ascontiguousarray(output, dtype=np.float32)
@@ -194,8 +189,8 @@ def spread_minimum(weight: np.ndarray, size: int) -> np.ndarray:
     over the clipped window).
 
     Two 1-D max-pools of the negated weight in torch, on a slice-major view (torch's pooling is
-    vectorised over the innermost, slice axis): the same values (tested), 5 ms against 33 ms for
-    scipy's filter on a 256x256x32 frame with ``size`` 9.
+    vectorised over the innermost, slice axis): the same values (tested), several times faster than
+    scipy's filter (benchmarks/RESULTS.md, 'Design decisions and their measurements').
     """
     import torch
     import torch.nn.functional as F

@@ -64,8 +64,9 @@ def measured_band(image: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
     the LR matrix, zero-filled back to the image's grid (the same two steps as a measured frame's
     sinc, so an image equal to the truth gives exactly the frame's sinc).
 
-    The FFTs run in torch (single precision, all threads): 4x faster than numpy's double-precision
-    FFTs on a 256x256x32 frame, a difference of about 1e-7 of the intensity scale.
+    The FFTs run in torch (single precision, all threads): faster than numpy's double-precision FFTs
+    for a difference of about 1e-7 of the intensity scale (benchmarks/RESULTS.md, 'Design decisions
+    and their measurements').
     """
     import torch
 
@@ -85,10 +86,10 @@ def local_level(sinc: np.ndarray, lr_inplane: tuple[int, int], high: float | Non
     :data:`LEVEL_SIGMA_LR` LR voxels, plus :data:`LEVEL_FLOOR` of its 99th percentile.
 
     The sinc frame is band-limited to the LR matrix, so the Gaussian is computed on every
-    ``sigma // 4``-th voxel in-plane and brought back by linear interpolation: on a 256x256x32
-    frame at 6.25 % this took 0.036 s against 0.139 s for filtering every voxel, and it differs
-    from that by under 0.5 % of the level away from the field of view's edge (at most 0.25 % in
-    99 % of the voxels, tested).
+    ``sigma // 4``-th voxel in-plane and brought back by linear interpolation: a fraction of the time
+    of filtering every voxel (benchmarks/RESULTS.md, 'Design decisions and their measurements'), and
+    it differs from that by under 0.5 % of the level away from the field of view's edge (at most
+    0.25 % in 99 % of the voxels, tested).
     """
     import torch
     import torch.nn.functional as F

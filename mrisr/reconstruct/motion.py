@@ -28,26 +28,25 @@ from mrisr.reconstruct.demons import demons, match_histogram, rows_image, rows_v
 
 @dataclass
 class TrackingSettings:
-    """Registration knobs (measured on unseen anatomy, see ``benchmarks/quality.py``).
+    """Registration knobs, chosen on phantoms of anatomy the network never saw (the measurements:
+    benchmarks/RESULTS.md, 'Fidelity levers: registration smoothing', 'Tracker interpolation' and
+    'Design decisions and their measurements').
 
     Attributes:
         iterations: demons iterations per frame after the first (which starts from the previous
             frame's motion, so few are needed).
         first_iterations: demons iterations for the first frame (from no motion).
         smoothing_voxels: Gaussian smoothing of the displacement, in LR voxels. 3 was chosen on
-            MNI152 and Colin27 phantoms at 6.25 %: registration error 0.40 / 0.37 mm against
-            0.9+ mm with 1 voxel, which followed noise and LR ringing (on the held-out real scan
-            1 voxel was worse than no registration at all); see ``benchmarks/fidelity.py``.
+            MNI152 and Colin27 phantoms: less smoothing follows noise and LR ringing (on the
+            held-out real scan 1 voxel was worse than no registration at all; benchmarks/RESULTS.md,
+            'Fidelity levers: registration smoothing').
         histogram_match: match the planning scan's intensities to each frame first (contrast
             uptake and coil shading differ between the scans).
         histogram_foreground: the histograms are matched above this fraction of each image's
-            99.5th percentile. At 0.05 the Rician noise floor in the air of a planning scan with
-            noise of its own (SNR 20) counted as object while a frame's air did not, and the
-            mismatched intensities pulled the registration off: 3.5 mm of error on MNI152
-            phantoms. 0.25 was chosen on MNI152 (0.83 mm there, and 0.38 against 0.40 mm without
-            planning noise; 0.35 did the same on MNI152 and was worse on the held-out real scan);
-            on the held-out real scan 0.25 took the error from 1.05 to 0.67 mm with planning noise
-            and left it at 0.63 mm without (``benchmarks/fidelity.py``).
+            99.5th percentile. At a low fraction the Rician noise floor in the air of a planning scan with
+            noise of its own counts as object while a frame's air does not, and the mismatched
+            intensities pull the registration off. 0.25 was chosen on MNI152 and confirmed on the
+            held-out real scan (benchmarks/RESULTS.md, 'Design decisions and their measurements').
         max_inplane: largest in-plane registration matrix; a larger LR matrix is registered on a
             coarser one (a further central k-space crop of both images, same convention). That is
             cheaper but less accurate: at 25 % of a 128x144 grid, registering on 32x36 instead of
@@ -55,11 +54,9 @@ class TrackingSettings:
         interpolation: how the HR planning scan is warped: ``"linear"`` (trilinear) or ``"cubic"``
             (bicubic in-plane, linear between slices). Trilinear blurs the finest texture at
             half-voxel shifts, and that is its merit on real data: the blur also removes part of the
-            planning scan's own noise, which no frame shares. On 4-frame MNI152 phantoms at 6.25 %,
-            cubic took the default's tissue SSIM from 0.9890 to 0.9897 when the planning scan is the
-            frames' anatomy itself (noise included), and from 0.9326 to 0.9179 when it has noise of
-            its own (SNR 20); the registered keyhole moved the same way (RESULTS.md, "Tracker
-            interpolation"). Hence trilinear.
+            planning scan's own noise, which no frame shares. Cubic wins only where the planning
+            scan's noise is the frames' noise, which no real acquisition gives, hence trilinear
+            (benchmarks/RESULTS.md, 'Tracker interpolation: bicubic in-plane measured, not kept').
     """
 
     iterations: int = 10

@@ -194,9 +194,9 @@ def reconstruct_file(
     n_frames = dynamic.n_frames if dynamic.is_4d else None
     with contextlib.ExitStack() as stack:
         # the output is compressed and written while the next frame is reconstructed, for frames up
-        # to BACKGROUND_WRITE_VOXELS: at 384x384x48 the worker thread's buffers (its own malloc
-        # arena) raised the peak RSS from 1496-1518 MB to 1483-1672 MB (3 runs each), while
-        # writing is 3 % of such a frame's time
+        # to BACKGROUND_WRITE_VOXELS: above it the worker thread's buffers (its own malloc arena)
+        # raise the peak RSS more than the overlap saves, writing being a small share of such a
+        # frame's time (benchmarks/RESULTS.md, 'Design decisions and their measurements')
         background = int(np.prod(rec.grid.hr_shape)) <= BACKGROUND_WRITE_VOXELS
         writer = stack.enter_context(FrameWriter(output, dynamic, rec.grid.hr_shape, n_frames,
                                                  affine=rec.grid.hr_affine, tr=dynamic.tr, background=background))

@@ -115,13 +115,14 @@ class ReconstructOptions:
         maps: also compute, per frame, the disagreement and unmeasured-detail maps and the
             data-consistency residual (:mod:`mrisr.reconstruct.maps`); off: nothing extra computed.
         precision: ``auto`` (the network in bfloat16 on a CPU with native bfloat16 instructions,
-            float16 on CUDA, else float32; the network 1.4x faster on a 2-core AMD EPYC, tissue
-            SSIM unchanged to 1e-4) or ``fp32`` (float32 everywhere: no hardware-dependent reduced
+            float16 on CUDA, else float32: faster at an unchanged tissue SSIM, benchmarks/RESULTS.md,
+            'Speed') or ``fp32`` (float32 everywhere: no hardware-dependent reduced
             precision); see :func:`mrisr.models.predictor.autocast_dtype`.
         sparse_changes: before gating, correct the registered prior by the sparse change the frame's
             measured band shows (:mod:`mrisr.reconstruct.changes`), so a structure that entered keeps
-            its edges and one that left is filled in (on: 0.09-0.2 s more per 256x256x32 frame on
-            2 cores: 20 band-limits by FFT at 6.25 %, up to 30 at narrower bands).
+            its edges and one that left is filled in (on: 20 band-limits by FFT per frame at 6.25 %,
+            up to 30 at narrower bands; its cost: benchmarks/RESULTS.md, 'Fidelity lever: sparse
+            change recovery').
             Used by ``keyhole-gated`` and by a network that takes the gated keyhole (the default);
             the other methods and ``prior_mode="previous"`` ignore it. With such a network, where
             the change is found the network's output is kept no closer to the planning scan than
@@ -245,8 +246,8 @@ def data_consistency(sr: np.ndarray, lr_frame: np.ndarray) -> np.ndarray:
 def frame_to_grid(frame: np.ndarray, hr_inplane: tuple[int, int], backend: str = "torch") -> np.ndarray:
     """An LR frame ``(X, Y, Z)`` on the HR grid by in-plane k-space zero-filling (sinc), float32.
 
-    ``backend="torch"`` (torch.fft, complex64) is about 2.5x faster than ``"numpy"`` on a
-    256x256x32 grid and agrees with it within ~1e-6 of the intensity scale (``benchmarks/speed.py``).
+    ``backend="torch"`` (torch.fft, complex64) is faster than ``"numpy"`` and agrees with it within
+    ~1e-6 of the intensity scale (benchmarks/RESULTS.md, 'Speed', the zero-fill lever).
     """
     if backend == "numpy":
         return zero_fill(frame, hr_inplane).astype(np.float32, copy=False)
@@ -326,8 +327,8 @@ class Reconstruction:
         self.tracker = None  # the motion tracker of the ``tracked`` prior mode
         #: the gate's sparse change correction: not step-wise, whose prior (the previous frame's
         #: gated keyhole) is partly blurred where its gate was closed, so its differences from the
-        #: frame are not sparse (MNI152, 6.25 %, 8 frames, tissue SSIM: 0.885 with it, 0.896 with
-        #: the plain gate handed on, 0.900 without it)
+        #: frame are not sparse (it lowered tissue SSIM there: benchmarks/RESULTS.md, 'Fidelity lever:
+        #: sparse change recovery')
         self.sparse_changes = options.sparse_changes and options.prior_mode != "previous"
         #: the planning scan mapped to the dynamic's contrast: not for the classical keyhole baselines
         self.match_contrast = options.match_contrast and options.method in ("network", "keyhole-gated")
@@ -386,9 +387,8 @@ class Reconstruction:
                     # step-wise, only frame 0 is registered: the planning scan as it is carries the
                     # motion between the planning scan and frame 0 into every later frame, and
                     # detail misplaced by 1-2 mm barely changes the measured band, so no gate sees
-                    # it. Registered once, the step-wise series stayed above the no-prior model at
-                    # all 50 frames on MNI152 and Colin27 at 6.25 % and 4 % (unregistered: below it
-                    # at 14-28 of 50 frames; benchmarks/RESULTS.md, "Step-wise lever")
+                    # it. Registered once, the step-wise series stays above the no-prior model
+                    # (benchmarks/RESULTS.md, "Step-wise lever")
                     prior = self.tracker.prior_for(frame)
                 elif previous is None or self.options.prior_mode == "planning":
                     prior = self.prior.data
@@ -410,8 +410,9 @@ class Reconstruction:
                 sr = data_consistency(sr, frame)
             # step-wise, a gated-keyhole network hands on its input, not its output: the detail the
             # network adds lies outside the measured band, where the next frame's gate cannot check
-            # it, so passing it on compounded it (over 50 frames the step-wise SR fell far below sinc
-            # in tissue, benchmarks/quality.py); the gated keyhole only carries detail each frame agreed with
+            # it, so passing it on compounded it (the step-wise SR drifted below sinc in tissue:
+            # benchmarks/RESULTS.md, 'Design decisions and their measurements'); the gated keyhole
+            # only carries detail each frame agreed with
             if self.options.prior_mode == "previous":  # otherwise not kept: one HR volume less
                 previous = given if given is not None else sr
             maps = frame_maps(sr, prior, sinc, frame) if self.options.maps else None

@@ -71,8 +71,8 @@ def finetune(
         lr: learning rate (small: the model is already trained).
         patience: stop after this many validations (every ``validate_every`` steps) without a
             better held-out loss. At the small learning rate the held-out loss improves slowly and
-            noisily; 4 stopped after 80 steps at +0.0006 SSIM where the full budget gained +0.004
-            (``benchmarks/finetune.py``), hence 15.
+            noisily, so a short patience stops long before the budget's gain, hence 15
+            (benchmarks/RESULTS.md, 'Design decisions and their measurements').
 
     Returns:
         The fine-tuned model (the best state on held-out patches) and a report.
