@@ -79,7 +79,7 @@ def run_methods(phantom, prior_model, noprior_model, tuned_model,
                 extra_models: dict | None = None) -> dict[str, tuple[list[np.ndarray], float]]:
     """Every method's frames and seconds per frame (tracked prior included); ``extra_models``
     (row name -> model) add rows of other prior-guided models with the default options."""
-    from mrisr.reconstruct import Reconstruction, ReconstructOptions, iter_reconstruct
+    from mrisr.reconstruct import ReconstructOptions, iter_reconstruct, prepare_state
 
     lr, planning = phantom.lr, phantom.planning
     hr_xy = phantom.hr.data.shape[:2]
@@ -100,8 +100,7 @@ def run_methods(phantom, prior_model, noprior_model, tuned_model,
     timed("keyhole-gated", lambda: recon(ReconstructOptions(method="keyhole-gated")))
     timed("keyhole-gated, no sparse changes",
           lambda: recon(ReconstructOptions(method="keyhole-gated", sparse_changes=False)))
-    rec = Reconstruction(lr, planning, ReconstructOptions(method="keyhole-registered"))
-    rec.prepare_prior(frames[0])
+    rec = prepare_state(lr, planning, ReconstructOptions(method="keyhole-registered"), first_frame=frames[0])
     fields = []
 
     def tracked_priors():
@@ -178,14 +177,13 @@ def lever_rows(subject: str, static, frames: int) -> list[list[str]]:
     """The tracker's displacement smoothing (LR voxels) against the tracked prior, the registered
     keyhole and the registration error, plain phantom at 6.25 % (the lever behind the default of 3)."""
     from mrisr.phantom import make_dynamic
-    from mrisr.reconstruct import Reconstruction, ReconstructOptions
+    from mrisr.reconstruct import ReconstructOptions, prepare_state
     from mrisr.reconstruct.keyhole import keyhole
     from mrisr.reconstruct.motion import MotionTracker, TrackingSettings
 
     phantom = make_dynamic(static, frames=frames, keep=6.25, seed=11)
     frames_lr = [phantom.lr.frame(t) for t in range(frames)]
-    rec = Reconstruction(phantom.lr, phantom.planning, ReconstructOptions(method="keyhole"))
-    rec.prepare_prior(frames_lr[0])
+    rec = prepare_state(phantom.lr, phantom.planning, ReconstructOptions(method="keyhole"), first_frame=frames_lr[0])
     truth = [phantom.hr.frame(t) for t in range(frames)]
     masks = [object_mask(f) for f in truth]
     true_fields = [phantom.tracking_displacement(t) for t in range(frames)]
@@ -250,8 +248,8 @@ def main() -> None:
 
     from mrisr.models import load as load_model
     from mrisr.phantom import make_dynamic
-    from mrisr.reconstruct import Reconstruction, ReconstructOptions
-    from mrisr.reconstruct.run import finetune_for
+    from mrisr.reconstruct import ReconstructOptions, prepare_state
+    from mrisr.workflow import finetune_model
 
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -296,9 +294,8 @@ def main() -> None:
             tuned = None
             if minutes > 0:
                 plain = make_dynamic(static, frames=frames, keep=keep, seed=11)
-                rec = Reconstruction(plain.lr, plain.planning, ReconstructOptions(), model=prior_model)
-                rec.prepare_prior(plain.lr.frame(0))
-                tuned, _report = finetune_for(rec, minutes)
+                rec = prepare_state(plain.lr, plain.planning, ReconstructOptions(), model=prior_model, first_frame=plain.lr.frame(0))
+                tuned, _report = finetune_model(rec, minutes)
             results: dict[str, dict[str, dict]] = {m: {} for m in methods}
             registration = {}
             for scenario, kwargs in scenarios.items():

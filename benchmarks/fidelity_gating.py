@@ -34,19 +34,19 @@ from fidelity import subjects  # noqa: E402
 def run(static, thresholds: list[float], model, frames: int = 6) -> dict[str, dict[str, dict[str, float]]]:
     from scipy import ndimage
 
+    from mrisr.kspace.band import measured_band
     from mrisr.metrics import contrast_recovery, leakage, object_mask, score_frame
     from mrisr.phantom import make_dynamic
-    from mrisr.reconstruct import Reconstruction, ReconstructOptions
+    from mrisr.reconstruct import ReconstructOptions, prepare_state
+    from mrisr.reconstruct.grid import frame_to_grid
     from mrisr.reconstruct.keyhole import keyhole
-    from mrisr.reconstruct.maps import disagreement_map, measured_band
-    from mrisr.reconstruct.stepwise import frame_to_grid
+    from mrisr.reconstruct.maps import disagreement_map
 
     out: dict[str, dict[str, dict[str, float]]] = {}
     for scenario, kwargs in (("needles", {"insert": "needle", "planning_insert": "needle"}),
                              ("other contrast", {"planning_contrast": "swap"})):
         phantom = make_dynamic(static, frames=frames, keep=6.25, seed=11, **kwargs)
-        rec = Reconstruction(phantom.lr, phantom.planning, ReconstructOptions(method="keyhole-registered"))
-        rec.prepare_prior(phantom.lr.frame(0))
+        rec = prepare_state(phantom.lr, phantom.planning, ReconstructOptions(method="keyhole-registered"), first_frame=phantom.lr.frame(0))
         scores: dict[str, list[dict[str, float]]] = {}
         for t in range(frames):
             frame = phantom.lr.frame(t)

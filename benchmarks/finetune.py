@@ -94,17 +94,15 @@ def finetune_without_early_stop(lr_path: Path, planning_path: Path, minutes: flo
     from mrisr.io import load
     from mrisr.io.geometry import voxel_sizes
     from mrisr.io.stream import iter_frames
-    from mrisr.reconstruct import ReconstructOptions
-    from mrisr.reconstruct.stepwise import Reconstruction
+    from mrisr.reconstruct import ReconstructOptions, prepare_state, reconstruct_frames
     from mrisr.training.finetune import finetune
 
     dynamic, planning = load(lr_path), load(planning_path)
-    rec = Reconstruction(dynamic, planning, ReconstructOptions(device="cpu", threads=threads))
-    rec.prepare_prior(next(iter(iter_frames(dynamic))))
+    rec = prepare_state(dynamic, planning, ReconstructOptions(device="cpu", threads=threads), first_frame=next(iter(iter_frames(dynamic))))
     zooms = tuple(float(v) for v in voxel_sizes(rec.grid.hr_affine))
     tuned, report = finetune(rec.model, rec.prior.data, zooms, rec.grid.keep, minutes=minutes, patience=10**9)
     rec.model = tuned
-    series = np.stack([result.sr for result in rec.frames()], axis=-1)
+    series = np.stack([result.sr for result in reconstruct_frames(rec, iter_frames(dynamic))], axis=-1)
     return series, report.as_dict()
 
 
@@ -120,7 +118,8 @@ def main() -> None:
 
     from mrisr.kspace.functional import zero_fill
     from mrisr.phantom import make_dynamic
-    from mrisr.reconstruct import ReconstructOptions, reconstruct_file
+    from mrisr.reconstruct import ReconstructOptions
+    from mrisr.workflow import reconstruct_file
 
     torch.set_num_threads(args.threads)
     is_quick = quick()

@@ -58,9 +58,14 @@ def methods_for(phantom, prior_model, noprior_model, finetune_minutes: float) ->
     out = {"trilinear": [trilinear_to_grid(f, gt.shape[:3]) for f in frames], "sinc": sincs}
     out["no-prior model"] = [noprior_model.predict(s) for s in sincs]
     planning = resample_to_grid(phantom.planning, gt.shape[:3], phantom.hr.affine)
+    from mrisr.reconstruct.network_input import form_network_input
+
     teacher = []
     for t, s in enumerate(sincs):
-        teacher.append(prior_model.predict(s, planning if t == 0 else gt[..., t - 1], lr_frame=frames[t]))
+        given = planning if t == 0 else gt[..., t - 1]
+        if prior_model.prior_input == "gated-keyhole":
+            given = form_network_input(frames[t], given, s, sparse_changes=False).given
+        teacher.append(prior_model.predict(s, given))
     out["prior model, true previous frame"] = teacher
     previous = ReconstructOptions(prior_mode="previous")
     out["prior model, step-wise"] = [r.sr for r in iter_reconstruct(lr, phantom.planning, previous, model=prior_model)]
@@ -70,13 +75,12 @@ def methods_for(phantom, prior_model, noprior_model, finetune_minutes: float) ->
         r.sr for r in iter_reconstruct(lr, phantom.planning, ReconstructOptions(prior_mode="planning"), model=prior_model)]
     out["step-wise + data consistency"] = [data_consistency(s, f) for s, f in zip(out["prior model, step-wise"], frames)]
     if finetune_minutes > 0:
-        from mrisr.reconstruct import Reconstruction
-        from mrisr.reconstruct.run import finetune_for
+        from mrisr.reconstruct import prepare_state
+        from mrisr.workflow import finetune_model
 
         opts = ReconstructOptions()  # the default prior mode, as `mrisr reconstruct --finetune` runs
-        rec = Reconstruction(lr, phantom.planning, opts, model=prior_model)
-        rec.prepare_prior(frames[0])
-        tuned, report = finetune_for(rec, finetune_minutes)
+        rec = prepare_state(lr, phantom.planning, opts, model=prior_model, first_frame=frames[0])
+        tuned, report = finetune_model(rec, finetune_minutes)
         out[f"default prior mode ({opts.prior_mode}) + fine-tuning ({finetune_minutes:g} min)"] = [
             r.sr for r in iter_reconstruct(lr, phantom.planning, opts, model=tuned)]
     return out

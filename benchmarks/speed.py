@@ -45,16 +45,15 @@ def stepwise(model, phantom, threads: int, fft_backend: str = "torch", prior_mod
     """Step-wise reconstruction of the whole phantom; frame 0 (prior preparation, warm-up) untimed.
     ``prior_mode`` None: the default options."""
     from mrisr.metrics import ssim
-    from mrisr.reconstruct import ReconstructOptions
-    from mrisr.reconstruct.stepwise import Reconstruction
+    from mrisr.reconstruct import ReconstructOptions, prepare_state, reconstruct_frames
 
     options = ReconstructOptions(device="cpu", threads=threads, precision=precision)
     if prior_mode:
         options.prior_mode = prior_mode
-    rec = Reconstruction(phantom.lr, phantom.planning, options, model=model)
+    rec = prepare_state(phantom.lr, phantom.planning, options, phantom.lr.frame(0), model=model)
     rec.fft_backend = fft_backend
     seconds, ssims, srs = [], [], []
-    for result in rec.frames():
+    for result in reconstruct_frames(rec, phantom.lr.frames()):
         srs.append(result.sr)
         if result.index > 0:
             seconds.append(result.seconds)
@@ -75,7 +74,7 @@ def measure_size(model, anchor: nn.Module, shape: tuple[int, int, int], frames: 
     """Step-wise latency (shipped and before optimisation, alternating), network and anchor forward
     times and FLOPs on one HR frame size."""
     from mrisr.models import robust_scale
-    from mrisr.reconstruct.stepwise import frame_to_grid
+    from mrisr.reconstruct.grid import frame_to_grid
 
     net = model.network
     log(f"phantom {shape} ({frames} frames)")
@@ -99,9 +98,9 @@ def measure_size(model, anchor: nn.Module, shape: tuple[int, int, int], frames: 
     given = step["srs"][0]
     if model.prior_input == "gated-keyhole":
         # what reconstruction hands such a network: the gated keyhole of the frame and its prior
-        from mrisr.reconstruct.keyhole import gated_keyhole
+        from mrisr.reconstruct.network_input import form_network_input
 
-        given = gated_keyhole(phantom.lr.data[..., 1], given, sinc)
+        given = form_network_input(phantom.lr.data[..., 1], given, sinc, sparse_changes=False).given
     p = torch.from_numpy(given / scale)[None, None].contiguous()
     with torch.inference_mode():
         network_s, _ = time_call(lambda: net(x, p), repeats=repeats, warmup=1)
@@ -219,7 +218,7 @@ def main() -> None:
         f"Default model `{model.source}` ({n_params(net) / 1e6:.2f} M parameters, "
         f"{json.dumps(model.meta.get('arguments', {}))}); anchor replica {anchor_params / 1e6:.2f} M parameters "
         "(random weights: speed only). LR = central 6.25 % of in-plane k-space, prior on the HR grid; "
-        f"s/frame = `Reconstruction.frames()` (zero-fill + prior + normalise + network) with the default options "
+        f"s/frame = `reconstruct_frames()` (zero-fill + prior + normalise + network) with the default options "
         f"(prior mode `{prior_mode}`, which includes registering the planning scan to each frame) and with the "
         "planning scan as the prior, median of frames "
         f"1-{frames - 1} of a {frames}-frame phantom, two runs each, alternating with the path before optimisation "

@@ -266,7 +266,7 @@ def measure_levers(model, m: dict, threads: int, repeats: int, is_quick: bool) -
         add("ONNX Runtime / OpenVINO backend", None, None, None, "not measured",
             f"{' and '.join(missing)} not installed (no new dependency for an unproven gain)")
 
-    from mrisr.reconstruct.stepwise import frame_to_grid
+    from mrisr.reconstruct.grid import frame_to_grid
 
     lr_frame, hr_inplane = m["lr_frame"], m["hr_inplane"]
     zf_ref, zf_s = paired(lambda: frame_to_grid(lr_frame, hr_inplane, "numpy"),
@@ -278,8 +278,7 @@ def measure_levers(model, m: dict, threads: int, repeats: int, is_quick: bool) -
 
     sinc_np = (x[0, 0].numpy() * scale).astype(np.float32)
     prior_np = (p[0, 0].numpy() * scale).astype(np.float32)
-    # a gated-keyhole model forms its input from the raw prior (here the gated image: the cost is the same)
-    net_s, pred_s = paired(ref_call, lambda: model.predict(sinc_np, prior_np, lr_frame=lr_frame, precision="fp32"),
+    net_s, pred_s = paired(ref_call, lambda: model.predict(sinc_np, prior_np, precision="fp32"),
                            repeats)
     return {"rows": rows, "ref_ssim": ref_ssim, "net_s": net_s, "pred_s": pred_s}
 

@@ -55,7 +55,8 @@ def run_demo(
     from mrisr.metrics import contrast_recovery, score_frames, summarise
     from mrisr.metrics.frames import SCORE_COLUMNS
     from mrisr.phantom import make_dynamic
-    from mrisr.reconstruct import ReconstructOptions, reconstruct_file
+    from mrisr.reconstruct import ReconstructOptions
+    from mrisr.workflow import reconstruct_file
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,12 @@ from pathlib import Path
 import pytest
 
 import mrisr
+import mrisr.kspace.band
+import mrisr.layers
 import mrisr.reconstruct.changes
 import mrisr.reconstruct.contrast
+import mrisr.reconstruct.network_input
+import mrisr.reconstruct.pipeline
 import mrisr.reconstruct.stepwise
 import mrisr.resources
 from mrisr.batch import run_batch, validate_batch
@@ -20,9 +24,10 @@ from mrisr.io import load, save_like
 from mrisr.kspace.simulate import simulate_volume
 from mrisr.metrics import evaluate_frames
 from mrisr.phantom import make_dynamic
-from mrisr.reconstruct import iter_reconstruct, reconstruct_file
+from mrisr.reconstruct import iter_reconstruct, prepare_state, reconstruct_frame
+from mrisr.workflow import reconstruct_file
 
-PUBLIC = [reconstruct_file, iter_reconstruct, load, save_like, simulate_volume, make_dynamic, evaluate_frames,
+PUBLIC = [reconstruct_file, iter_reconstruct, prepare_state, reconstruct_frame, load, save_like, simulate_volume, make_dynamic, evaluate_frames,
           run_batch, validate_batch]
 
 
@@ -45,7 +50,8 @@ def test_public_functions_document_args_returns_and_raises(function):
 
 
 @pytest.mark.parametrize("module", [mrisr.reconstruct.stepwise, mrisr.resources, mrisr.reconstruct.changes,
-                                    mrisr.reconstruct.contrast], ids=lambda m: m.__name__)
+                                    mrisr.reconstruct.contrast, mrisr.reconstruct.network_input,
+                                    mrisr.kspace.band, mrisr.layers], ids=lambda m: m.__name__)
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -15,7 +15,8 @@ from mrisr.data import load_sample
 from mrisr.io import Volume, load
 from mrisr.models import file_sha256, make_tiny_checkpoint
 from mrisr.phantom import make_dynamic
-from mrisr.reconstruct import ReconstructOptions, reconstruct_file
+from mrisr.reconstruct import ReconstructOptions
+from mrisr.workflow import reconstruct_file
 
 runner = CliRunner()
 

@@ -166,17 +166,19 @@ def test_recipe_refuses_a_gated_input_without_a_prior():
         load_config(None, ["model.prior_input=gated-keyhole", "model.use_prior=false", "prior.self_prior_probability=0"])
 
 
-def test_predict_needs_the_lr_frame_for_a_gated_model(tmp_path):
+def test_an_untrained_gated_model_returns_the_input_formed_for_it(tmp_path):
     model = load(make_tiny_checkpoint(tmp_path / "gated.safetensors", prior_input="gated-keyhole"))
     frame = np.ascontiguousarray(load_sample().data[40:88, 40:88, 10:18], dtype=np.float32)
     from mrisr.kspace.functional import crop_lowres, zero_fill
     from mrisr.reconstruct.keyhole import gated_keyhole
+    from mrisr.reconstruct.network_input import form_network_input
 
     lr = crop_lowres(frame, (12, 12))
     sinc = zero_fill(lr, frame.shape[:2])
-    with pytest.raises(MrisrInputError, match="lr_frame"):
-        model.predict(sinc, frame)
-    out = model.predict(sinc, frame * 0.5, lr_frame=lr)
+    with pytest.raises(MrisrInputError, match="trained with a prior"):
+        model.predict(sinc, None)
+    formed = form_network_input(lr, frame * 0.5, sinc, sparse_changes=False)
+    out = model.predict(sinc, formed.given)
     np.testing.assert_allclose(out, gated_keyhole(lr, frame * 0.5, sinc), atol=1e-5 * float(frame.max()))
     # the prior's scale does not matter: it is matched to the frame first
     np.testing.assert_allclose(out, frame, atol=0.02 * float(frame.max()))
@@ -197,9 +199,9 @@ def test_stepwise_hands_on_the_gated_keyhole_not_the_networks_output(tmp_path):
     """In ``previous`` mode a gated-keyhole network's next prior is this frame's gated keyhole: the
     detail the network adds lies outside the measured band, where the next gate cannot check it."""
     from mrisr.phantom import make_dynamic
-    from mrisr.reconstruct import Reconstruction, ReconstructOptions, iter_reconstruct
+    from mrisr.reconstruct import ReconstructOptions, iter_reconstruct, prepare_state
+    from mrisr.reconstruct.grid import frame_to_grid
     from mrisr.reconstruct.keyhole import gated_keyhole
-    from mrisr.reconstruct.stepwise import frame_to_grid
 
     sample = load_sample()
     crop = sample.with_data(np.ascontiguousarray(sample.data[24:88, 24:104, 8:16]))
@@ -210,14 +212,13 @@ def test_stepwise_hands_on_the_gated_keyhole_not_the_networks_output(tmp_path):
                                                     generator=torch.Generator().manual_seed(0)) * 0.2)
     options = ReconstructOptions(prior_mode="previous")
     results = [r.sr for r in iter_reconstruct(phantom.lr, phantom.planning, options, model=model)]
-    rec = Reconstruction(phantom.lr, phantom.planning, options, model=model)
-    rec.prepare_prior(phantom.lr.frame(0))
+    rec = prepare_state(phantom.lr, phantom.planning, options, model=model, first_frame=phantom.lr.frame(0))
     carried = rec.tracker.prior_for(phantom.lr.frame(0))  # frame 0: the planning scan registered to it
     for t, sr in enumerate(results):
         frame = phantom.lr.frame(t)
         sinc = frame_to_grid(frame, rec.grid.hr_inplane)
         given = gated_keyhole(frame, carried, sinc)  # step-wise gates without the sparse change
-        expected = model.predict(sinc, given, formed=True)
+        expected = model.predict(sinc, given)
         np.testing.assert_allclose(sr, expected, rtol=1e-5, atol=1e-5 * float(expected.max()))
         assert not np.allclose(sr, given, atol=1e-3 * float(given.max()))  # the network did add something
         carried = given

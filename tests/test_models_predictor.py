@@ -13,6 +13,13 @@ from mrisr.models import SRModel, bundled_models, load, make_tiny_checkpoint, re
 HR_SHAPE = (32, 28, 6)
 
 
+def formed(lr_frame, prior, sinc):
+    """What a gated-keyhole model's prior channel takes (the bundled default is one)."""
+    from mrisr.reconstruct.network_input import form_network_input
+
+    return form_network_input(lr_frame, prior, sinc, sparse_changes=False).given
+
+
 @pytest.fixture(scope="module")
 def frame_pair():
     """(sinc input, prior) on a 32x28x6 grid: a real k-space crop of a head-like phantom."""
@@ -144,7 +151,7 @@ def test_bundled_model_loads_when_shipped(name, frame_pair, lr_frame):
     assert model.meta["format"] == "mrisr-checkpoint"
     assert model.uses_prior is (name == "default")
     sinc, prior_frame = frame_pair
-    out = model.predict(sinc, prior_frame, lr_frame=lr_frame)
+    out = model.predict(sinc, formed(lr_frame, prior_frame, sinc))
     assert out.shape == HR_SHAPE
     assert np.isfinite(out).all()
 
@@ -158,7 +165,7 @@ def test_cpu_models_run_channels_last_and_match_the_contiguous_layout(frame_pair
     conv = next(m for m in fast.network.modules() if isinstance(m, torch.nn.Conv3d) and m.weight.shape[2:] == (3, 3, 3))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
     assert plain.network.memory_format == torch.contiguous_format
-    a, b = fast.predict(sinc, prior, lr_frame=lr_frame), plain.predict(sinc, prior, lr_frame=lr_frame)
+    a, b = fast.predict(sinc, formed(lr_frame, prior, sinc)), plain.predict(sinc, formed(lr_frame, prior, sinc))
     assert a.flags.c_contiguous or a.ndim == 3
     np.testing.assert_allclose(a, b, atol=1e-5 * float(np.abs(b).max()))
 
@@ -171,7 +178,7 @@ def test_channels_last_model_saves_a_normal_checkpoint(tmp_path, frame_pair, lr_
     model = load("default")
     path = save_checkpoint(model.network, tmp_path / "copy.safetensors", dict(read_metadata(model.path)))
     again = load(path, channels_last=False)
-    np.testing.assert_allclose(again.predict(sinc, prior, lr_frame=lr_frame), model.predict(sinc, prior, lr_frame=lr_frame),
+    np.testing.assert_allclose(again.predict(sinc, formed(lr_frame, prior, sinc)), model.predict(sinc, formed(lr_frame, prior, sinc)),
                                atol=1e-5 * float(sinc.max()))
 
 
@@ -203,8 +210,8 @@ def test_auto_precision_stays_within_bf16_rounding_of_fp32(frame_pair, lr_frame)
 
     model = load("default")
     sinc, prior = frame_pair
-    auto = model.predict(sinc, prior, lr_frame=lr_frame)
-    full = model.predict(sinc, prior, lr_frame=lr_frame, precision="fp32")
+    auto = model.predict(sinc, formed(lr_frame, prior, sinc))
+    full = model.predict(sinc, formed(lr_frame, prior, sinc), precision="fp32")
     assert model.compute_dtype("fp32") == "float32"
     if native_bf16_cpu():
         assert model.compute_dtype() == "bfloat16"
@@ -214,4 +221,4 @@ def test_auto_precision_stays_within_bf16_rounding_of_fp32(frame_pair, lr_frame)
         assert model.compute_dtype() == "float32"
         np.testing.assert_array_equal(auto, full)
     # the same call twice gives the same bytes (reproducible on one machine)
-    np.testing.assert_array_equal(auto, model.predict(sinc, prior, lr_frame=lr_frame))
+    np.testing.assert_array_equal(auto, model.predict(sinc, formed(lr_frame, prior, sinc)))

@@ -24,9 +24,9 @@ from mrisr.reconstruct import (
     default_output,
     iter_reconstruct,
     plan_grid,
-    reconstruct_file,
     reconstruct_volume,
 )
+from mrisr.workflow import reconstruct_file
 
 FRAMES = 3
 TR = 0.5
@@ -281,7 +281,7 @@ def test_lr_is_the_kspace_centre_of_the_truth(case):
 
 
 def test_frame_to_grid_torch_and_numpy_backends_agree():
-    from mrisr.reconstruct.stepwise import frame_to_grid
+    from mrisr.reconstruct.grid import frame_to_grid
 
     rng = np.random.default_rng(0)
     frame = (rng.random((33, 30, 5)) * 100).astype(np.float32)
@@ -316,12 +316,12 @@ def test_a_dropped_frame_is_freed_before_the_next_is_computed(case, options, tmp
         seen.append(handed_out() is None)
         return original(*args, **kwargs)
 
-    import mrisr.reconstruct.stepwise as stepwise
+    import mrisr.reconstruct.pipeline as pipeline
 
-    original = stepwise.gated_keyhole
-    stepwise.gated_keyhole = spy
+    original = pipeline.form_network_input
+    pipeline.form_network_input = spy
     try:
         assert len(list(frames)) == FRAMES - 1
     finally:
-        stepwise.gated_keyhole = original
+        pipeline.form_network_input = original
     assert seen and seen[0]

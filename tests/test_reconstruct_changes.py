@@ -10,6 +10,7 @@ from mrisr_testdata import colin_crop, reconstruct_cli
 from mrisr.batch.config import ReconstructSettings
 from mrisr.data import load_sample
 from mrisr.io import MrisrInputError
+from mrisr.kspace.band import measured_band
 from mrisr.kspace.functional import crop_lowres, fftc, ifftc, pad_kspace, zero_fill
 from mrisr.metrics import contrast_recovery, leakage, object_mask, structure_contrast
 from mrisr.models import make_tiny_checkpoint
@@ -17,7 +18,6 @@ from mrisr.phantom import make_dynamic
 from mrisr.reconstruct import ReconstructOptions, iter_reconstruct
 from mrisr.reconstruct.changes import SUPPORT_LEVEL, BandLimit, band_mask, robust_sigma, sparse_change
 from mrisr.reconstruct.keyhole import gated_keyhole
-from mrisr.reconstruct.maps import measured_band
 
 LR = (32, 32)  # 6.25 % of a 128 x 128 in-plane matrix
 
@@ -213,9 +213,10 @@ def test_iterations_grow_as_the_band_narrows():
     assert sparse_iterations((256, 256), (16, 16)) == SPARSE_MAX_ITERATIONS
 
 
-def test_the_gated_keyhole_can_return_the_sign_of_the_change_it_found():
+def test_the_network_input_carries_the_sign_of_the_change_it_found():
+    from mrisr.kspace.band import measured_band
     from mrisr.reconstruct.keyhole import gated_keyhole
-    from mrisr.reconstruct.maps import measured_band
+    from mrisr.reconstruct.network_input import form_network_input
 
     ref = np.zeros((32, 32, 2), np.float32)
     ref[6:26, 6:26] = 1.0
@@ -225,17 +226,17 @@ def test_the_gated_keyhole_can_return_the_sign_of_the_change_it_found():
     lr = np.abs(crop_lowres(truth, (16, 16)))
     sinc = measured_band(truth, (16, 16))
     plain = gated_keyhole(lr, ref, sinc, sparse_changes=True)
-    composite, sign = gated_keyhole(lr, ref, sinc, sparse_changes=True, return_change=True)
+    formed = form_network_input(lr, ref, sinc, sparse_changes=True)
+    composite, sign = formed.given, formed.change_sign
     np.testing.assert_array_equal(composite, plain)
     assert sign.dtype == np.int8 and set(np.unique(sign)) <= {-1, 0, 1}
     assert (sign[15:17, 11:21] == -1).mean() > 0.8 and (sign[10, 10] == 1).all()
     assert (sign[:, :3] == 0).all()  # the air: nothing changed there
-    _, none = gated_keyhole(lr, ref, sinc, sparse_changes=False, return_change=True)
-    assert none is None
+    assert form_network_input(lr, ref, sinc, sparse_changes=False).change_sign is None
 
 
 def test_the_network_may_sharpen_a_measured_change_but_not_undo_it():
-    from mrisr.reconstruct.keyhole import keep_measured_change
+    from mrisr.reconstruct.change_guard import keep_measured_change
 
     given = np.full((4, 3, 2), 5.0, np.float32)
     sign = np.zeros((4, 3, 2), np.int8)
@@ -251,11 +252,11 @@ def test_the_network_may_sharpen_a_measured_change_but_not_undo_it():
 def test_a_network_that_undoes_an_entering_needle_is_overruled(tmp_path):
     """A network that hands back the registered planning scan (no needle) where the frame measured
     the needle: the output keeps the gated keyhole's needle there, and is the network's elsewhere."""
-    from mrisr.reconstruct import Reconstruction
+    from mrisr.reconstruct import prepare_state, reconstruct_frames
 
     phantom = make_dynamic(colin_crop(), frames=2, keep=6.25, seed=4, insert="needle")
     model = load_model_tiny(tmp_path)
-    rec = Reconstruction(phantom.lr, phantom.planning, ReconstructOptions(), model=model)
+    rec = prepare_state(phantom.lr, phantom.planning, ReconstructOptions(), phantom.lr.frame(0), model=model)
     handed = {}
     undo = np.float32(1.5)  # brighter than its input everywhere: fills any void back in
 
@@ -264,7 +265,7 @@ def test_a_network_that_undoes_an_entering_needle_is_overruled(tmp_path):
         return given * undo
 
     rec.model.predict = predict
-    for result in rec.frames():
+    for result in reconstruct_frames(rec, phantom.lr.frames()):
         core = phantom.insert_mask[..., result.index]
         given = handed["given"]
         lost = result.sr < given * undo  # where the guard overruled the network
@@ -275,7 +276,7 @@ def test_a_network_that_undoes_an_entering_needle_is_overruled(tmp_path):
 
 
 def test_the_guard_copies_unless_asked_to_work_in_place():
-    from mrisr.reconstruct.keyhole import keep_measured_change
+    from mrisr.reconstruct.change_guard import keep_measured_change
 
     output = np.ones((3, 3, 2), np.float32)
     given = np.zeros((3, 3, 2), np.float32)

@@ -15,7 +15,7 @@ from mrisr.io import MrisrInputError
 from mrisr.kspace.functional import crop_lowres, zero_fill
 from mrisr.metrics import score_frame
 from mrisr.phantom import make_dynamic
-from mrisr.reconstruct import Reconstruction, ReconstructOptions, iter_reconstruct
+from mrisr.reconstruct import ReconstructOptions, iter_reconstruct, prepare_state
 from mrisr.reconstruct.contrast import CONTRAST_GAIN, ContrastMap, fit_contrast_map
 
 
@@ -71,9 +71,9 @@ def test_other_contrast_planning_scan_is_mapped_and_helps(crop):
     mapped, unmapped, reference = _tissue(swapped, _gated(swapped)), _tissue(swapped, _gated(swapped, match_contrast=False)), _tissue(same, _gated(same))
     assert mapped > unmapped + 0.02, (mapped, unmapped)
     assert mapped > reference - 0.1, (mapped, reference)
-    rec = Reconstruction(swapped.lr, swapped.planning, ReconstructOptions(method="keyhole-gated"))
     with pytest.warns(UserWarning, match="contrast differs.*mapped"):
-        rec.prepare_prior(swapped.lr.frame(0))
+        rec = prepare_state(swapped.lr, swapped.planning, ReconstructOptions(method="keyhole-gated"),
+                            swapped.lr.frame(0))
     assert rec.prior.contrast is not None and rec.prior.contrast.applies
 
 
@@ -82,8 +82,7 @@ def test_same_contrast_is_left_exactly_alone(crop):
     on, off = _gated(phantom), _gated(phantom, match_contrast=False)
     for a, b in zip(on, off):
         np.testing.assert_array_equal(a, b)
-    rec = Reconstruction(phantom.lr, phantom.planning, ReconstructOptions(method="keyhole-gated"))
-    rec.prepare_prior(phantom.lr.frame(0))
+    rec = prepare_state(phantom.lr, phantom.planning, ReconstructOptions(method="keyhole-gated"), first_frame=phantom.lr.frame(0))
     assert rec.prior.contrast is not None and not rec.prior.contrast.applies
 
 

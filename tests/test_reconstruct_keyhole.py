@@ -181,13 +181,12 @@ def test_sidecar_and_message_name_the_method(case):
 
 def test_keyhole_output_is_the_lr_centre_in_the_prepared_planning_scan(case):
     """Each frame is exactly keyhole(LR frame, planning scan brought onto the grid and matched in intensity)."""
-    from mrisr.reconstruct import Reconstruction
+    from mrisr.reconstruct import prepare_state
 
     files = case["files"]
     lr = load(files["lr"])
     out = load(case["outputs"]["keyhole"]).data
-    rec = Reconstruction(lr, load(files["planning"]), ReconstructOptions(method="keyhole"))
-    rec.prepare_prior(lr.frame(0))
+    rec = prepare_state(lr, load(files["planning"]), ReconstructOptions(method="keyhole"), first_frame=lr.frame(0))
     assert rec.model is None
     for t in range(FRAMES):
         np.testing.assert_allclose(out[..., t], keyhole(lr.frame(t), rec.prior.data), rtol=1e-5,
@@ -292,7 +291,7 @@ def test_local_level_is_the_full_gaussian_within_half_a_percent(divisors):
 def test_spread_minimum_is_scipys_in_plane_minimum_filter(shape, size):
     from scipy import ndimage
 
-    from mrisr.reconstruct.keyhole import spread_minimum
+    from mrisr.reconstruct.gate import spread_minimum
 
     weight = np.clip(np.random.default_rng(size).random(shape) * 3 - 1, 0, 1).astype(np.float32)
     expected = ndimage.minimum_filter(weight, size=(size, size, 1))
@@ -302,7 +301,7 @@ def test_spread_minimum_is_scipys_in_plane_minimum_filter(shape, size):
 
 
 def test_spread_minimum_rejects_an_even_window():
-    from mrisr.reconstruct.keyhole import spread_minimum
+    from mrisr.reconstruct.gate import spread_minimum
 
     with pytest.raises(ValueError, match="odd window"):
         spread_minimum(np.zeros((8, 8, 2), np.float32), 8)

@@ -192,10 +192,9 @@ def test_tracked_mode_feeds_the_tracked_planning_scan_to_every_frame(tmp_path):
     results = list(iter_reconstruct(phantom.lr, phantom.planning, ReconstructOptions(precision="fp32"), model=model))
     assert ReconstructOptions().prior_mode == "tracked" and len(results) == 3
     # an independent tracker on the same prepared planning scan gives the priors that were used
-    from mrisr.reconstruct.stepwise import Reconstruction
+    from mrisr.reconstruct import prepare_state
 
-    rec = Reconstruction(phantom.lr, phantom.planning, ReconstructOptions(), model=model)
-    rec.prepare_prior(phantom.lr.frame(0))
+    rec = prepare_state(phantom.lr, phantom.planning, ReconstructOptions(), model=model, first_frame=phantom.lr.frame(0))
     tracker = MotionTracker(rec.prior.data, rec.grid.lr_shape)
     for t, result in enumerate(results):
         frame = phantom.lr.frame(t)
@@ -209,7 +208,7 @@ def test_tracked_mode_feeds_the_tracked_planning_scan_to_every_frame(tmp_path):
 def test_sidecar_records_the_tracking(tmp_path):
     import json
 
-    from mrisr.reconstruct import reconstruct_file
+    from mrisr.workflow import reconstruct_file
 
     sample = load_sample()
     crop = sample.with_data(np.ascontiguousarray(sample.data[32:96, 40:104, 12:20]))

@@ -120,7 +120,8 @@ def _nifti_length(path: Path) -> int | None:
 
 def _resolve_model(option: str, has_prior: bool, cache: dict[str, dict[str, str]]) -> dict[str, str]:
     from mrisr.models.registry import resolve_model_path
-    from mrisr.reconstruct.stepwise import ReconstructOptions, choose_model_name
+    from mrisr.reconstruct import ReconstructOptions
+    from mrisr.reconstruct.pipeline import choose_model_name
 
     name = choose_model_name(ReconstructOptions(model=option), has_prior)
     if name not in cache:

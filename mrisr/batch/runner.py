@@ -4,7 +4,7 @@ One subject is one unit of work (all its dynamic series). Validation lives in
 :mod:`mrisr.batch.validation`, fingerprints and the up-to-date test in :mod:`mrisr.batch.resume`,
 worker processes in :mod:`mrisr.batch.workers` and subject results in :mod:`mrisr.batch.summary`.
 
-Each series is reconstructed by :func:`mrisr.reconstruct.reconstruct_file` (atomic output, then
+Each series is reconstructed by :func:`mrisr.workflow.reconstruct_file` (atomic output, then
 the library's sidecar); the runner then adds provenance and metrics and rewrites the sidecar
 atomically. The old sidecar is removed before a series starts, so a run killed at any moment
 leaves either a complete, fingerprinted result or no completion marker at all.
@@ -125,7 +125,8 @@ def _run_series(
     on_frame: Callable[[int, int], None] | None,
     cohort_root: Path | None,
 ) -> dict:
-    from mrisr.reconstruct import ReconstructOptions, reconstruct_file
+    from mrisr.reconstruct import ReconstructOptions
+    from mrisr.workflow import reconstruct_file
 
     series, outputs = plan.series, plan.outputs
     options = dict(settings.options)

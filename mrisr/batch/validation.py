@@ -127,7 +127,8 @@ def _check_model(option: str, cohort: Cohort, problems: list[str]) -> None:
     """Every model the cohort needs exists, is an mrisr checkpoint and fits the presence of a prior."""
     from mrisr.models.checkpoint import read_metadata
     from mrisr.models.registry import resolve_model_path
-    from mrisr.reconstruct.stepwise import ReconstructOptions, choose_model_name
+    from mrisr.reconstruct import ReconstructOptions
+    from mrisr.reconstruct.pipeline import choose_model_name
 
     needed: dict[str, list[SeriesInputs]] = {}
     for subject in cohort.subjects.values():

@@ -37,8 +37,8 @@ def finetune(
     from mrisr.kspace.functional import center_keep_shape
     from mrisr.limits import check_keep, check_lr, check_minutes, check_steps
     from mrisr.models.checkpoint import file_sha256, save_checkpoint
-    from mrisr.reconstruct import Reconstruction, ReconstructOptions
-    from mrisr.reconstruct.run import finetune_for
+    from mrisr.reconstruct import ReconstructOptions, prepare_state
+    from mrisr.workflow import finetune_model
 
     if (like is None) == (keep is None):
         fail(f"{planning}: give exactly one of --like DYNAMIC.nii.gz or --keep PERCENT")
@@ -65,22 +65,21 @@ def finetune(
             dynamic = Volume(data=np.zeros(lr_shape, np.float32), affine=coarsen_affine(plan.affine, plan.spatial_shape, lr_shape),
                              source=Path(f"<keep {keep}%>"))
         opts = ReconstructOptions(model=model, device=device, match_contrast=match_contrast)
-        rec = Reconstruction(dynamic, plan, opts)
-        check_target(output)  # against the planning scan, the dynamic and the base model, before any work
+        check_target(output)  # before any work
         # frame 0 only, streamed: a long series is never read whole
         first = next(iter_frames(dynamic)) if like is not None else None
         if first is None:
             from mrisr.kspace.functional import center_crop_lowres
 
             first = center_crop_lowres(plan.frame(0), keep)
-        rec.prepare_prior(first)
+        rec = prepare_state(dynamic, plan, opts, first)
 
         def show(step, seconds, info):
             if not quiet:
                 typer.echo(f"step {step:5d}  {seconds:6.1f} s  held-out loss {info['val_loss']:.5f} (best {info['best']:.5f})",
                            err=True)
 
-        tuned, report = finetune_for(rec, minutes, steps, lr, on_progress=show)
+        tuned, report = finetune_model(rec, minutes, steps, lr, on_progress=show)
         meta = dict(tuned.meta)
         meta.pop("sha256", None)
         meta.update({"base_model": model, "base_model_sha256": rec.model.meta.get("sha256"),

@@ -45,7 +45,8 @@ def reconstruct(
     import statistics
     import warnings
 
-    from mrisr.reconstruct import ReconstructOptions, default_output, reconstruct_file
+    from mrisr.reconstruct import ReconstructOptions, default_output
+    from mrisr.workflow import reconstruct_file
 
     if finetune and prior is None:
         fail(f"{dynamic}: --finetune needs the planning scan; pass --prior PLANNING.nii.gz")

@@ -134,7 +134,7 @@ class SRModel:
     @property
     def prior_input(self) -> str:
         """What the network's prior channel holds: ``prior`` or ``gated-keyhole`` (the caller forms
-        :func:`mrisr.reconstruct.keyhole.gated_keyhole` of the frame and the prior first)."""
+        it with :func:`mrisr.reconstruct.network_input.form_network_input`)."""
         return str(getattr(self.network, "prior_input", "prior"))
 
     @property
@@ -164,18 +164,16 @@ class SRModel:
         return out.float()
 
     def predict(self, sinc: np.ndarray, prior: np.ndarray | None = None, scale: float | None = None,
-                lr_frame: np.ndarray | None = None, formed: bool = False, precision: str | None = None) -> np.ndarray:
+                precision: str | None = None) -> np.ndarray:
         """Super-resolve one frame.
 
         Args:
             sinc: the LR frame on the HR grid (k-space zero-filled), ``(X, Y, Z)``.
-            prior: prior volume on the same grid (ignored by a no-prior model).
+            prior: what the network's prior channel takes, on the same grid (ignored by a no-prior
+                model): the prior itself, or for a model whose :attr:`prior_input` is
+                ``gated-keyhole`` the gated keyhole the caller formed
+                (:func:`mrisr.reconstruct.network_input.form_network_input`).
             scale: intensity normalisation; default: the model's percentile of ``sinc``.
-            lr_frame: the measured LR frame ``(x, y, Z)`` on its own matrix; needed by a model
-                whose :attr:`prior_input` is ``gated-keyhole``, which is handed the gated keyhole
-                of this frame and ``prior`` (:func:`mrisr.reconstruct.keyhole.gated_keyhole`).
-            formed: ``prior`` is already what the network's prior channel takes (the caller formed
-                the gated keyhole itself); ``lr_frame`` is then not needed.
             precision: ``auto`` or ``fp32`` for this call (:func:`autocast_dtype`); default
                 :attr:`precision`.
 
@@ -183,22 +181,12 @@ class SRModel:
             SR frame ``(X, Y, Z)`` float32, in the input's intensity units.
 
         Raises:
-            MrisrInputError: a prior-guided model without a prior, or a gated-keyhole model
-                without ``lr_frame``.
+            MrisrInputError: a prior-guided model without a prior.
         """
         if self.uses_prior and prior is None:
             raise MrisrInputError(
                 f"model {self.source} was trained with a prior; pass --prior PLANNING or use --model default-noprior"
             )
-        if self.uses_prior and self.prior_input == "gated-keyhole" and not formed:
-            if lr_frame is None:
-                raise MrisrInputError(
-                    f"model {self.source} corrects the gated keyhole of the frame and the prior: pass "
-                    "lr_frame=<the measured LR frame> as well (or use mrisr.reconstruct.iter_reconstruct)"
-                )
-            from mrisr.reconstruct.keyhole import gated_keyhole
-
-            prior = gated_keyhole(lr_frame, prior, sinc, match_intensity=True)
         scale = robust_scale(sinc, self.percentile) if scale is None else scale
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(sinc, dtype=np.float32) / scale)[None, None].to(self.device)

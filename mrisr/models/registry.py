@@ -36,7 +36,7 @@ def load(name_or_path: str | Path = "default", device: str = "cpu", channels_las
 
     Example:
         >>> model = load("default")  # doctest: +SKIP
-        >>> sr = model.predict(sinc_frame, prior_frame, lr_frame=lr_frame)  # doctest: +SKIP
+        >>> sr = model.predict(sinc_frame, prior_channel)  # doctest: +SKIP
 
     ``channels_last``: memory layout of the network (default: channels-last 3-D on the CPU,
     contiguous elsewhere; see :class:`~mrisr.models.predictor.SRModel`). ``precision``: ``auto``

@@ -1,4 +1,4 @@
-"""Reconstruct widget: a thin thread worker around :func:`mrisr.reconstruct.iter_reconstruct`.
+"""Reconstruct widget: a thin thread worker around :func:`mrisr.workflow.finetuned_frames`.
 
 The layers become :class:`mrisr.io.Volume` objects (geometry from the layer transforms), the
 library computes, and every yielded frame lands in the result layer, which is created on the
@@ -23,47 +23,18 @@ from mrisr.napari._layers import chosen, layer_combo, notify_errors
 MODEL_FILE = "checkpoint file..."
 
 
-class _Cancelled(Exception):
-    """Raised inside fine-tuning's progress callback to stop it when the user cancels."""
-
-
 def reconstruction_steps(
     dynamic: Volume,
     prior: Volume | None,
     options: Any,
     cancel: Callable[[], bool],
 ) -> Iterator[Any]:
-    """What the worker runs: status strings, then one ``FrameResult`` per frame.
+    """What the worker runs: status strings, then one ``FrameResult`` per frame
+    (:func:`mrisr.workflow.finetuned_frames`: fine-tuning first when ``options.finetune`` is on;
+    ``cancel`` is polled between frames and fine-tuning steps)."""
+    from mrisr.workflow import finetuned_frames
 
-    Fine-tuning (``options.finetune``) adapts the model to the planning scan first and then
-    reconstructs with the tuned model; ``cancel`` is polled between frames and fine-tuning steps.
-    """
-    from mrisr.reconstruct import iter_reconstruct
-
-    model = None
-    if options.finetune:
-        from mrisr.reconstruct.run import finetune_for
-        from mrisr.reconstruct.stepwise import Reconstruction
-
-        if prior is None:
-            raise MrisrInputError("fine-tuning needs the planning scan; choose a prior layer or untick fine-tune")
-        yield "loading the model"
-        rec = Reconstruction(dynamic, prior, options)
-        rec.prepare_prior(dynamic.frame(0))
-        yield f"fine-tuning on the planning scan for up to {options.finetune_minutes:g} min"
-
-        def stop_if_cancelled(*_progress: Any) -> None:
-            if cancel():
-                raise _Cancelled
-
-        try:
-            model, report = finetune_for(rec, options.finetune_minutes, on_progress=stop_if_cancelled)
-        except _Cancelled:
-            return
-        yield f"fine-tuned: {report.steps} steps in {report.seconds:.0f} s"
-    else:
-        yield "loading the model"
-    yield from iter_reconstruct(dynamic, prior, options, cancel=cancel, model=model)
+    yield from finetuned_frames(dynamic, prior, options, cancel)
 
 
 class ReconstructWidget(Container):

@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mrisr.reconstruct.maps import frame_high
+from mrisr.kspace.band import frame_high, object_mask
 
 #: FISTA iterations of :func:`sparse_change` at 6.25 % of k-space; a narrower band gets more
 #: (:func:`sparse_iterations`)
@@ -86,12 +86,12 @@ def band_mask(hr_inplane: tuple[int, int], lr_inplane: tuple[int, int]) -> torch
 
 
 def robust_sigma(residual: np.ndarray, sinc: np.ndarray, high: float | None = None) -> float:
-    """1.4826 x the median absolute deviation of ``residual`` in the object (``sinc`` above 10 % of
-    its 99th percentile, ``high`` when the caller has it), on every second voxel in-plane, and at
-    least :data:`SIGMA_FLOOR` of that percentile; 0 without an object."""
+    """1.4826 x the median absolute deviation of ``residual`` in the object
+    (:func:`mrisr.kspace.band.object_mask`, ``high`` when the caller has it), on every second voxel
+    in-plane, and at least :data:`SIGMA_FLOOR` of the frame's 99th percentile; 0 without an object."""
     sub_r, sub_s = residual[::2, ::2], sinc[::2, ::2]
-    high = float(np.percentile(sub_s, 99)) if high is None else high
-    values = sub_r[sub_s > 0.1 * high] if high > 0 else sub_r[:0]
+    high = frame_high(sinc) if high is None else high
+    values = sub_r[object_mask(sub_s, high)] if high > 0 else sub_r[:0]
     if values.size == 0:
         return 0.0
     return max(float(1.4826 * np.median(np.abs(values - np.median(values)))), SIGMA_FLOOR * high)
@@ -150,13 +150,13 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
     Args:
         sinc: the measured LR frame zero-filled to the HR grid, ``(X', Y', Z)``.
         band: the reference seen through the measured band
-            (:func:`mrisr.reconstruct.maps.measured_band`), intensity-matched to the frame.
+            (:func:`mrisr.kspace.band.measured_band`), intensity-matched to the frame.
         lr_inplane: the LR in-plane matrix.
         iterations / step / strength: FISTA iterations (``None``: :func:`sparse_iterations`), step
             and L1 weight in robust standard deviations of the residual.
         continuation: let the threshold fall from the largest residual to the L1 weight over the
             iterations (off: the L1 weight throughout; ``None``: :data:`SPARSE_CONTINUATION`).
-        high: the frame's 99th percentile (:func:`mrisr.reconstruct.maps.frame_high`) when the
+        high: the frame's 99th percentile (:func:`mrisr.kspace.band.frame_high`) when the
             caller has it.
 
     Returns:
@@ -165,7 +165,7 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
         fits the frame).
 
     Example:
-        >>> from mrisr.reconstruct.maps import measured_band
+        >>> from mrisr.kspace.band import measured_band
         >>> ref = np.zeros((32, 32, 1), np.float32); ref[8:24, 8:24] = 1
         >>> truth = ref.copy(); truth[15:17, 10:22] = 0  # a new 2-voxel bar
         >>> sinc, band = measured_band(truth, (16, 16)), measured_band(ref, (16, 16))
@@ -215,5 +215,33 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
             band_limit(c).permute(1, 2, 0).contiguous().numpy())
 
 
+def apply_sparse_change(reference: np.ndarray, band: np.ndarray, sinc: np.ndarray, lr_inplane: tuple[int, int],
+                        high: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pipeline's sparse-change step: the matched reference corrected by the sparse change the
+    frame's measured band shows (:func:`sparse_change`), its band, and the change's sign.
+
+    A structure that entered after the planning scan is then shown with the detail the band cannot
+    measure, one that left is cancelled rather than only gated, and the gate
+    (:func:`mrisr.reconstruct.gate.gate`) is computed on the corrected reference.
+
+    Args:
+        reference: the intensity-matched reference on the HR grid ``(X', Y', Z)``.
+        band: its measured band (:func:`mrisr.kspace.band.measured_band`).
+        sinc: the frame zero-filled to the HR grid, float32 and contiguous.
+        lr_inplane: the LR in-plane matrix.
+        high: :func:`mrisr.kspace.band.frame_high` of ``sinc``.
+
+    Returns:
+        ``(reference, band, sign)``: the corrected reference and band (float32), and the change's
+        sign (``int8``: -1 where the frame lost signal, +1 where it gained, 0 elsewhere) for the
+        change guard (:func:`mrisr.reconstruct.change_guard.keep_measured_change`).
+    """
+    change, change_band = sparse_change(sinc, band, lr_inplane, high=high)
+    sign = np.sign(change).astype(np.int8)
+    # the band of the corrected reference, linear in the change (a full measured_band of it
+    # differs only where the LR magnitude rectifies a negative lobe, at the object's edge)
+    return reference + change, band + change_band, sign
+
+
 __all__ = ["SIGMA_FLOOR", "SPARSE_CONTINUATION", "SPARSE_ITERATIONS", "SPARSE_MAX_ITERATIONS", "SPARSE_STEP", "SPARSE_STRENGTH", "SUPPORT_LEVEL", "BandLimit",
-           "band_mask", "robust_sigma", "sparse_change", "sparse_iterations"]
+           "apply_sparse_change", "band_mask", "robust_sigma", "sparse_change", "sparse_iterations"]

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from mrisr.kspace.functional import crop_lowres, fftc, ifftc, pad_kspace, zero_fill
+from mrisr.kspace.band import frame_high, measured_band
+from mrisr.kspace.functional import crop_lowres, fftc, ifftc, pad_kspace
 
 #: the floor of the local level, as a fraction of the frame's 99th percentile (keeps air from lighting up)
 LEVEL_FLOOR = 0.1
@@ -57,28 +58,6 @@ class FrameMaps:
             "unmeasured_mean": round(float(self.unmeasured.mean()), 6),
             "unmeasured_p99": round(float(np.percentile(self.unmeasured, 99)), 6),
         }
-
-
-def measured_band(image: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
-    """``image`` as the dynamic sees it: its central ``lr_inplane`` k-space as a magnitude image on
-    the LR matrix, zero-filled back to the image's grid (the same two steps as a measured frame's
-    sinc, so an image equal to the truth gives exactly the frame's sinc).
-
-    The FFTs run in torch (single precision, all threads): faster than numpy's double-precision FFTs
-    for a difference of about 1e-7 of the intensity scale (benchmarks/RESULTS.md, 'Design decisions
-    and their measurements').
-    """
-    import torch
-
-    image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    return zero_fill(crop_lowres(image, tuple(lr_inplane)), tuple(image.shape[:2])).numpy()
-
-
-def frame_high(sinc: np.ndarray) -> float:
-    """The frame's 99th percentile (on every second voxel in-plane: the sinc is band-limited), the
-    level its object, gate and change thresholds are fractions of; computed once per frame by
-    :func:`mrisr.reconstruct.keyhole.gated_keyhole` and handed to the steps that use it."""
-    return float(np.percentile(np.asarray(sinc)[::2, ::2], 99))
 
 
 def local_level(sinc: np.ndarray, lr_inplane: tuple[int, int], high: float | None = None) -> np.ndarray:
@@ -122,7 +101,7 @@ def disagreement_map(prior: np.ndarray | None, sinc: np.ndarray, lr_inplane: tup
         misregistration: in HR voxels; the level is raised by this times the in-plane gradient
             magnitude of ``band``, the difference such a shift of the prior makes at an edge, so
             a small registration error at an edge weighs less than a structure in flat tissue
-            (the gated keyhole's setting, :data:`mrisr.reconstruct.keyhole.GATE_MISREGISTRATION`;
+            (the gated keyhole's setting, :data:`mrisr.reconstruct.gate.GATE_MISREGISTRATION`;
             0, the maps' setting: the plain disagreement).
         high: :func:`frame_high` of ``sinc`` when the caller has it.
     """
@@ -164,5 +143,5 @@ def frame_maps(output: np.ndarray, prior: np.ndarray | None, sinc: np.ndarray, l
                      consistency_nrmse(output, lr_frame))
 
 
-__all__ = ["MAP_NAMES", "FrameMaps", "consistency_nrmse", "disagreement_map", "frame_high", "frame_maps", "local_level", "measured_band",
+__all__ = ["MAP_NAMES", "FrameMaps", "consistency_nrmse", "disagreement_map", "frame_maps", "local_level",
            "unmeasured_map"]

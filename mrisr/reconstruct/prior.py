@@ -110,3 +110,38 @@ def prepare_prior(
     return PreparedPrior(np.ascontiguousarray(data, dtype=np.float32), coverage, factor, corr, contrast)
 
 
+def select_prior(state, frame: np.ndarray) -> np.ndarray | None:
+    """The prior of one frame (a step of :func:`mrisr.reconstruct.pipeline.reconstruct_frame`).
+
+    ``tracked``: the planning scan registered to the frame; ``planning``: the planning scan as it
+    is; ``previous`` (step-wise): frame 0 as in ``tracked``, then what the network was given for
+    the frame before. The keyhole methods take the registered or the plain planning scan.
+
+    Step-wise, only frame 0 is registered: the planning scan as it is carries the motion between it
+    and frame 0 into every later frame, and detail misplaced by 1-2 mm barely changes the measured
+    band, so no gate sees it (benchmarks/RESULTS.md, 'Step-wise lever').
+
+    Args:
+        state: the :class:`mrisr.reconstruct.pipeline.ReconstructionState` of the series.
+        frame: the measured LR frame ``(X, Y, Z)``.
+
+    Returns:
+        ``(X', Y', Z)`` float32 on the HR grid, or ``None`` (a model without a prior channel).
+
+    Raises:
+        MrisrInputError: a model that needs a prior, without a planning scan.
+    """
+    model, options = state.model, state.options
+    if model is None:  # a keyhole method
+        return state.tracker.prior_for(frame) if state.tracker is not None else state.prior.data
+    if not model.uses_prior:
+        return None
+    if state.prior is None:
+        raise MrisrInputError(f"{state.name}: the model needs a prior; pass --prior")
+    first = state.previous is None
+    if state.tracker is not None and (first or options.prior_mode == "tracked"):
+        return state.tracker.prior_for(frame)
+    if first or options.prior_mode == "planning":
+        return state.prior.data
+    return state.previous
+

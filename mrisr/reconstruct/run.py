@@ -1,14 +1,18 @@
-"""File-level reconstruction: stream frames from disk to disk and write a JSON sidecar."""
+"""File-level reconstruction: stream frames from disk to disk and write a JSON sidecar.
+
+Two halves, so that the caller layer (:func:`mrisr.workflow.reconstruct_file`) can fine-tune the
+model in between without this layer importing training: :func:`open_file_job` checks the targets,
+reads the inputs (frame 0 once) and prepares the per-frame state
+(:func:`mrisr.reconstruct.pipeline.prepare_state`); :func:`run_file_job` streams every frame through
+:func:`mrisr.reconstruct.pipeline.reconstruct_frame` into the output and writes the sidecar.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import platform
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,16 +22,14 @@ from mrisr.io import FrameWriter, check_writable, load
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.guard import check_target
 from mrisr.io.load import check_frame
-from mrisr.models.checkpoint import file_sha256, save_checkpoint
-from mrisr.reconstruct.stepwise import (
-    FrameResult,
-    Reconstruction,
-    ReconstructOptions,
-    choose_model_name,
-    default_output,
-)
+from mrisr.io.stream import iter_frames
+from mrisr.io.volume import Volume
+from mrisr.models.checkpoint import file_sha256
+from mrisr.reconstruct.pipeline import FrameResult, ReconstructionState, prepare_state, reconstruct_frames
+from mrisr.reconstruct.sidecar import build_sidecar, maps_paths, sidecar_path, write_json_atomic
+from mrisr.reconstruct.stepwise import ReconstructOptions
 
-#: HR frames up to this many voxels are written by a background thread (see :func:`reconstruct_file`)
+#: HR frames up to this many voxels are written by a background thread (see :func:`run_file_job`)
 BACKGROUND_WRITE_VOXELS = 4 * 2**20
 
 
@@ -49,60 +51,103 @@ class ReconstructionReport:
     frame_wall_seconds: list[float] = field(default_factory=list)
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    from mrisr.io.guard import partial_file, write_errors
+@dataclass
+class Tuning:
+    """A model fine-tuned by the caller layer before the frames are streamed.
 
-    tmp = partial_file(path)
-    try:
-        with write_errors(path), open(tmp, "w") as fh:
-            json.dump(payload, fh, indent=2, default=str)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    Attributes:
+        model: the tuned :class:`~mrisr.models.SRModel`, used for every frame.
+        path: the checkpoint it was saved to (``None``: not saved, the base model kept).
+        report: the sidecar's ``finetune`` entry.
+    """
 
-
-def maps_paths(output: Path) -> dict[str, Path]:
-    """``<output stem>_disagreement.nii.gz`` and ``<output stem>_unmeasured.nii.gz`` beside the output."""
-    from mrisr.reconstruct.maps import MAP_NAMES
-
-    stem = sidecar_path(output).stem
-    return {name: output.with_name(f"{stem}_{name}.nii.gz") for name in MAP_NAMES}
+    model: object
+    path: Path | None
+    report: dict
 
 
-def sidecar_path(output: Path) -> Path:
-    name = output.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return output.with_name(name[: -len(suffix)] + ".json")
-    return output.with_suffix(".json")
+@dataclass
+class FileJob:
+    """A file reconstruction opened by :func:`open_file_job`: inputs read, targets checked, state prepared."""
+
+    dynamic_path: Path
+    prior_path: Path | None
+    output: Path
+    map_paths: dict[str, Path]
+    dynamic: Volume
+    prior: Volume | None
+    state: ReconstructionState
+    #: the frames from frame 1 on (frame 0 was read once, to prepare the prior, and is kept here)
+    first_frame: np.ndarray | None
+    rest: Iterator[np.ndarray]
+    warnings: list[str]
+    status: Callable[[str], None]
+
+    @property
+    def inputs(self) -> tuple[Path | None, ...]:
+        """Every file the outputs must not replace (the model's checkpoint too)."""
+        return (self.dynamic_path, self.prior_path, getattr(self.state.model, "path", None))
+
+    def frames(self) -> Iterator[np.ndarray]:
+        first, self.first_frame = self.first_frame, None
+        if first is not None:
+            yield first
+            del first
+        yield from self.rest
 
 
-def finetune_for(rec: Reconstruction, minutes: float, steps: int | None = None, lr: float = 2e-5,
-                 on_progress=None):
-    """Fine-tune ``rec``'s model on its planning scan (prepared on the HR grid)."""
-    from mrisr.io.geometry import voxel_sizes
-    from mrisr.training.finetune import finetune
+def default_output(dynamic_path: str | Path) -> Path:
+    """``scan.nii.gz`` -> ``scan_sr.nii.gz`` next to the input."""
+    from mrisr.io.load import image_stem
 
-    if rec.prior is None:
-        raise MrisrInputError(f"{rec.dynamic.name}: fine-tuning needs the planning scan; pass --prior")
-    zooms = tuple(float(v) for v in voxel_sizes(rec.grid.hr_affine))
-    return finetune(rec.model, rec.prior.data, zooms, rec.grid.keep, minutes=minutes, steps=steps, lr=lr,
-                    on_progress=on_progress)
+    path = Path(dynamic_path)
+    return path.with_name(image_stem(path) + "_sr.nii.gz")
 
 
-def reconstruct_file(
-    dynamic_path: str | Path,
-    output: str | Path | None = None,
-    prior_path: str | Path | None = None,
-    options: ReconstructOptions | None = None,
-    on_frame: Callable[[FrameResult], None] | None = None,
-    finetuned_model_path: str | Path | None = None,
-    on_status: Callable[[str], None] | None = None,
-    maps_output: dict[str, Path] | None = None,
-) -> ReconstructionReport:
-    """Reconstruct a dynamic series file into ``output`` (default ``<stem>_sr.nii.gz``), streaming.
+def open_file_job(dynamic_path: str | Path, output: str | Path | None = None, prior_path: str | Path | None = None,
+                  options: ReconstructOptions | None = None, on_status: Callable[[str], None] | None = None,
+                  maps_output: dict[str, Path] | None = None) -> FileJob:
+    """Check the targets, read the inputs and prepare the per-frame state of a file reconstruction.
+
+    Header warnings (no orientation, qform/sform disagreement) and the state's warnings are
+    collected for the sidecar and reported through ``on_status`` as ``warning: ...``.
+
+    Raises:
+        MrisrInputError: unreadable inputs, an output that equals an input or cannot be written,
+            a non-NIfTI output name, a model that does not fit the inputs, a bad frame 0.
+    """
+    options = options or ReconstructOptions()
+    dynamic_path = Path(dynamic_path)
+    prior_path = Path(prior_path) if prior_path else None
+    output = Path(output) if output is not None else default_output(dynamic_path)
+    map_paths = {name: Path(path) for name, path in (maps_output or maps_paths(output)).items()} if options.maps else {}
+    for target in (output, *map_paths.values()):
+        check_writable(target, inputs=(dynamic_path,) + ((prior_path,) if prior_path else ()))
+    if not output.name.lower().endswith((".nii.gz", ".nii")):
+        # frames are streamed into a NIfTI file; any other extension would name NIfTI bytes wrongly
+        raise MrisrInputError(f"{output}: reconstruction writes NIfTI; name the output .nii.gz or .nii")
+    status = on_status or (lambda message: None)
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        dynamic = load(dynamic_path, lazy=True)
+        prior = load(prior_path) if prior_path else None
+        rest = iter(iter_frames(dynamic))
+        first = next(rest)
+        check_frame(first, dynamic_path, 0)
+        state = prepare_state(dynamic, prior, options, first)
+    caught = [str(r.message) for r in records]
+    for message in caught:
+        status(f"warning: {message}")
+    job = FileJob(dynamic_path, prior_path, output, map_paths, dynamic, prior, state, first, rest, caught, status)
+    # every target, checked against every input (the model too) before any work is done
+    for target in (output, sidecar_path(output), *map_paths.values()):
+        check_target(target, job.inputs)
+    return job
+
+
+def run_file_job(job: FileJob, on_frame: Callable[[FrameResult], None] | None = None,
+                 tuning: Tuning | None = None) -> ReconstructionReport:
+    """Stream every frame of ``job`` into its output (and maps), then write the sidecar.
 
     The output is written under a temporary name and renamed at the end, so an error or Ctrl-C
     leaves nothing behind; the sidecar (``<output stem>.json``) is written last. The same inputs
@@ -116,94 +161,31 @@ def reconstruct_file(
     the time between two finished frames.
 
     Args:
-        dynamic_path: the LR series ``(X, Y, Z[, T])`` (NIfTI, NRRD, MHA, DICOM folder).
-        output: ``.nii.gz``/``.nii`` to write; default ``<input>_sr.nii.gz`` next to the input.
-        prior_path: the static HR planning scan (3-D), or ``None``.
-        options: :class:`ReconstructOptions` (default: all defaults).
+        job: from :func:`open_file_job`.
         on_frame: called with each :class:`FrameResult` after it is written (progress).
-        finetuned_model_path: where ``options.finetune`` keeps the tuned model; default
-            ``<output stem>_model.safetensors``.
-        on_status: called with one-line messages (warnings, fine-tuning progress).
-        maps_output: with ``options.maps``, where to write the maps (``{"disagreement": path,
-            "unmeasured": path}``); default ``<output stem>_disagreement.nii.gz`` and
-            ``<output stem>_unmeasured.nii.gz`` next to the output.
-
-    Returns:
-        :class:`ReconstructionReport`: output and sidecar paths, HR grid, per-frame seconds,
-        model and its SHA-256, warnings.
-
-    Raises:
-        MrisrInputError: unreadable inputs, an output that equals an input or cannot be
-            written, a non-NIfTI output name, a model that does not fit the inputs.
+        tuning: the model the caller fine-tuned (replaces the state's model).
     """
-    options = options or ReconstructOptions()
-    options.validate()
-    dynamic_path = Path(dynamic_path)
-    output = Path(output) if output is not None else default_output(dynamic_path)
-    map_paths = {name: Path(path) for name, path in (maps_output or maps_paths(output)).items()} if options.maps else {}
-    for target in (output, *map_paths.values()):
-        check_writable(target, inputs=(dynamic_path,) + ((prior_path,) if prior_path else ()))
-    if not output.name.lower().endswith((".nii.gz", ".nii")):
-        # frames are streamed into a NIfTI file; any other extension would name NIfTI bytes wrongly
-        raise MrisrInputError(f"{output}: reconstruction writes NIfTI; name the output .nii.gz or .nii")
-    status = on_status or (lambda message: None)
-    caught: list[str] = []
-    with warnings.catch_warnings(record=True) as records:
-        warnings.simplefilter("always")
-        # header warnings (no orientation, qform/sform disagreement) are reported like the others
-        dynamic = load(dynamic_path, lazy=True)
-        prior = load(prior_path) if prior_path else None
-        rec = Reconstruction(dynamic, prior, options)
-        first = next(iter(_first_frame(dynamic)))
-        check_frame(first, dynamic_path, 0)
-        rec.prepare_prior(first)
-    caught += [str(r.message) for r in records]
-    for message in caught:
-        status(f"warning: {message}")
-    # every target, checked against every input (the model too) before any work is done
-    inputs = (dynamic_path, prior_path, getattr(rec.model, "path", None))
-    for target in (output, sidecar_path(output), *map_paths.values()):
-        check_target(target, inputs)
-    finetune_info = None
-    tuned_path = None
-    if options.finetune:
-        tuned_path = Path(finetuned_model_path) if finetuned_model_path else output.with_name(
-            sidecar_path(output).stem + "_model.safetensors")
-        check_target(tuned_path, inputs)
-        status(f"fine-tuning on {prior.name if prior else '?'} for up to {options.finetune_minutes:g} min")
-        tuned, report = finetune_for(rec, options.finetune_minutes)
-        rec.model = tuned
-        finetune_info = report.as_dict()
-        meta = dict(tuned.meta)
-        meta.pop("sha256", None)
-        meta.update({"base_model": choose_model_name(options, prior is not None),
-                     "base_model_sha256": rec.model.meta.get("sha256"),
-                     "planning_sha256": file_sha256(prior_path), "finetune": report.as_dict(timings=False)})
-        save_checkpoint(tuned.network, tuned_path, meta)
-        status(f"fine-tuned: {report.steps} steps in {report.seconds:.0f} s -> {tuned_path}")
-    model_path = getattr(rec.model, "path", None)
-    model_hash = "" if rec.model is None else rec.model.meta.get("sha256") or (
-        file_sha256(model_path) if model_path else "")
-    if tuned_path is not None:
-        model_hash = file_sha256(tuned_path)
+    state, dynamic = job.state, job.dynamic
+    if tuning is not None:
+        state.model = tuning.model
     seconds: list[float] = []
     wall: list[float] = []  # per frame, reading and writing included (see the sidecar's frame_wall_seconds)
     map_summaries: list[dict] = []
     t_start = time.time()
     t_last = time.perf_counter()
     n_frames = dynamic.n_frames if dynamic.is_4d else None
+    grid = state.grid
     with contextlib.ExitStack() as stack:
         # the output is compressed and written while the next frame is reconstructed, for frames up
-        # to BACKGROUND_WRITE_VOXELS: above it the worker thread's buffers (its own malloc arena)
-        # raise the peak RSS more than the overlap saves, writing being a small share of such a
-        # frame's time (benchmarks/RESULTS.md, 'Design decisions and their measurements')
-        background = int(np.prod(rec.grid.hr_shape)) <= BACKGROUND_WRITE_VOXELS
-        writer = stack.enter_context(FrameWriter(output, dynamic, rec.grid.hr_shape, n_frames,
-                                                 affine=rec.grid.hr_affine, tr=dynamic.tr, background=background))
-        map_writers = {name: stack.enter_context(FrameWriter(path, dynamic, rec.grid.hr_shape, n_frames,
-                                                             affine=rec.grid.hr_affine, tr=dynamic.tr))
-                       for name, path in map_paths.items()}
-        for result in rec.frames():
+        # to BACKGROUND_WRITE_VOXELS: above that the writer thread's buffers raised the peak memory
+        # more than the overlap saves (benchmarks/RESULTS.md, 'Memory')
+        background = int(np.prod(grid.hr_shape)) <= BACKGROUND_WRITE_VOXELS
+        writer = stack.enter_context(FrameWriter(job.output, dynamic, grid.hr_shape, n_frames,
+                                                 affine=grid.hr_affine, tr=dynamic.tr, background=background))
+        map_writers = {name: stack.enter_context(FrameWriter(path, dynamic, grid.hr_shape, n_frames,
+                                                             affine=grid.hr_affine, tr=dynamic.tr))
+                       for name, path in job.map_paths.items()}
+        for result in reconstruct_frames(state, job.frames(), str(job.dynamic_path)):
             writer.write(result.sr)
             if result.maps is not None:
                 for name, map_writer in map_writers.items():
@@ -221,58 +203,55 @@ def reconstruct_file(
             del result
     if wall:
         wall[-1] += time.perf_counter() - t_last  # closing the files
-    import mrisr
-
-    payload = {
-        "GeneratedBy": {"Name": "mrisr", "Version": mrisr.__version__},
-        "inputs": {"dynamic": str(dynamic_path.resolve()), "dynamic_sha256": file_sha256(dynamic_path),
-                   "prior": str(Path(prior_path).resolve()) if prior_path else None,
-                   "prior_sha256": file_sha256(prior_path) if prior_path else None},
-        "method": options.method,
-        "model": None if rec.model is None else {
-            "name": choose_model_name(options, prior is not None), "sha256": model_hash,
-            "finetuned": str(tuned_path) if tuned_path else None, "uses_prior": rec.model.uses_prior,
-            "compute_dtype": rec.model.compute_dtype(options.precision)},
-        "options": options.as_dict(),
-        "grid": rec.grid.as_dict(),
-        "prior": None if rec.prior is None else {"coverage": round(rec.prior.coverage, 4),
-                                                 "intensity_factor": rec.prior.intensity_factor,
-                                                 "correlation": round(rec.prior.correlation, 4),
-                                                 "contrast": None if rec.prior.contrast is None
-                                                 else rec.prior.contrast.describe(),
-                                                 "tracking": None if rec.tracker is None else rec.tracker.describe()},
-        "finetune": finetune_info,
-        "maps": None if not map_paths else {
-            "files": {name: path.name for name, path in map_paths.items()},
-            "per_frame": map_summaries,
-            "max_consistency_nrmse": max((m["consistency_nrmse"] for m in map_summaries), default=None),
-        },
-        "RepetitionTime": dynamic.tr,
-        "frames": dynamic.n_frames,
-        "frame_seconds": seconds,
-        "frame_wall_seconds": [round(w, 4) for w in wall],
-        "total_seconds": round(time.time() - t_start, 3),
-        "warnings": caught,
-        "torch_threads": _threads(),
-        "machine": platform.machine(),
-    }
-    side = sidecar_path(output)
+    model_hash = _model_hash(state, tuning)
+    payload = build_sidecar(job, model_hash=model_hash, tuning=tuning, map_summaries=map_summaries,
+                            frame_seconds=seconds, frame_wall_seconds=wall, total_seconds=time.time() - t_start)
+    side = sidecar_path(job.output)
     write_json_atomic(side, payload)
-    method_name = options.method if rec.model is None else payload["model"]["name"]
-    return ReconstructionReport(output, side, rec.grid.hr_affine, rec.grid.hr_shape, seconds,
-                                method_name, model_hash, tuned_path, options.as_dict(), rec.grid.keep,
-                                caught, finetune_info, payload["frame_wall_seconds"])
+    options = state.options
+    method_name = options.method if state.model is None else payload["model"]["name"]
+    return ReconstructionReport(job.output, side, grid.hr_affine, grid.hr_shape, seconds,
+                                method_name, model_hash, None if tuning is None else tuning.path, options.as_dict(),
+                                grid.keep, job.warnings, None if tuning is None else tuning.report,
+                                payload["frame_wall_seconds"])
 
 
-def _first_frame(dynamic):
-    from mrisr.io.stream import iter_frames
+def _model_hash(state: ReconstructionState, tuning: Tuning | None) -> str:
+    if tuning is not None and tuning.path is not None:
+        return file_sha256(tuning.path)
+    model = state.model
+    if model is None:
+        return ""
+    path = getattr(model, "path", None)
+    return model.meta.get("sha256") or (file_sha256(path) if path else "")
 
-    for frame in iter_frames(dynamic):
-        yield frame
-        return
 
+def reconstruct_file(dynamic_path: str | Path, output: str | Path | None = None, prior_path: str | Path | None = None,
+                     options: ReconstructOptions | None = None, on_frame: Callable[[FrameResult], None] | None = None,
+                     on_status: Callable[[str], None] | None = None,
+                     maps_output: dict[str, Path] | None = None) -> ReconstructionReport:
+    """Reconstruct a dynamic series file into ``output`` (default ``<stem>_sr.nii.gz``), streaming.
 
-def _threads() -> int:
-    import torch
+    Without fine-tuning; :func:`mrisr.workflow.reconstruct_file`, which every face calls, adds it.
 
-    return torch.get_num_threads()
+    Args:
+        dynamic_path: the LR series ``(X, Y, Z[, T])`` (NIfTI, NRRD, MHA, DICOM folder).
+        output: ``.nii.gz``/``.nii`` to write; default ``<input>_sr.nii.gz`` next to the input.
+        prior_path: the static HR planning scan (3-D), or ``None``.
+        options: :class:`ReconstructOptions` (default: all defaults; ``finetune`` must be off).
+        on_frame: called with each :class:`FrameResult` after it is written (progress).
+        on_status: called with one-line messages (warnings).
+        maps_output: with ``options.maps``, where to write the maps (``{"disagreement": path,
+            "unmeasured": path}``); default ``<output stem>_disagreement.nii.gz`` and
+            ``<output stem>_unmeasured.nii.gz`` next to the output.
+
+    Returns:
+        :class:`ReconstructionReport`.
+
+    Raises:
+        MrisrInputError: see :func:`open_file_job`; ``options.finetune`` on.
+    """
+    if options is not None and options.finetune:
+        raise MrisrInputError(f"{dynamic_path}: fine-tuning runs in mrisr.workflow.reconstruct_file, which every "
+                              "face calls; call that instead")
+    return run_file_job(open_file_job(dynamic_path, output, prior_path, options, on_status, maps_output), on_frame)

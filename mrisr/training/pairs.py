@@ -42,7 +42,7 @@ class PairSettings:
     #: structures in the target or the prior only, priors of another contrast (off by default)
     structures: StructureSettings = field(default_factory=StructureSettings)
     #: what the network's prior channel holds: the prior itself, or the gated keyhole of the
-    #: frame and the prior (:func:`mrisr.reconstruct.keyhole.gated_keyhole`)
+    #: frame and the prior (:func:`mrisr.reconstruct.network_input.form_network_input`)
     prior_input: str = "prior"
     #: share of priors given their own Rician noise and its SNR range (a planning scan's
     #: independent noise: the detail it lends must be told apart from its noise)
@@ -170,12 +170,12 @@ def _crop(volume: torch.Tensor, start, size) -> torch.Tensor:
 
 
 def gated_input(lowres: torch.Tensor, prior: torch.Tensor, sinc: torch.Tensor) -> torch.Tensor:
-    """The gated keyhole of an LR frame and a prior on the whole field of view, formed by the same
-    call as in reconstruction (:meth:`mrisr.models.predictor.SRModel.predict`):
-    :func:`mrisr.reconstruct.keyhole.gated_keyhole` with the prior's intensity matched to the frame."""
-    from mrisr.reconstruct.keyhole import gated_keyhole
+    """The network's prior channel for an LR frame and a prior on the whole field of view, formed by
+    the same function as in reconstruction and fine-tuning
+    (:func:`mrisr.reconstruct.network_input.form_network_input`: intensity match, sparse change, gate)."""
+    from mrisr.reconstruct.network_input import form_network_input
 
-    return torch.from_numpy(gated_keyhole(lowres.numpy(), prior.numpy(), sinc.numpy(), match_intensity=True))
+    return torch.from_numpy(form_network_input(lowres.numpy(), prior.numpy(), sinc.numpy()).given)
 
 
 @dataclass
