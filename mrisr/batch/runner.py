@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from mrisr.batch.cohort import Cohort
 from mrisr.batch.derivatives import (
     derivative_sidecar,
     file_sha256,
@@ -37,7 +38,6 @@ from mrisr.batch.derivatives import (
     write_json_atomic,
     write_summary,
 )
-from mrisr.batch.inputs import Cohort
 from mrisr.batch.lock import lock_subjects
 from mrisr.batch.resume import SeriesPlan, SubjectPlan, plan_subject, up_to_date
 from mrisr.batch.summary import SubjectResult, collect_summary, result_from_blocks, write_collected_summary
