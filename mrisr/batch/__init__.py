@@ -8,6 +8,7 @@
 * :mod:`mrisr.batch.validation`: everything a run needs, checked before any work starts.
 * :mod:`mrisr.batch.resume`: fingerprints of inputs, model and options; the up-to-date test.
 * :mod:`mrisr.batch.runner`: the resumable, failure-isolated runner (``mrisr batch``, ``pipelines/Snakefile``).
+* :mod:`mrisr.batch.subject`: one subject's series reconstructed, scored and recorded; failures isolated.
 * :mod:`mrisr.batch.workers`: the worker processes of ``--jobs N``.
 * :mod:`mrisr.batch.summary`: subject results and ``summary.tsv`` from disk.
 
