@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mrisr.batch import BatchConfig, BatchValidationError, discover, load_batch_config
-from mrisr.batch.inputs import parse_bids_name
+from mrisr.batch.bids import parse_bids_name
 
 LABELS = ("01", "02", "03")
 CROP = (slice(52, 76), slice(60, 84), slice(12, 20))

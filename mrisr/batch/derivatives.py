@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mrisr.batch.inputs import Cohort, SeriesInputs
+from mrisr.batch.cohort import Cohort, SeriesInputs
 from mrisr.io.guard import partial_file, write_errors
 
 __all__ = [

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from mrisr.batch.cohort import SeriesInputs, SubjectInputs
 from mrisr.batch.derivatives import (
     BATCH_KEY,
     SeriesOutputs,
@@ -25,7 +26,6 @@ from mrisr.batch.derivatives import (
     status_path,
     subject_log_path,
 )
-from mrisr.batch.inputs import SeriesInputs, SubjectInputs
 from mrisr.batch.validation import RunSettings
 from mrisr.io.checks import check_gzip
 from mrisr.io.errors import MrisrInputError

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mrisr.batch.cohort import Cohort
 from mrisr.batch.derivatives import BATCH_KEY, read_json, series_outputs, status_path, subject_log_path, write_summary
-from mrisr.batch.inputs import Cohort
 from mrisr.batch.resume import SeriesPlan, recorded
 
 __all__ = ["SubjectResult", "collect_summary", "result_from_blocks", "write_collected_summary"]

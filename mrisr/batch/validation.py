@@ -1,7 +1,7 @@
 """Batch validation: everything a run needs is checked before any work starts.
 
 Every problem found (cohort, output folder, model, device, options, colliding outputs) is reported
-at once in one :class:`~mrisr.batch.inputs.BatchValidationError`; a failed validation writes nothing.
+at once in one :class:`~mrisr.batch.cohort.BatchValidationError`; a failed validation writes nothing.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mrisr.batch.cohort import BatchValidationError, Cohort, SeriesInputs
 from mrisr.batch.config import BatchConfig, load_batch_config
 from mrisr.batch.derivatives import series_outputs, subject_log_path
-from mrisr.batch.inputs import BatchValidationError, Cohort, SeriesInputs, discover
+from mrisr.batch.discovery import discover
 from mrisr.io.errors import MrisrInputError
 
 __all__ = ["RunSettings", "validate_batch"]

@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mrisr.batch.resume import SubjectPlan
+from mrisr.batch.subject import process_subject, remove_stale_partials
 from mrisr.batch.summary import SubjectResult
 from mrisr.batch.validation import RunSettings
 from mrisr.io.errors import one_line
@@ -39,7 +40,7 @@ def _worker_context():
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(
-            ["mrisr.batch.runner", "mrisr.batch.workers", "mrisr.reconstruct", "mrisr.metrics"]
+            ["mrisr.batch.subject", "mrisr.batch.workers", "mrisr.reconstruct", "mrisr.metrics"]
         )
         return context
     return multiprocessing.get_context("spawn")
@@ -97,8 +98,6 @@ def _init_worker(threads: int, run_pid: int) -> None:
 
 
 def _process_in_worker(plan: SubjectPlan, settings: RunSettings, cohort_root: Path | None) -> SubjectResult:
-    from mrisr.batch.runner import process_subject
-
     try:
         return process_subject(plan, settings, None, cohort_root)
     except KeyboardInterrupt:
@@ -129,8 +128,6 @@ def run_pool(
     """Process ``todo`` in ``workers`` processes (torch threads split between them), calling
     ``finished`` with each subject's result as it arrives."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from mrisr.batch.runner import remove_stale_partials
 
     threads = settings.threads or max(1, (os.cpu_count() or 1) // workers)
     worker_settings = replace(settings, threads=threads)
