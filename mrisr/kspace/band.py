@@ -5,6 +5,8 @@ frame with a planning scan (intensity matching, registration, the sparse change,
 compares them *through that band*, and averages only over the object, not the air around it. Both
 concepts live here so they are computed one way:
 
+* :func:`lr_band`: an image's central k-space as a magnitude image on the LR matrix (what a frame
+  measures of it);
 * :func:`measured_band`: an image's central ``lr_inplane`` k-space as a magnitude image on the LR
   matrix, zero-filled back to the image's grid (the same two steps that turn a measured frame into
   its sinc, so an image equal to the truth gives exactly the frame's sinc);
@@ -21,6 +23,13 @@ from mrisr.kspace.functional import crop_lowres, zero_fill
 
 #: the object: voxels above this fraction of the frame's 99th percentile (:func:`frame_high`)
 OBJECT_LEVEL = 0.1
+
+
+def lr_band(image: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
+    """What a dynamic frame measures of ``image`` ``(X', Y', Z)``: its central ``lr_inplane`` k-space
+    as a magnitude image on the LR matrix ``(x, y, Z)``, float32 (the registration compares frames
+    with the planning scan this way, on the LR matrix)."""
+    return crop_lowres(np.asarray(image, dtype=np.float32), tuple(lr_inplane))
 
 
 def measured_band(image: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
@@ -55,4 +64,4 @@ def object_mask(sinc: np.ndarray, high: float | None = None, level: float = OBJE
     return sinc > level * (frame_high(sinc) if high is None else high)
 
 
-__all__ = ["OBJECT_LEVEL", "frame_high", "measured_band", "object_mask"]
+__all__ = ["OBJECT_LEVEL", "frame_high", "lr_band", "measured_band", "object_mask"]

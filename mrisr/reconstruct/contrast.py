@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mrisr.kspace.band import OBJECT_LEVEL, frame_high
+
 #: knots of the map (at quantiles of the planning scan's object intensities), besides 0
 CONTRAST_KNOTS = 24
 #: the map is used when its residual energy is at most this fraction of the best global scale's
@@ -42,7 +44,8 @@ CONTRAST_SAMPLES = 100_000
 #: ridge towards the identity, relative to the mean diagonal of the normal equations
 CONTRAST_RIDGE = 1e-3
 #: the object the map is fitted on: frame and band above this fraction of the frame's 99th percentile
-CONTRAST_LEVEL = 0.1
+#: (the object level every step shares, :data:`mrisr.kspace.band.OBJECT_LEVEL`)
+CONTRAST_LEVEL = OBJECT_LEVEL
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ def fit_contrast_map(prior: np.ndarray, sinc: np.ndarray, lr_inplane: tuple[int,
     Example:
         >>> prior = np.ones((32, 32, 2), np.float32); prior[8:24, 8:24] = 2; prior[12:16, 12:20] = 3
         >>> frame = np.interp(prior, [0, 1, 2, 3], [0, 3, 1, 2]).astype(np.float32)  # another contrast
-        >>> from mrisr.reconstruct.maps import measured_band
+        >>> from mrisr.kspace.band import measured_band
         >>> m = fit_contrast_map(prior, measured_band(frame, (16, 16)), (16, 16), knots=8)
         >>> m.applies, bool(np.allclose(m(prior), frame, atol=0.1))
         (True, True)
@@ -139,7 +142,7 @@ def fit_contrast_map(prior: np.ndarray, sinc: np.ndarray, lr_inplane: tuple[int,
         slices = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return band_limit(slices).numpy().transpose(1, 2, 0)
 
-    level = CONTRAST_LEVEL * float(np.percentile(sinc[::2, ::2], 99))
+    level = CONTRAST_LEVEL * frame_high(sinc)
     prior_band = band(prior)
     fitted = np.minimum(prior_band, sinc) > level
     fitted[1::2] = False  # every second voxel in-plane: the fit is over-determined many times

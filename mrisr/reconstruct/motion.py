@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mrisr.kspace.functional import crop_lowres
+from mrisr.kspace.band import lr_band
 from mrisr.reconstruct.demons import demons, match_histogram, rows_image, rows_volume, warp_rows
 
 
@@ -68,11 +68,6 @@ class TrackingSettings:
     interpolation: str = "linear"
 
 
-def _band(volume: np.ndarray, inplane) -> np.ndarray:
-    """What the dynamic sequence would measure of ``volume`` on an ``inplane`` matrix (magnitude)."""
-    return crop_lowres(np.asarray(volume, dtype=np.float32), tuple(inplane))
-
-
 def _interp_matrix(n_out: int, n_in: int) -> torch.Tensor:
     """``(n_out, n_in)`` linear interpolation weights: output index ``i`` lies at input index
     ``(i - n_out // 2) * n_in / n_out + n_in // 2`` (clamped to the grid)."""
@@ -113,9 +108,9 @@ class MotionTracker:
         self.reg_shape = (max(2, self.lr_shape[0] // factor), max(2, self.lr_shape[1] // factor), self.lr_shape[2])
         # the planning scan as the registration sees the frames: LR band (magnitude), then the
         # registration grid's band, the same two steps the frames go through
-        self._planning_reg = _band(planning, self.lr_shape[:2])
+        self._planning_reg = lr_band(planning, self.lr_shape[:2])
         if self.reg_shape[:2] != self.lr_shape[:2]:
-            self._planning_reg = _band(self._planning_reg, self.reg_shape[:2])
+            self._planning_reg = lr_band(self._planning_reg, self.reg_shape[:2])
         self._up = [_interp_matrix(self.hr_shape[a], self.reg_shape[a]).to(self.device) for a in range(2)]
         self._field: torch.Tensor | None = None  # the previous frame's displacement (registration grid and voxels)
 
@@ -124,7 +119,7 @@ class MotionTracker:
         matrix); the displacement ``(3, *reg_shape)`` on the registration grid, in its voxels."""
         fixed_np = np.abs(np.asarray(lr_frame, dtype=np.float32))
         if self.reg_shape[:2] != self.lr_shape[:2]:
-            fixed_np = _band(fixed_np, self.reg_shape[:2])
+            fixed_np = lr_band(fixed_np, self.reg_shape[:2])
         planning = self._planning_reg
         moving_np = (match_histogram(planning, fixed_np, foreground=self.settings.histogram_foreground)
                      if self.settings.histogram_match else planning)
