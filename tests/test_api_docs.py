@@ -13,7 +13,7 @@ import pytest
 import mrisr
 import mrisr.reconstruct.changes
 import mrisr.reconstruct.contrast
-import mrisr.reconstruct.stepwise
+import mrisr.reconstruct.options
 import mrisr.resources
 from mrisr.batch import run_batch, validate_batch
 from mrisr.io import load, save_like
@@ -44,7 +44,7 @@ def test_public_functions_document_args_returns_and_raises(function):
     assert re.search(r"^\s*\w+(Error|Interrupt):", found["Raises"], flags=re.M), function.__name__
 
 
-@pytest.mark.parametrize("module", [mrisr.reconstruct.stepwise, mrisr.resources, mrisr.reconstruct.changes,
+@pytest.mark.parametrize("module", [mrisr.reconstruct.options, mrisr.resources, mrisr.reconstruct.changes,
                                     mrisr.reconstruct.contrast], ids=lambda m: m.__name__)
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

@@ -187,8 +187,9 @@ class ReconstructOptions(BaseModel):
     )
     maps: bool = Field(
         False,
-        description="Also compute where each frame disagrees with its prior (disagreement) and the detail added "
-        "outside the measured k-space (unmeasured), written beside the output.",
+        description="Also compute, per frame, where it disagrees with its prior (disagreement) and the detail added "
+        "outside the measured k-space (unmeasured); to files as <output stem>_disagreement.nii.gz and "
+        "<output stem>_unmeasured.nii.gz.",
     )
     precision: Precision = Field(
         "auto",
