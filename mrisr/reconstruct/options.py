@@ -147,7 +147,7 @@ class ReconstructOptions(BaseModel):
 
     # the field order is the order of the JSON sidecar's "options"
     model: str = Field(
-        "default",
+        "default", min_length=1,
         description="default (default or default-noprior, by whether a planning scan is given), a bundled "
         "model name or the path of an mrisr checkpoint.",
     )
