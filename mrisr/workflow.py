@@ -17,6 +17,7 @@ from mrisr.io.errors import MrisrInputError
 from mrisr.io.guard import check_target
 from mrisr.io.volume import Volume
 from mrisr.models.checkpoint import file_sha256, save_checkpoint
+from mrisr.reconstruct.options import ReconstructOptions
 from mrisr.reconstruct.pipeline import (
     FrameResult,
     ReconstructionState,
@@ -26,7 +27,6 @@ from mrisr.reconstruct.pipeline import (
 )
 from mrisr.reconstruct.run import ReconstructionReport, Tuning, open_file_job, run_file_job
 from mrisr.reconstruct.sidecar import sidecar_path
-from mrisr.reconstruct.stepwise import ReconstructOptions
 
 #: the learning rate of fine-tuning (set after any optimiser state is restored)
 FINETUNE_LR = 2e-5

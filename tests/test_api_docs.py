@@ -16,8 +16,8 @@ import mrisr.layers
 import mrisr.reconstruct.changes
 import mrisr.reconstruct.contrast
 import mrisr.reconstruct.network_input
+import mrisr.reconstruct.options
 import mrisr.reconstruct.pipeline
-import mrisr.reconstruct.stepwise
 import mrisr.resources
 from mrisr.batch import run_batch, validate_batch
 from mrisr.io import load, save_like
@@ -49,7 +49,7 @@ def test_public_functions_document_args_returns_and_raises(function):
     assert re.search(r"^\s*\w+(Error|Interrupt):", found["Raises"], flags=re.M), function.__name__
 
 
-@pytest.mark.parametrize("module", [mrisr.reconstruct.stepwise, mrisr.resources, mrisr.reconstruct.changes,
+@pytest.mark.parametrize("module", [mrisr.reconstruct.options, mrisr.resources, mrisr.reconstruct.changes,
                                     mrisr.reconstruct.contrast, mrisr.reconstruct.network_input,
                                     mrisr.kspace.band, mrisr.layers], ids=lambda m: m.__name__)
 def test_docstring_examples_run(module):

@@ -191,7 +191,7 @@ def test_precision_choices_and_what_they_run_in():
     assert autocast_dtype(torch.device("cuda"), "auto") == torch.float16
     assert autocast_dtype(torch.device("cuda"), "fp32") is None
     from mrisr.models.predictor import PRECISIONS
-    from mrisr.reconstruct.stepwise import PRECISIONS as OPTION_PRECISIONS
+    from mrisr.reconstruct.options import PRECISIONS as OPTION_PRECISIONS
 
     assert PRECISIONS == OPTION_PRECISIONS
     with pytest.raises(MrisrInputError, match="precision='fp16': choose one of auto, fp32"):

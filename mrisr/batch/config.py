@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from mrisr.io.errors import MrisrInputError
+from mrisr.io.errors import MrisrInputError, OptionError
+from mrisr.reconstruct.options import check_rules, option_fields
 
-__all__ = ["BatchConfig", "BidsMatching", "ManifestNaming", "ReconstructSettings", "load_batch_config"]
+__all__ = ["RECIPE_OPTIONS", "BatchConfig", "BidsMatching", "ManifestNaming", "ReconstructSettings", "load_batch_config"]
 
 
 class _Strict(BaseModel):
@@ -64,38 +65,32 @@ class ManifestNaming(_Strict):
     suffix: str = Field("bold", pattern=r"^[A-Za-z0-9]+$")
 
 
-class ReconstructSettings(_Strict):
-    """The :class:`mrisr.reconstruct.ReconstructOptions` fields that change the result.
+#: the reconstruction options a recipe sets: those that change the result. ``device`` and
+#: ``threads`` are command-line flags (``--device``; torch threads follow ``--jobs``) and ``tile``
+#: is left to the library: they decide where and how the work runs, not what it computes, so
+#: changing them reruns nothing. (The order is the order of the sidecar's ``options``.)
+RECIPE_OPTIONS = ("model", "method", "prior_mode", "factor", "matrix", "data_consistency", "finetune",
+                  "finetune_minutes", "maps", "precision", "sparse_changes", "match_contrast")
 
-    ``device`` and ``threads`` are CLI flags (``--device``, torch threads follow ``--jobs``):
-    they decide where the work runs, not what it computes, so changing them reruns nothing.
-    """
 
-    model: str = "default"
-    method: Literal["network", "keyhole", "keyhole-registered", "keyhole-gated"] = "network"
-    prior_mode: Literal["tracked", "planning", "previous"] = "tracked"
-    factor: float | None = Field(None, gt=1, le=16)
-    matrix: tuple[int, int] | None = None
-    data_consistency: bool = False
-    finetune: bool = False
-    finetune_minutes: float = Field(3.0, gt=0, le=600)
-    maps: bool = Field(False, description="also write desc-disagreement and desc-unmeasured maps per series")
-    precision: Literal["auto", "fp32"] = Field(
-        "auto", description="auto: the network in bfloat16 where the CPU has bfloat16 instructions (the resolved "
-        "precision is part of the resume fingerprint); fp32: no hardware-dependent reduced precision")
-    sparse_changes: bool = Field(
-        True, description="correct the registered planning scan by the sparse change each frame measures before "
-        "gating (keyhole-gated and the default network)")
-    match_contrast: bool = Field(
-        True, description="map a planning scan of another contrast to the dynamic's intensities (keyhole-gated "
-        "and the network)")
+def _recipe_rules(settings: BaseModel) -> BaseModel:
+    """The rules between options (factor or matrix; what the keyhole methods exclude), as
+    :class:`~mrisr.reconstruct.ReconstructOptions` applies them."""
+    check_rules("ReconstructSettings", settings.model_dump())
+    return settings
 
-    @field_validator("matrix")
-    @classmethod
-    def _matrix(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
-        if value is not None and min(value) < 2:
-            raise ValueError("matrix needs two sizes >= 2, e.g. [256, 256]")
-        return value
+
+#: The ``reconstruct:`` block of a recipe: the :data:`RECIPE_OPTIONS` fields of
+#: :class:`mrisr.reconstruct.ReconstructOptions`, with their types, bounds, defaults and help.
+ReconstructSettings = create_model(
+    "ReconstructSettings",
+    __base__=_Strict,
+    __module__=__name__,
+    __doc__="The :class:`mrisr.reconstruct.ReconstructOptions` fields that change the result "
+    "(:data:`RECIPE_OPTIONS`), with the same types, bounds, defaults, help and cross-field rules.",
+    __validators__={"_rules": model_validator(mode="after")(_recipe_rules)},
+    **option_fields(RECIPE_OPTIONS),
+)
 
 
 class BatchConfig(_Strict):
@@ -137,5 +132,9 @@ def load_batch_config(path: str | Path | None = None) -> BatchConfig:
         problems = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
-            problems.append(f"{key} = {err.get('input')!r}: {err['msg']}")
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, OptionError):  # a rule between options: name the option it blames
+                problems.append(f"{key}.{cause.option} = {cause.value!r}: {cause.rule}")
+            else:
+                problems.append(f"{key} = {err.get('input')!r}: {err['msg']}")
         raise MrisrInputError(f"{path}: invalid batch config: " + "; ".join(problems)) from None

@@ -78,24 +78,10 @@ def _run_series(
     from mrisr.workflow import reconstruct_file
 
     series, outputs = plan.series, plan.outputs
-    options = dict(settings.options)
-    options["matrix"] = tuple(options["matrix"]) if options.get("matrix") else None
-    recon_options = ReconstructOptions(
-        method=options.get("method", "network"),
-        maps=bool(options.get("maps")),
-        model=plan.model["path"],
-        prior_mode=options["prior_mode"],
-        factor=options["factor"],
-        matrix=options["matrix"],
-        data_consistency=options["data_consistency"],
-        device=settings.device,
-        threads=settings.threads,
-        finetune=options["finetune"],
-        finetune_minutes=options["finetune_minutes"],
-        precision=options.get("precision", "auto"),
-        sparse_changes=bool(options.get("sparse_changes", True)),
-        match_contrast=bool(options.get("match_contrast", True)),
-    )
+    # the recipe's options as they are (the schema's defaults for any it leaves out), the model
+    # resolved for this series, and where the work runs
+    recon_options = ReconstructOptions(**{**settings.options, "model": plan.model["path"], "device": settings.device,
+                                          "threads": settings.threads})
     map_paths = outputs.map_paths()
     for target in (outputs.series, outputs.sidecar, *map_paths.values(), *map(outputs.map_sidecar, map_paths)):
         check_target(target)  # before the folder is made: a link out of the output folder is refused

@@ -41,7 +41,7 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         from mrisr.io.errors import OptionError
-        from mrisr.reconstruct.stepwise import check_device
+        from mrisr.reconstruct.options import check_device
 
         check_device("RunSettings", self.device)
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)

@@ -1,4 +1,5 @@
-"""Helpers shared by CLI commands: one-line errors, progress bars, thread settings."""
+"""Helpers shared by CLI commands: one-line errors, progress bars, thread settings, flags made
+from the reconstruction option schema."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import typer
 
@@ -57,7 +59,7 @@ def _one_line_warnings() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def user_errors(interrupted: str = "no output was written") -> Iterator[None]:
+def user_errors(interrupted: str = "no output was written", flags: dict[str, str] | None = None) -> Iterator[None]:
     """Turn :class:`MrisrInputError` (and Ctrl-C, SIGTERM) into a one-line message and a non-zero exit;
     a bad option value (:class:`OptionError`) is worded with its command-line flag.
 
@@ -66,6 +68,8 @@ def user_errors(interrupted: str = "no output was written") -> Iterator[None]:
 
     Args:
         interrupted: what the interruption message says was kept or removed.
+        flags: option fields this command spells differently (``{"finetune_minutes": "minutes"}``
+            words a bad ``finetune_minutes`` as ``--minutes``).
     """
     from mrisr.io.guard import write_scope
 
@@ -76,6 +80,8 @@ def user_errors(interrupted: str = "no output was written") -> Iterator[None]:
         with write_scope(), _one_line_warnings():
             yield
     except OptionError as exc:
+        if flags and exc.option in flags:
+            exc = OptionError(exc.owner, flags[exc.option], exc.value, exc.rule)
         fail(exc.cli_message())
     except MrisrInputError as exc:
         fail(str(exc))
@@ -120,3 +126,26 @@ def progress_bar(*columns, quiet: bool = False, transient: bool = False):
     from rich.progress import Progress
 
     return Progress(*columns, console=Console(stderr=True), disable=not progress_enabled(quiet), transient=transient)
+
+
+def schema_option(name: str, *flags: str, help: str | None = None, **settings: Any) -> Any:
+    """A typer option for the reconstruction option ``name``: its default, help text (with the valid
+    range) and shell completion of its choices come from :class:`mrisr.reconstruct.ReconstructOptions`.
+
+    Args:
+        name: the option's field name, e.g. ``finetune_minutes``.
+        flags: the flag spellings (default ``--finetune-minutes``).
+        help: this command's help instead of the schema's (it should contain the schema's).
+        settings: any other :func:`typer.Option` setting, e.g. ``metavar``.
+    """
+    from mrisr.reconstruct.options import option_choices, option_default, option_help
+
+    choices = option_choices(name)
+    if choices:
+
+        def complete(incomplete: str) -> list[str]:
+            return [choice for choice in choices if choice.startswith(incomplete)]
+
+        settings.setdefault("autocompletion", complete)
+    return typer.Option(option_default(name), *(flags or (f"--{name.replace('_', '-')}",)),
+                        help=help if help is not None else option_help(name), **settings)

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from mrisr.cli.app import app
-from mrisr.cli.common import fail, user_errors
+from mrisr.cli.common import fail, schema_option, user_errors
+from mrisr.reconstruct.options import option_help
 
 
 @app.command(short_help="Fine-tune a model on one subject's planning scan.")
@@ -16,26 +17,29 @@ def finetune(
     like: Path = typer.Option(None, "--like", help="The subject's dynamic series: its matrix and k-space fraction are used."),
     keep: float = typer.Option(None, "--keep", help="k-space percentage of the dynamic (instead of --like)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output checkpoint (.safetensors)."),
-    model: str = typer.Option("default", "--model", help="Base model: default | default-noprior | path."),
-    minutes: float = typer.Option(5.0, "--minutes", help="Time budget in minutes."),
+    model: str = schema_option("model", help=f"Base model: {option_help('model')}"),
+    # the same budget, bounds and default as `mrisr reconstruct --finetune-minutes`
+    minutes: float = schema_option("finetune_minutes", "--minutes"),
     steps: int = typer.Option(None, "--steps", help="Step budget (whichever ends first)."),
     lr: float = typer.Option(2e-5, "--lr", help="Learning rate (set after any optimiser state is restored)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
-    match_contrast: bool = typer.Option(True, "--match-contrast/--no-match-contrast", help="With --like: map a planning scan of another contrast to the dynamic's intensities before tuning on it (as `mrisr reconstruct` does; recorded in the checkpoint)."),
+    device: str = schema_option("device"),
+    threads: int = schema_option("threads"),
+    match_contrast: bool = schema_option(
+        "match_contrast", "--match-contrast/--no-match-contrast",
+        help=f"{option_help('match_contrast')} With --like, before tuning on the planning scan, as mrisr reconstruct "
+        "does; recorded in the checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Fine-tune a model on one subject's planning scan (LR simulated like the dynamic)."""
     import numpy as np
 
-    from mrisr.cli.common import set_threads
     from mrisr.io import MrisrInputError, load
     from mrisr.io.geometry import coarsen_affine
     from mrisr.io.guard import check_target
     from mrisr.io.stream import iter_frames
     from mrisr.io.volume import Volume
     from mrisr.kspace.functional import center_keep_shape
-    from mrisr.limits import check_keep, check_lr, check_minutes, check_steps
+    from mrisr.limits import check_keep, check_lr, check_steps
     from mrisr.models.checkpoint import file_sha256, save_checkpoint
     from mrisr.reconstruct import ReconstructOptions, prepare_state
     from mrisr.workflow import finetune_model
@@ -44,13 +48,14 @@ def finetune(
         fail(f"{planning}: give exactly one of --like DYNAMIC.nii.gz or --keep PERCENT")
     if not str(output).endswith(".safetensors"):
         fail(f"{output}: the fine-tuned model must be a .safetensors file")
-    with user_errors():
+    with user_errors(flags={"finetune_minutes": "minutes"}):
         if keep is not None:
             check_keep(keep)
-        check_minutes(minutes)
+        # model, device, threads and the time budget are checked by the option schema, as in reconstruct
+        opts = ReconstructOptions(model=model, device=device, threads=threads, match_contrast=match_contrast,
+                                  finetune=True, finetune_minutes=minutes)
         check_steps(steps)
         check_lr(lr)
-        set_threads(threads)
         plan = load(planning)
         if keep is not None:
             check_keep(keep, inplane=plan.spatial_shape[:2])
@@ -64,7 +69,6 @@ def finetune(
             lr_shape = (lr_xy[0], lr_xy[1], plan.spatial_shape[2])
             dynamic = Volume(data=np.zeros(lr_shape, np.float32), affine=coarsen_affine(plan.affine, plan.spatial_shape, lr_shape),
                              source=Path(f"<keep {keep}%>"))
-        opts = ReconstructOptions(model=model, device=device, match_contrast=match_contrast)
         check_target(output)  # before any work
         # frame 0 only, streamed: a long series is never read whole
         first = next(iter_frames(dynamic)) if like is not None else None
@@ -79,7 +83,7 @@ def finetune(
                 typer.echo(f"step {step:5d}  {seconds:6.1f} s  held-out loss {info['val_loss']:.5f} (best {info['best']:.5f})",
                            err=True)
 
-        tuned, report = finetune_model(rec, minutes, steps, lr, on_progress=show)
+        tuned, report = finetune_model(rec, opts.finetune_minutes, steps, lr, on_progress=show)
         meta = dict(tuned.meta)
         meta.pop("sha256", None)
         meta.update({"base_model": model, "base_model_sha256": rec.model.meta.get("sha256"),

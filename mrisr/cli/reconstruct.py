@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from mrisr.cli.app import app
-from mrisr.cli.common import fail, user_errors
+from mrisr.cli.common import fail, schema_option, user_errors
 
 
 @app.command(short_help="Super-resolve a dynamic series frame by frame.")
@@ -15,21 +15,22 @@ def reconstruct(
     dynamic: Path = typer.Argument(..., help="Dynamic LR series (4-D) or one frame (3-D): NIfTI, NRRD, MHA."),
     prior: Path = typer.Option(None, "--prior", help="Static HR planning scan of the same subject (3-D)."),
     output: Path = typer.Option(None, "-o", "--output", help="Output .nii.gz (default: <input>_sr.nii.gz next to it)."),
-    method: str = typer.Option("network", "--method", help="network (default): the prior-guided model; keyhole: the measured k-space centre + the planning scan's outer k-space; keyhole-registered: the same with the planning scan registered to each frame; keyhole-gated: the registered planning scan's detail kept only where the frame agrees with it (no model)."),
-    model: str = typer.Option("default", "--model", help="default | default-noprior | path to an mrisr checkpoint."),
-    finetune: bool = typer.Option(False, "--finetune", help="Fine-tune the model on the planning scan first."),
-    finetune_minutes: float = typer.Option(3.0, "--finetune-minutes", help="Time budget of --finetune."),
-    factor: float = typer.Option(None, "--factor", help="In-plane upsampling factor (default: prior's voxel size, else 4)."),
-    matrix: tuple[int, int] | None = typer.Option(None, "--matrix", help="In-plane HR matrix NX NY."),
-    prior_mode: str = typer.Option("tracked", "--prior-mode", help="tracked (default): the planning scan deformed to each frame's motion (registered to its LR data); planning: the planning scan as it is; previous: step-wise, frame 0 from the planning scan registered to it, frame t from frame t-1."),
-    data_consistency: bool = typer.Option(False, "--data-consistency/--no-data-consistency", help="Put the measured central k-space back into each SR frame."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
-    tile: tuple[int, int, int] | None = typer.Option(None, "--tile", help="Sliding-window tile X Y Z (default: whole frames)."),
-    precision: str = typer.Option("auto", "--precision", help="auto (default): the network in bfloat16 on a CPU with bfloat16 instructions (1.4x faster on a 2-core AMD EPYC; tissue SSIM unchanged to 1e-4), float16 on CUDA, else float32; fp32: float32 everywhere (no hardware-dependent reduced precision)."),
-    sparse_changes: bool = typer.Option(True, "--sparse-changes/--no-sparse-changes", help="Before gating, correct the registered planning scan by the sparse change each frame's measured k-space shows, so a needle that entered keeps its edges and one that left is cancelled (default on; keyhole-gated and the default network)."),
-    match_contrast: bool = typer.Option(True, "--match-contrast/--no-match-contrast", help="Map a planning scan of another contrast to the dynamic's intensities (fitted on frame 0, used only when it fits clearly better than one global scale; default on; keyhole-gated and the network)."),
-    maps: bool = typer.Option(False, "--maps", help="Also write <output stem>_disagreement.nii.gz (where the frame disagrees with its prior) and <output stem>_unmeasured.nii.gz (detail added outside the measured k-space)."),
+    # the reconstruction options: defaults, help and choices from mrisr.reconstruct.options
+    method: str = schema_option("method"),
+    model: str = schema_option("model"),
+    finetune: bool = schema_option("finetune", "--finetune"),
+    finetune_minutes: float = schema_option("finetune_minutes"),
+    factor: float = schema_option("factor"),
+    matrix: tuple[int, int] | None = schema_option("matrix", metavar="NX NY"),
+    prior_mode: str = schema_option("prior_mode"),
+    data_consistency: bool = schema_option("data_consistency", "--data-consistency/--no-data-consistency"),
+    device: str = schema_option("device"),
+    threads: int = schema_option("threads"),
+    tile: tuple[int, int, int] | None = schema_option("tile", metavar="X Y Z"),
+    precision: str = schema_option("precision"),
+    sparse_changes: bool = schema_option("sparse_changes", "--sparse-changes/--no-sparse-changes"),
+    match_contrast: bool = schema_option("match_contrast", "--match-contrast/--no-match-contrast"),
+    maps: bool = schema_option("maps", "--maps"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Super-resolve a dynamic series frame by frame.

@@ -21,6 +21,13 @@ from mrisr.napari._geometry import from_layer_axes, layer_to_volume, to_layer_ax
 from mrisr.napari._layers import chosen, layer_combo, notify_errors
 
 MODEL_FILE = "checkpoint file..."
+#: the factor spin box's value for "no factor" (the planning scan's voxel size, else 4)
+FACTOR_AUTO = 0.0
+#: the fine-tune minutes spin box's smallest value (the schema's budget is > 0)
+MINUTES_MIN = 0.1
+#: the option fields the widget leaves to the library's defaults (tests/test_option_schema.py
+#: checks that every other field has a widget of its name)
+NOT_SHOWN = ("matrix", "threads", "tile")
 
 
 def reconstruction_steps(
@@ -47,30 +54,40 @@ class ReconstructWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
-        from mrisr.reconstruct.stepwise import PRECISIONS
+        from mrisr.reconstruct.options import DEVICES, option_bounds, option_choices, option_default, option_help
 
+        def schema(name: str) -> dict[str, Any]:
+            """Value and tooltip of option ``name`` (and its choices, for a choice) from the option schema."""
+            extra = {"choices": list(option_choices(name))} if option_choices(name) else {}
+            return {"value": option_default(name), "tooltip": option_help(name), **extra}
+
+        factor_low, _, factor_high = option_bounds("factor")
+        _, _, minutes_high = option_bounds("finetune_minutes")
         self._viewer = viewer
         self.dynamic = layer_combo(viewer, "dynamic series", ndims=(4, 3), prefer=("lr",))
         self.prior = layer_combo(viewer, "prior (planning)", ndims=(3,), prefer=("planning",), optional=True)
-        self.method = ComboBox(label="method", choices=["network", "keyhole", "keyhole-registered", "keyhole-gated"], value="network")
-        self.model = ComboBox(label="model", choices=["default", "default-noprior", MODEL_FILE], value="default")
+        self.method = ComboBox(label="method", **schema("method"))
+        self.model = ComboBox(label="model", choices=["default", "default-noprior", MODEL_FILE], **schema("model"))
         self.model_file = FileEdit(label="model file", mode="r", filter="*.safetensors", visible=False)
-        self.prior_mode = ComboBox(label="prior of frame t", choices=["tracked", "planning", "previous"], value="tracked")
-        self.factor = FloatSpinBox(label="in-plane factor (0: auto)", value=0.0, min=0.0, max=16.0, step=0.5)
-        self.data_consistency = CheckBox(text="data consistency (keep measured k-space)", value=False)
-        self.finetune = CheckBox(text="fine-tune on the planning scan", value=False)
-        self.finetune_minutes = FloatSpinBox(label="fine-tune minutes", value=3.0, min=0.1, max=120.0, step=0.5)
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
-        self.precision = ComboBox(label="precision", choices=list(PRECISIONS), value="auto",
-                                  tooltip="auto: bf16 on a CPU with bf16 instructions, fp16 on CUDA, else fp32")
-        self.sparse_changes = CheckBox(text="sparse changes: sharpen what entered, cancel what left", value=True,
-                                       tooltip="correct the registered planning scan by the sparse change each frame "
-                                       "measures before gating (keyhole-gated and the network)")
-        self.match_contrast = CheckBox(text="match contrast: map a planning scan of another contrast", value=True,
-                                       tooltip="map the planning scan's intensities to the dynamic's when it is of "
-                                       "another contrast (fitted on frame 0; keyhole-gated and the network)")
+        self.prior_mode = ComboBox(label="prior of frame t", **schema("prior_mode"))
+        # 0 stands for "no factor" (the planning scan's voxel size, else 4); any other value is the factor
+        self.factor = FloatSpinBox(label=f"in-plane factor ({FACTOR_AUTO:g}: auto, else {factor_low:g}-{factor_high:g})",
+                                   min=FACTOR_AUTO, max=factor_high, step=0.5,
+                                   **{**schema("factor"), "value": FACTOR_AUTO})
+        self.data_consistency = CheckBox(text="data consistency (keep measured k-space)", **schema("data_consistency"))
+        self.finetune = CheckBox(text="fine-tune on the planning scan", **schema("finetune"))
+        # a spin box has no open lower bound (the budget is > 0): it starts a little above it
+        self.finetune_minutes = FloatSpinBox(label="fine-tune minutes", min=MINUTES_MIN, max=minutes_high, step=0.5,
+                                             **schema("finetune_minutes"))
+        self.device = ComboBox(label="device", choices=list(DEVICES), value=option_default("device"),
+                               tooltip=option_help("device"))
+        self.precision = ComboBox(label="precision", **schema("precision"))
+        self.sparse_changes = CheckBox(text="sparse changes: sharpen what entered, cancel what left",
+                                       **schema("sparse_changes"))
+        self.match_contrast = CheckBox(text="match contrast: map a planning scan of another contrast",
+                                       **schema("match_contrast"))
         self.follow = CheckBox(text="show each new frame", value=True)
-        self.maps = CheckBox(text="maps: disagreement with the prior, unmeasured detail", value=False)
+        self.maps = CheckBox(text="maps: disagreement with the prior, unmeasured detail", **schema("maps"))
         self.run_button = PushButton(text="Reconstruct")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="frames", value=0, min=0, max=1)
@@ -106,7 +123,7 @@ class ReconstructWidget(Container):
             if not path.is_file():
                 raise MrisrInputError(f"{path}: model file not found; choose an mrisr .safetensors checkpoint")
             model = str(path)
-        factor = float(self.factor.value) or None
+        factor = None if float(self.factor.value) == FACTOR_AUTO else float(self.factor.value)
         return ReconstructOptions(method=str(self.method.value), model=model, prior_mode=str(self.prior_mode.value),
                                   factor=factor, maps=bool(self.maps.value),
                                   data_consistency=bool(self.data_consistency.value), device=str(self.device.value),

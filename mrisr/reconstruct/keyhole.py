@@ -25,9 +25,8 @@ import numpy as np
 from mrisr.kspace.functional import fftc, ifftc, pad_kspace
 from mrisr.reconstruct.gate import GATE_THRESHOLD
 from mrisr.reconstruct.network_input import form_network_input
+from mrisr.reconstruct.options import METHODS
 
-#: reconstruction methods, the default first
-METHODS = ("network", "keyhole", "keyhole-registered", "keyhole-gated")
 #: methods that register the planning scan to each frame first
 REGISTERED_METHODS = ("keyhole-registered", "keyhole-gated")
 

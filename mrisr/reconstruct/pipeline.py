@@ -27,8 +27,8 @@ from mrisr.reconstruct.grid import HRGrid, frame_to_grid, plan_grid
 from mrisr.reconstruct.keyhole import REGISTERED_METHODS, data_consistency, keyhole
 from mrisr.reconstruct.maps import FrameMaps, frame_maps
 from mrisr.reconstruct.network_input import form_network_input
+from mrisr.reconstruct.options import MAX_INPLANE_FACTOR, ReconstructOptions
 from mrisr.reconstruct.prior import PreparedPrior, prepare_prior, select_prior
-from mrisr.reconstruct.stepwise import MAX_INPLANE_FACTOR, ReconstructOptions
 
 #: float32 copies of one HR frame a reconstruction holds at once (sinc, prior, SR, network
 #: activations of a whole frame): the memory bound checked before the first frame
