@@ -10,7 +10,6 @@ Metadata (in the safetensors header, key ``mrisr``) is a JSON object with at lea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,16 +19,11 @@ from torch import nn
 
 from mrisr.io.errors import MrisrInputError, one_line
 
+# re-exported: mrisr.reconstruct.run imports file_sha256 from here until it imports mrisr.io's
+from mrisr.io.hashing import file_sha256 as file_sha256
+
 FORMAT = "mrisr-checkpoint"
 FORMAT_VERSION = 1
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(network: nn.Module, path: str | Path, meta: dict) -> Path:
