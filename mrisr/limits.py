@@ -79,20 +79,3 @@ def check_keep(keep: float, option: str = "--keep", inplane: Sequence[int] | Non
                 f"{option} {keep:g}: keeps only a {kept[0]}x{kept[1]} k-space matrix of the {matrix} image; "
                 f"give at least {MIN_LR_MATRIX}x{MIN_LR_MATRIX} samples, e.g. {option} {max(least * 1.5, 0.1):.2g}"
             )
-
-
-def check_matrix(matrix: Sequence[int] | None, option: str = "--matrix") -> None:
-    if matrix is not None and not all(2 <= int(n) <= MAX_MATRIX for n in matrix):
-        raise MrisrInputError(
-            f"{option} {' '.join(str(n) for n in matrix)}: both sizes must be in 2..{MAX_MATRIX}, e.g. {option} 256 256"
-        )
-
-
-def check_tile(tile: Sequence[int] | None, option: str = "--tile") -> None:
-    if tile is None:
-        return
-    if len(tile) != 3 or not all(low <= int(n) <= MAX_MATRIX for n, low in zip(tile, MIN_TILE)):
-        raise MrisrInputError(
-            f"{option} {' '.join(str(n) for n in tile)}: X and Y must be in {MIN_TILE[0]}..{MAX_MATRIX} and Z in "
-            f"{MIN_TILE[2]}..{MAX_MATRIX} voxels, e.g. {option} 128 128 32"
-        )

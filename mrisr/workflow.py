@@ -15,8 +15,9 @@ from pathlib import Path
 
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.guard import check_target
+from mrisr.io.hashing import file_sha256
 from mrisr.io.volume import Volume
-from mrisr.models.checkpoint import file_sha256, save_checkpoint
+from mrisr.models.checkpoint import save_checkpoint
 from mrisr.reconstruct.options import ReconstructOptions
 from mrisr.reconstruct.pipeline import (
     FrameResult,

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from mrisr.cli import app
 from mrisr.data import load_sample
-from mrisr.io import Volume
-from mrisr.models import file_sha256, load, make_tiny_checkpoint, read_metadata
+from mrisr.io import Volume, file_sha256
+from mrisr.models import load, make_tiny_checkpoint, read_metadata
 from mrisr.phantom import make_dynamic
 
 runner = CliRunner()

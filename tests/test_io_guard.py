@@ -12,9 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mrisr.cli import app
-from mrisr.io import MrisrInputError, load, save_like
+from mrisr.io import MrisrInputError, file_sha256, load, save_like
 from mrisr.io.guard import check_target, partial_file, remove_stale_partials, write_scope
-from mrisr.models import file_sha256
 
 runner = CliRunner()
 

@@ -11,10 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 import mrisr
-from mrisr.io import MrisrInputError
+from mrisr.io import MrisrInputError, file_sha256
 from mrisr.models import (
     PriorSRNet,
-    file_sha256,
     load,
     load_network,
     make_tiny_checkpoint,

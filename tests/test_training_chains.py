@@ -10,9 +10,8 @@ import pytest
 import torch
 from mrisr_testdata import head_phantom
 
-from mrisr.io import MrisrInputError
+from mrisr.io import MrisrInputError, file_sha256
 from mrisr.models import read_metadata
-from mrisr.models.checkpoint import file_sha256
 from mrisr.training.chains import Chain, ChainMemory, ChainSettings, ChainStream
 from mrisr.training.config import load_config
 from mrisr.training.loop import train

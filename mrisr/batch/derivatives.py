@@ -29,7 +29,6 @@ fields (:data:`TIMING_KEYS`) differ from run to run.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from mrisr.batch.cohort import Cohort, SeriesInputs
-from mrisr.io.guard import partial_file, write_errors
+from mrisr.io.jsonio import write_json_atomic, write_text_atomic
 
 __all__ = [
     "BATCH_KEY",
@@ -50,14 +49,12 @@ __all__ = [
     "bids_uri",
     "derivative_sidecar",
     "map_sidecar",
-    "file_sha256",
     "read_json",
     "read_summary",
     "series_outputs",
     "status_path",
     "subject_log_path",
     "write_dataset_description",
-    "write_json_atomic",
     "write_summary",
 ]
 
@@ -140,60 +137,6 @@ def subject_log_path(output_dir: str | Path, label: str) -> Path:
 
 def status_path(output_dir: str | Path, label: str) -> Path:
     return Path(output_dir) / f"sub-{label}" / "log" / f"sub-{label}_status.json"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file (a DICOM folder: of its sorted files' names and contents)."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(file.relative_to(path).as_posix().encode())
-        with open(file, "rb") as handle:
-            while block := handle.read(chunk):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_file(path)
-    try:
-        with write_errors(path), open(tmp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist"):
-        return _jsonable(value.tolist())
-    if hasattr(value, "item"):
-        return value.item()
-    return value
-
-
-def write_json_atomic(path: str | Path, data: dict) -> Path:
-    """Write JSON under a temporary name in the same folder, then rename (never half-written).
-
-    Non-finite floats become ``null`` / ``"inf"`` so the file stays strict JSON.
-    """
-    return _atomic_text(Path(path), json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: str | Path) -> dict | None:
@@ -292,7 +235,7 @@ def _write_bidsignore(output_dir: Path) -> None:
     lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     missing = [pattern for pattern in BIDSIGNORE if pattern not in lines]
     if missing:
-        _atomic_text(path, "\n".join([*lines, *missing]) + "\n")
+        write_text_atomic(path, "\n".join([*lines, *missing]) + "\n")
 
 
 def write_dataset_description(output_dir: str | Path, cohort: Cohort) -> Path:
@@ -304,7 +247,7 @@ def write_dataset_description(output_dir: str | Path, cohort: Cohort) -> Path:
     if read_json(path) != wanted:
         write_json_atomic(path, wanted)
     if not any((output_dir / name).exists() for name in ("README", "README.md", "README.txt", "README.rst")):
-        _atomic_text(output_dir / "README.md", dataset_readme(cohort))
+        write_text_atomic(output_dir / "README.md", dataset_readme(cohort))
     _write_bidsignore(output_dir)
     return path
 
@@ -384,4 +327,4 @@ def write_summary(output_dir: str | Path, rows: list[dict[str, Any]], merge: boo
     writer.writerow(SUMMARY_COLUMNS)
     for subject in sorted(merged):
         writer.writerow([_cell(merged[subject].get(column)) for column in SUMMARY_COLUMNS])
-    return _atomic_text(path, buffer.getvalue())
+    return write_text_atomic(path, buffer.getvalue())

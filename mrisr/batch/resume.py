@@ -20,7 +20,6 @@ from mrisr.batch.cohort import SeriesInputs, SubjectInputs
 from mrisr.batch.derivatives import (
     BATCH_KEY,
     SeriesOutputs,
-    file_sha256,
     read_json,
     series_outputs,
     status_path,
@@ -29,6 +28,7 @@ from mrisr.batch.derivatives import (
 from mrisr.batch.validation import RunSettings
 from mrisr.io.checks import check_gzip
 from mrisr.io.errors import MrisrInputError
+from mrisr.io.hashing import file_sha256, image_files
 
 __all__ = ["RUNTIME_OPTIONS", "SeriesPlan", "SubjectPlan", "fingerprint_of", "plan_subject", "recorded", "up_to_date"]
 
@@ -63,7 +63,8 @@ def _file_record(path: Path, previous: dict | None) -> dict[str, Any]:
         "mtime_ns": stat.st_mtime_ns,
         "inode": stat.st_ino,
     }
-    if path.is_dir():
+    if path.is_dir() or len(image_files(path)) > 1:
+        # a DICOM folder, or a header with detached data: the stat of one file does not cover the others
         record["sha256"] = file_sha256(path)
         return record
     # a file whose path, size, modification time and inode are unchanged was hashed and checked

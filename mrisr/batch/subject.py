@@ -21,18 +21,18 @@ from pathlib import Path
 
 from mrisr.batch.derivatives import (
     derivative_sidecar,
-    file_sha256,
     map_sidecar,
     read_json,
     status_path,
     subject_log_path,
-    write_json_atomic,
 )
 from mrisr.batch.resume import SeriesPlan, SubjectPlan
 from mrisr.batch.summary import SubjectResult, result_from_blocks
 from mrisr.batch.validation import RunSettings
 from mrisr.io.errors import MrisrInputError, one_line
 from mrisr.io.guard import check_target, is_stale_partial, write_scope
+from mrisr.io.hashing import file_sha256
+from mrisr.io.jsonio import write_json_atomic
 
 __all__ = ["failed_before_start", "process_subject", "remove_stale_partials"]
 

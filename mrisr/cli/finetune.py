@@ -36,11 +36,12 @@ def finetune(
     from mrisr.io import MrisrInputError, load
     from mrisr.io.geometry import coarsen_affine
     from mrisr.io.guard import check_target
+    from mrisr.io.hashing import file_sha256
     from mrisr.io.stream import iter_frames
     from mrisr.io.volume import Volume
     from mrisr.kspace.functional import center_keep_shape
     from mrisr.limits import check_keep, check_lr, check_steps
-    from mrisr.models.checkpoint import file_sha256, save_checkpoint
+    from mrisr.models.checkpoint import save_checkpoint
     from mrisr.reconstruct import ReconstructOptions, prepare_state
     from mrisr.workflow import finetune_model
 

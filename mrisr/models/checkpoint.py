@@ -10,7 +10,6 @@ Metadata (in the safetensors header, key ``mrisr``) is a JSON object with at lea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -19,17 +18,10 @@ import torch
 from torch import nn
 
 from mrisr.io.errors import MrisrInputError, one_line
+from mrisr.io.hashing import file_sha256 as file_sha256  # re-exported for mrisr.models' callers
 
 FORMAT = "mrisr-checkpoint"
 FORMAT_VERSION = 1
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(network: nn.Module, path: str | Path, meta: dict) -> Path:

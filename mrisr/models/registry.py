@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from mrisr.io.errors import MrisrInputError
-from mrisr.models.checkpoint import file_sha256, load_network, save_checkpoint
+from mrisr.io.hashing import file_sha256
+from mrisr.models.checkpoint import load_network, save_checkpoint
 from mrisr.models.predictor import SRModel, autocast_dtype, resolve_device
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"

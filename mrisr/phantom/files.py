@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from mrisr.io.errors import MrisrInputError
-from mrisr.io.guard import check_target, partial_file
-from mrisr.io.save import _publish, save_like
+from mrisr.io.guard import check_target
+from mrisr.io.jsonio import write_json_atomic
+from mrisr.io.save import save_like
 from mrisr.io.volume import Volume
 
 __all__ = ["INSERT_FILES", "METADATA_FILE", "PHANTOM_FILES", "phantom_paths", "write_phantom"]
@@ -79,20 +79,11 @@ def write_phantom(
             save_like(paths["planning_insert_mask"], planning_insert_mask.astype(np.uint8), hr,
                       tr=tr, dtype=np.uint8)
             written.append(paths["planning_insert_mask"])
-        _write_metadata(paths, metadata)
+        files = {key: path.name for key, path in paths.items() if key != "metadata"}
+        write_json_atomic(paths["metadata"], {"files": files, **metadata})
     except BaseException:
         # a phantom is its files together: none is left when one cannot be written (disk full)
         for path in written:
             path.unlink(missing_ok=True)
         raise
     return paths
-
-
-def _write_metadata(paths: dict[str, Path], metadata: dict) -> None:
-    meta = {"files": {key: path.name for key, path in paths.items() if key != "metadata"}, **metadata}
-    tmp = partial_file(paths["metadata"])
-    try:
-        tmp.write_text(json.dumps(meta, indent=2))
-        _publish(tmp, paths["metadata"])
-    finally:
-        tmp.unlink(missing_ok=True)

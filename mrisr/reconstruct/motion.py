@@ -171,7 +171,3 @@ class MotionTracker:
         return {"method": "symmetric-forces demons on the LR band", **asdict(self.settings),
                 "registration_shape": list(self.reg_shape), "lr_shape": list(self.lr_shape),
                 "hr_shape": list(self.hr_shape)}
-
-    def reset(self) -> None:
-        """Forget the previous frame's motion (the next frame is registered from scratch)."""
-        self._field = None

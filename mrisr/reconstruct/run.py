@@ -21,13 +21,14 @@ import numpy as np
 from mrisr.io import FrameWriter, check_writable, load
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.guard import check_target
+from mrisr.io.hashing import file_sha256
+from mrisr.io.jsonio import write_json_atomic
 from mrisr.io.load import check_frame
 from mrisr.io.stream import iter_frames
 from mrisr.io.volume import Volume
-from mrisr.models.checkpoint import file_sha256
 from mrisr.reconstruct.options import ReconstructOptions
 from mrisr.reconstruct.pipeline import FrameResult, ReconstructionState, prepare_state, reconstruct_frames
-from mrisr.reconstruct.sidecar import build_sidecar, maps_paths, sidecar_path, write_json_atomic
+from mrisr.reconstruct.sidecar import build_sidecar, maps_paths, sidecar_path
 
 #: HR frames up to this many voxels are written by a background thread (see :func:`run_file_job`)
 BACKGROUND_WRITE_VOXELS = 4 * 2**20

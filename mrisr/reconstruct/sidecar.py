@@ -3,17 +3,15 @@
 The sidecar (``<output stem>.json`` beside the output) records what a user needs to reproduce and
 judge a result: versions, input hashes, the exact options, the HR grid, how the planning scan was
 matched and tracked, fine-tuning, map summaries, per-frame times and every warning. It is built by
-:func:`build_sidecar` alone.
+:func:`build_sidecar` alone and written by :func:`mrisr.io.jsonio.write_json_atomic`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 from pathlib import Path
 
-from mrisr.models.checkpoint import file_sha256
+from mrisr.io.hashing import file_sha256
 
 
 def sidecar_path(output: Path) -> Path:
@@ -31,21 +29,6 @@ def maps_paths(output: Path) -> dict[str, Path]:
 
     stem = sidecar_path(output).stem
     return {name: output.with_name(f"{stem}_{name}.nii.gz") for name in MAP_NAMES}
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write ``payload`` as indented JSON under a temporary name, then rename it into place."""
-    from mrisr.io.guard import partial_file, write_errors
-
-    tmp = partial_file(path)
-    try:
-        with write_errors(path), open(tmp, "w") as fh:
-            json.dump(payload, fh, indent=2, default=str)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def build_sidecar(job, *, model_hash: str, tuning, map_summaries: list[dict], frame_seconds: list[float],
@@ -107,4 +90,4 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-__all__ = ["build_sidecar", "maps_paths", "sidecar_path", "write_json_atomic"]
+__all__ = ["build_sidecar", "maps_paths", "sidecar_path"]

@@ -49,7 +49,7 @@ def initial_weights(cfg: TrainConfig, net: PriorSRNet, device: torch.device) -> 
     """Load ``cfg.init`` (a bundled name or checkpoint path) into ``net``; its provenance for the metadata."""
     if not cfg.init:
         return None
-    from mrisr.models.checkpoint import file_sha256
+    from mrisr.io.hashing import file_sha256
     from mrisr.models.registry import resolve_model_path
 
     path = resolve_model_path(cfg.init)
