@@ -162,6 +162,12 @@ def write_raw(
     heads = np.array(heads, dtype=acquisition_header_dtype)
     if mutate is not None:
         mutate(heads)
+        # samples follow the (possibly changed) header: zero-padded or cut to its readout length
+        for i, head in enumerate(heads):
+            fitted = np.zeros((coils, int(head["number_of_samples"])), dtype=np.complex64)
+            n = min(fitted.shape[1], data[i].shape[1])
+            fitted[:, :n] = data[i][:, :n]
+            data[i] = fitted
     path = Path(path)
     path.unlink(missing_ok=True)  # the package appends to an existing file
     with ismrmrd.Dataset(str(path), "dataset", create_if_needed=True) as dataset:
