@@ -225,3 +225,18 @@ def test_refuses_reversed_readouts_and_moving_slices(tmp_path, hr_frames):
 
     _refused(write_raw(tmp_path / "moving.h5", hr_frames[..., :2], AFFINE, mutate=tracking),
              "changes during the series")
+
+
+def test_batch_discovery_finds_raw_dynamics(tmp_path, hr_frames, write_nifti):
+    """A BIDS folder whose dynamic is raw (``func/*_bold.h5``, named by the batch config)."""
+    from mrisr.batch import BatchConfig, discover
+
+    subject = tmp_path / "bids" / "sub-01"
+    (subject / "func").mkdir(parents=True)
+    (subject / "anat").mkdir()
+    dynamic = write_raw(subject / "func" / "sub-01_task-dynamic_bold.h5", hr_frames, AFFINE, lines=8)
+    planning = write_nifti(subject / "anat" / "sub-01_T1w.nii.gz", hr_frames[..., 0], AFFINE, 1, 1)
+    config = BatchConfig.model_validate({"bids": {"dynamic": ["func/*_bold.h5"]}})
+    (series,) = discover(tmp_path / "bids", config).subjects["01"].series
+    assert series.dynamic == dynamic.resolve() and series.planning == planning.resolve()
+    assert series.suffix == "bold" and series.entities == (("sub", "01"), ("task", "dynamic"))

@@ -42,6 +42,8 @@ MANIFEST_COLUMNS = MANIFEST_REQUIRED + MANIFEST_OPTIONAL
 #: entities that tell a ground truth (or a derivative) apart from the series it belongs to
 PAIRING_IGNORED = ("acq", "rec", "desc")
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+#: file names a cohort folder is searched for: NIfTI and ISMRMRD raw data (mrisr.io.load reads both)
+INPUT_EXTENSIONS = NIFTI_EXTENSIONS + (".h5", ".mrd")
 BIDS_DATATYPES = ("anat", "func", "perf", "dwi", "fmap")
 
 
@@ -139,7 +141,7 @@ def parse_bids_name(name: str) -> tuple[list[tuple[str, str]], str, str] | None:
     ``"sub-01_task-rest_bold.nii.gz"`` -> ``([("sub", "01"), ("task", "rest")], "bold", ".nii.gz")``.
     Returns ``None`` when the name does not start with ``sub-<label>`` or is not key-value shaped.
     """
-    extension = next((ext for ext in NIFTI_EXTENSIONS if name.endswith(ext)), None)
+    extension = next((ext for ext in INPUT_EXTENSIONS if name.endswith(ext)), None)
     if extension is None:
         dot = name.find(".")
         extension = name[dot:] if dot >= 0 else ""
@@ -162,7 +164,7 @@ def _is_candidate(path: Path, folder: Path) -> bool:
     relative = path.relative_to(folder)
     return (
         path.is_file()
-        and path.name.endswith(NIFTI_EXTENSIONS)
+        and path.name.endswith(INPUT_EXTENSIONS)
         and not any(part.startswith(".") for part in relative.parts)
     )
 
