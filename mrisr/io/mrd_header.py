@@ -36,7 +36,11 @@ _SKIPPED_FLAGS = {
     31: "phase stabilisation",
 }
 _REVERSE_FLAG = 22
-_HEAD_CHUNK = 65536  # acquisition headers read at a time (~22 MB): the index stays small for long series
+#: bytes of acquisitions (samples included) read at a time while indexing. Whole records are read:
+#: reading only the ``head`` field of the compound (h5py ``fields("head")``) leaked the skipped
+#: variable-length samples (RSS grew by the file's size and was never returned), so the index is
+#: built from whole records in bounded chunks that are freed as it goes
+_INDEX_CHUNK_BYTES = 8 << 20
 
 
 def is_raw(path: str | Path) -> bool:
@@ -226,10 +230,12 @@ def _read_heads(path: Path, dataset) -> dict[str, np.ndarray]:
     if n == 0:
         raise _fail(path, "holds no acquisitions", "pass the raw file of a measurement that acquired data")
     parts: dict[str, list[np.ndarray]] = {}
-    heads = dataset.fields("head")
     try:
-        for start in range(0, n, _HEAD_CHUNK):
-            head = heads[start:start + _HEAD_CHUNK]
+        first = dataset[0]
+        per_record = 512 + first["data"].nbytes + first["traj"].nbytes
+        chunk = max(16, _INDEX_CHUNK_BYTES // per_record)
+        for start in range(0, n, chunk):
+            head = dataset[start:start + chunk]["head"]
             idx = head["idx"]
             fields = {
                 "flags": head["flags"], "samples": head["number_of_samples"], "channels": head["active_channels"],
