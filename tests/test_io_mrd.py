@@ -240,3 +240,9 @@ def test_batch_discovery_finds_raw_dynamics(tmp_path, hr_frames, write_nifti):
     (series,) = discover(tmp_path / "bids", config).subjects["01"].series
     assert series.dynamic == dynamic.resolve() and series.planning == planning.resolve()
     assert series.suffix == "bold" and series.entities == (("sub", "01"), ("task", "dynamic"))
+
+
+def test_missing_ismrmrd_names_the_extra(tmp_path, hr_frames, monkeypatch):
+    raw = write_raw(tmp_path / "scan.h5", hr_frames[..., 0], AFFINE)
+    monkeypatch.setitem(__import__("sys").modules, "ismrmrd", None)  # as if the package were not installed
+    _refused(raw, "needs the ismrmrd package", "pip install 'mrisr[raw]'")

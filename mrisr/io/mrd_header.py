@@ -48,12 +48,12 @@ def is_raw(path: str | Path) -> bool:
     return str(path).lower().endswith(RAW_SUFFIXES)
 
 
-def require_ismrmrd():
-    """The ``ismrmrd`` module, or a one-line :class:`MrisrInputError` naming the extra to install."""
+def require_ismrmrd(path: str | Path):
+    """The ``ismrmrd`` module, or a one-line :class:`MrisrInputError` naming the file and the extra to install."""
     try:
         import ismrmrd
     except ImportError:
-        raise MrisrInputError(f"reading ISMRMRD raw data needs the ismrmrd package; {INSTALL_HINT}") from None
+        raise MrisrInputError(f"{path}: reading ISMRMRD raw data needs the ismrmrd package; {INSTALL_HINT}") from None
     return ismrmrd
 
 
@@ -212,7 +212,7 @@ def _find_group(path: Path, h5) -> str:
 
 
 def _parse_header(path: Path, h5, group: str):
-    ismrmrd = require_ismrmrd()
+    ismrmrd = require_ismrmrd(path)
     if "xml" not in h5[group]:
         raise _fail(path, "has no ISMRMRD XML header (/dataset/xml)", "convert the raw data again with its header")
     try:
@@ -281,7 +281,7 @@ def index_raw(path: str | Path) -> RawLayout:
             mixes matrices or orientations, or uses counters mrisr cannot map to frames.
     """
     path = Path(path)
-    require_ismrmrd()
+    require_ismrmrd(path)
     with _open(path) as h5:
         group = _find_group(path, h5)
         header = _parse_header(path, h5, group)
