@@ -26,7 +26,8 @@ import numpy as np
 
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.mrd_geometry import raw_affine
-from mrisr.io.mrd_header import RawLayout, index_raw, is_raw
+from mrisr.io.mrd_header import index_raw, is_raw
+from mrisr.io.mrd_layout import RawLayout
 from mrisr.io.volume import Volume
 
 __all__ = ["RawFrames", "is_raw", "load_mrd", "reconstruct_frame"]

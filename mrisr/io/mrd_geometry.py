@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from mrisr.io.errors import MrisrInputError
-from mrisr.io.mrd_header import RawLayout
+from mrisr.io.mrd_layout import RawLayout
 
 #: LPS (DICOM, ISMRMRD) <-> RAS (NIfTI): x and y change sign
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
