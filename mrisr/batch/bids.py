@@ -13,11 +13,13 @@ from pathlib import Path
 from mrisr.batch.cohort import LABEL_RE, Cohort, SeriesInputs, SubjectInputs, select_labels
 from mrisr.batch.config import BatchConfig
 
-__all__ = ["BIDS_DATATYPES", "NIFTI_EXTENSIONS", "discover_bids", "parse_bids_name"]
+__all__ = ["BIDS_DATATYPES", "INPUT_EXTENSIONS", "NIFTI_EXTENSIONS", "discover_bids", "parse_bids_name"]
 
 #: entities that tell a ground truth (or a derivative) apart from the series it belongs to
 PAIRING_IGNORED = ("acq", "rec", "desc")
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+#: file names a cohort folder is searched for: NIfTI and ISMRMRD raw data (mrisr.io.load reads both)
+INPUT_EXTENSIONS = NIFTI_EXTENSIONS + (".h5", ".mrd")
 BIDS_DATATYPES = ("anat", "func", "perf", "dwi", "fmap")
 
 
@@ -27,7 +29,7 @@ def parse_bids_name(name: str) -> tuple[list[tuple[str, str]], str, str] | None:
     ``"sub-01_task-rest_bold.nii.gz"`` -> ``([("sub", "01"), ("task", "rest")], "bold", ".nii.gz")``.
     Returns ``None`` when the name does not start with ``sub-<label>`` or is not key-value shaped.
     """
-    extension = next((ext for ext in NIFTI_EXTENSIONS if name.endswith(ext)), None)
+    extension = next((ext for ext in INPUT_EXTENSIONS if name.endswith(ext)), None)
     if extension is None:
         dot = name.find(".")
         extension = name[dot:] if dot >= 0 else ""
@@ -50,7 +52,7 @@ def _is_candidate(path: Path, folder: Path) -> bool:
     relative = path.relative_to(folder)
     return (
         path.is_file()
-        and path.name.endswith(NIFTI_EXTENSIONS)
+        and path.name.endswith(INPUT_EXTENSIONS)
         and not any(part.startswith(".") for part in relative.parts)
     )
 

@@ -12,7 +12,7 @@ from mrisr.cli.common import fail, schema_option, user_errors
 
 @app.command(short_help="Super-resolve a dynamic series frame by frame.")
 def reconstruct(
-    dynamic: Path = typer.Argument(..., help="Dynamic LR series (4-D) or one frame (3-D): NIfTI, NRRD, MHA."),
+    dynamic: Path = typer.Argument(..., help="Dynamic LR series (4-D) or one frame (3-D): NIfTI, NRRD, MHA, or ISMRMRD Cartesian raw data (.h5/.mrd, docs/raw.md)."),
     prior: Path = typer.Option(None, "--prior", help="Static HR planning scan of the same subject (3-D)."),
     output: Path = typer.Option(None, "-o", "--output", help="Output .nii.gz (default: <input>_sr.nii.gz next to it)."),
     # the reconstruction options: defaults, help and choices from mrisr.reconstruct.options

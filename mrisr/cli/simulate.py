@@ -12,7 +12,7 @@ from mrisr.cli.common import fail, user_errors
 
 @app.command(short_help="Simulate a low-resolution acquisition in k-space.")
 def simulate(
-    hr: Path = typer.Argument(..., help="HR volume or series (NIfTI, NRRD, MHA or DICOM folder)."),
+    hr: Path = typer.Argument(..., help="HR volume or series (NIfTI, NRRD, MHA, DICOM folder, or fully sampled ISMRMRD raw data .h5/.mrd)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output file (.nii.gz)."),
     keep: float = typer.Option(6.25, "--keep", help="Percentage of k-space kept, in (0, 100]."),
     mode: str = typer.Option("center", "--mode", help="center | random | equispaced | variable-density."),

@@ -9,6 +9,7 @@ import numpy as np
 from mrisr.io.checks import check_gzip, check_nifti_header
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.guard import register_input
+from mrisr.io.mrd_header import RAW_SUFFIXES, is_raw
 from mrisr.io.volume import Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -21,7 +22,7 @@ def image_stem(path: str | Path) -> str:
     """A file name without its image extension: ``scan.nii.gz`` -> ``scan`` (NIfTI and SimpleITK
     formats, case-insensitive); other names are returned whole."""
     name = Path(path).name
-    for suffix in sorted(NIFTI_SUFFIXES + SITK_SUFFIXES, key=len, reverse=True):
+    for suffix in sorted(NIFTI_SUFFIXES + SITK_SUFFIXES + RAW_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -221,14 +222,17 @@ def load(path: str | Path, validate: bool = True, lazy: bool = False) -> Volume:
     """Load a 3-D or 4-D image.
 
     NIfTI (``.nii``, ``.nii.gz``) is read with nibabel, keeping qform/sform codes and TR;
-    NRRD, MHA/MHD, Analyze and DICOM series folders are read with SimpleITK. The result is
-    always ``(X, Y, Z[, T])`` with a RAS+ affine in mm and TR in seconds.
+    NRRD, MHA/MHD, Analyze and DICOM series folders are read with SimpleITK; ISMRMRD Cartesian
+    raw data (``.h5``, ``.mrd``) is reconstructed frame by frame (:func:`mrisr.io.mrd.load_mrd`:
+    the measured k-space block per frame, readout oversampling removed, coils combined by sum
+    of squares; needs the ``raw`` extra). The result is always ``(X, Y, Z[, T])`` with a RAS+ affine in mm and TR in seconds.
 
     Args:
         path: image file or DICOM folder.
         validate: reject NaN/Inf and all-zero data (not done when ``lazy``).
         lazy: for NIfTI, keep the data as a nibabel array proxy so frames are read on demand
-            (streaming); ``Volume.frame(t)`` then reads only frame ``t``.
+            (streaming); ``Volume.frame(t)`` then reads only frame ``t``. For raw data, a
+            multi-frame series is reconstructed one frame at a time when read.
 
     Returns:
         The :class:`Volume`: data ``(X, Y, Z[, T])``, affine (RAS+, mm), TR (s) and NIfTI codes.
@@ -241,6 +245,10 @@ def load(path: str | Path, validate: bool = True, lazy: bool = False) -> Volume:
     register_input(path)
     if is_nifti(path):
         volume = _nifti_volume(path, lazy=lazy)
+    elif is_raw(path):
+        from mrisr.io.mrd import load_mrd
+
+        volume = load_mrd(path, lazy=lazy)
     else:
         volume = _sitk_volume(path)
     if validate and not lazy:

@@ -1,4 +1,5 @@
-"""napari reader for NIfTI volumes (``.nii``, ``.nii.gz``), 3-D and 4-D.
+"""napari reader for NIfTI volumes (``.nii``, ``.nii.gz``), 3-D and 4-D, and ISMRMRD Cartesian raw
+data (``.mrd``, and ``.h5`` files that hold an MRD dataset), reconstructed by :func:`mrisr.io.load`.
 
 A 4-D series becomes one image layer ``(T, X, Y, Z)``; geometry, TR and header codes follow
 :mod:`mrisr.napari._geometry`. A file that cannot be read gives a one-line error notification
@@ -12,29 +13,42 @@ from pathlib import Path
 from typing import Any
 
 from mrisr.io.errors import MrisrInputError
-from mrisr.io.load import is_nifti
+from mrisr.io.load import image_stem, is_nifti
+from mrisr.io.mrd_header import is_raw
 
 LayerData = list[tuple[Any, ...]]
 
 
 def _layer_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return image_stem(path)
+
+
+def is_mrd_file(path: str | Path) -> bool:
+    """A ``.mrd`` name, or an ``.h5`` file with an ISMRMRD dataset (a group holding ``xml`` and
+    ``data``); other HDF5 files are left to other readers."""
+    if not is_raw(path):
+        return False
+    if str(path).lower().endswith(".mrd"):
+        return True
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as h5:
+            return any(hasattr(group, "keys") and "xml" in group and "data" in group for group in h5.values())
+    except Exception:  # not HDF5, unreadable, or h5py missing: not a file this reader claims
+        return False
 
 
 def get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], LayerData] | None:
-    """Return :func:`read_nifti` if every path is a NIfTI file name, else ``None`` (not ours)."""
+    """Return :func:`read_nifti` if every path is a NIfTI or MRD raw file, else ``None`` (not ours)."""
     paths = [path] if isinstance(path, str | Path) else list(path)
-    if not paths or not all(is_nifti(p) for p in paths):
+    if not paths or not all(is_nifti(p) or is_mrd_file(p) for p in paths):
         return None
     return read_nifti
 
 
 def read_layer_data(path: str | Path) -> tuple[Any, dict[str, Any], str]:
-    """Load one NIfTI file as a napari ``LayerDataTuple`` (raises :class:`MrisrInputError`)."""
+    """Load one NIfTI or raw file as a napari ``LayerDataTuple`` (raises :class:`MrisrInputError`)."""
     from mrisr.io.load import load
     from mrisr.napari._geometry import volume_to_layer_data
 
@@ -55,6 +69,6 @@ def read_nifti(path: str | Sequence[str]) -> LayerData:
         except MrisrInputError as exc:
             show_error(str(exc))
         except (OSError, ValueError, MemoryError) as exc:
-            show_error(f"{one}: cannot be read ({type(exc).__name__}: {exc}); check that it is a complete NIfTI file")
+            show_error(f"{one}: cannot be read ({type(exc).__name__}: {exc}); check that it is a complete NIfTI or MRD file")
     # napari's "read, nothing to add" sentinel: no second reader, no traceback
     return layers or [(None,)]
