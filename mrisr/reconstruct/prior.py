@@ -9,7 +9,7 @@ import numpy as np
 
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.volume import Volume
-from mrisr.kspace.functional import crop_kspace, fftc, ifftc, pad_kspace
+from mrisr.kspace.band import measured_band, object_mask
 from mrisr.reconstruct.contrast import ContrastMap, fit_contrast_map
 
 
@@ -36,12 +36,6 @@ def resample_to_grid(volume: Volume, shape: tuple[int, int, int], affine: np.nda
     out = sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear if linear else sitk.sitkNearestNeighbor,
                         default, sitk.sitkFloat32)
     return np.ascontiguousarray(np.transpose(sitk.GetArrayFromImage(out), (2, 1, 0)))
-
-
-def lowpass_like(hr: np.ndarray, lr_inplane: tuple[int, int]) -> np.ndarray:
-    """What an HR image looks like through the dynamic's central k-space (on the HR grid)."""
-    k = crop_kspace(fftc(hr, (0, 1)), lr_inplane, (0, 1))
-    return np.abs(ifftc(pad_kspace(k, hr.shape[:2], (0, 1)), (0, 1))).astype(np.float32)
 
 
 def prepare_prior(
@@ -80,8 +74,10 @@ def prepare_prior(
             "detail", stacklevel=2,
         )
     data = resample_to_grid(prior, shape, affine)
-    low = lowpass_like(data, lr_inplane)
-    fg = sinc_frame0 > 0.1 * np.percentile(sinc_frame0, 99)
+    # the planning scan as frame 0 sees it, compared in frame 0's object: the same band and object
+    # as every other step (mrisr.kspace.band)
+    low = measured_band(data, lr_inplane)
+    fg = object_mask(sinc_frame0)
     denom = float((low[fg] ** 2).sum())
     factor = float((sinc_frame0[fg] * low[fg]).sum() / denom) if denom > 0 else 1.0
     corr = float(np.corrcoef(low[fg].ravel(), sinc_frame0[fg].ravel())[0, 1]) if fg.sum() > 10 else 0.0
