@@ -90,3 +90,20 @@ def test_layout_states_the_layer_order():
     positions = [section.index(f"`{name}`") for name in order]
     assert positions == sorted(positions), "docs/layout.md: the layer table is not in COMMON.md's order"
     assert "mrisr/layers.py" in section
+
+
+def test_a_coming_entry_that_exists_loses_its_marker():
+    entries = documented(LAYOUT.read_text(encoding="utf-8"))
+    landed = sorted(name for name, coming in entries.items() if coming and name in on_disk())
+    assert not landed, (f"{LAYOUT.relative_to(ROOT)}: " + ", ".join(f"mrisr/{name}" for name in landed)
+                        + " exist now: drop their (coming) marker")
+
+
+def test_the_layer_table_is_mrisr_layers():
+    from mrisr.layers import LAYERS
+
+    text = LAYOUT.read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| (.*) \|$", text, re.M)
+    table = {int(n): tuple(re.findall(r"`(mrisr[\w.]*)`", cells)) for n, cells in rows}
+    assert table == {i: layer for i, layer in enumerate(LAYERS, 1)}, "docs/layout.md's layer table differs from mrisr/layers.py"
+
