@@ -32,23 +32,6 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def check_threads(threads: int | None, option: str = "--threads") -> None:
-    if threads is None:
-        return
-    cores = cpu_count()
-    if not 1 <= int(threads) <= cores:
-        raise MrisrInputError(
-            f"{option} {threads}: must be between 1 and the {cores} CPU core(s) of this machine, e.g. {option} {cores}"
-        )
-
-
-def check_minutes(minutes: float | None, option: str = "--minutes") -> None:
-    if minutes is None:
-        return
-    if not (math.isfinite(minutes) and 0 < minutes <= MAX_MINUTES):
-        raise MrisrInputError(f"{option} {minutes}: must be a number of minutes in (0, {MAX_MINUTES}], e.g. {option} 5")
-
-
 def check_steps(steps: int | None, option: str = "--steps") -> None:
     if steps is not None and not 1 <= steps <= MAX_STEPS:
         raise MrisrInputError(f"{option} {steps}: must be an integer in 1..{MAX_STEPS}, e.g. {option} 200")

@@ -270,3 +270,16 @@ def test_manifest_bad_columns(tmp_path):
     tsv_named_csv.write_text("subject\tdynamic\tplanning\n01\ta\tb\n")
     with pytest.raises(BatchValidationError, match="looks tab-separated; name the file .tsv"):
         discover(tsv_named_csv)
+
+
+def test_command_line_overrides_go_through_the_option_rules(tmp_path):
+    """``--finetune`` over a keyhole recipe is refused at validation, naming the flag and the rule,
+    not per subject once the run has started."""
+    from mrisr.batch import validate_batch
+    from mrisr.batch.config import ReconstructSettings
+    from mrisr.io import MrisrInputError
+
+    keyhole = BatchConfig(reconstruct=ReconstructSettings(method="keyhole"))
+    with pytest.raises(MrisrInputError, match=r"^--finetune: method = 'keyhole': a keyhole method has no model"):
+        validate_batch(tmp_path / "bids", tmp_path / "out", keyhole, finetune=True)
+    assert not (tmp_path / "out").exists()

@@ -15,7 +15,7 @@ from mrisr.batch.cohort import BatchValidationError, Cohort, SeriesInputs
 from mrisr.batch.config import BatchConfig, load_batch_config
 from mrisr.batch.derivatives import series_outputs, subject_log_path
 from mrisr.batch.discovery import discover
-from mrisr.io.errors import MrisrInputError
+from mrisr.io.errors import MrisrInputError, one_line
 
 __all__ = ["RunSettings", "validate_batch"]
 
@@ -153,8 +153,12 @@ def _check_model(option: str, cohort: Cohort, problems: list[str]) -> None:
 
 
 def _check_device(device: str, problems: list[str]) -> None:
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        problems.append(f"--device {device}: unknown device; use auto, cpu or cuda")
+    from mrisr.reconstruct.options import check_device
+
+    try:
+        check_device("--device", device)
+    except MrisrInputError:
+        problems.append(f"--device {device}: unknown device; use auto, cpu, cuda or cuda:N")
         return
     if device.startswith("cuda"):
         import torch
@@ -203,7 +207,21 @@ def validate_batch(
     if finetune is not None:
         overrides["finetune"] = bool(finetune)
     if overrides:
-        cfg = cfg.model_copy(update={"reconstruct": cfg.reconstruct.model_copy(update=overrides)})
+        # through the schema, as the recipe's own keys were: an override the other options rule out
+        # (fine-tuning a keyhole method, say) is refused here rather than per subject at run time
+        from pydantic import ValidationError
+
+        from mrisr.batch.config import ReconstructSettings
+        from mrisr.io.errors import OptionError
+
+        try:
+            settings = ReconstructSettings(**{**cfg.reconstruct.model_dump(), **overrides})
+        except ValidationError as exc:
+            causes = [(err.get("ctx") or {}).get("error") for err in exc.errors()]
+            rules = [f"{c.option} = {c.value!r}: {c.rule}" for c in causes if isinstance(c, OptionError)]
+            flags = " and ".join(f"--{name}" for name in overrides)
+            raise MrisrInputError(f"{flags}: " + ("; ".join(rules) or one_line(exc))) from None
+        cfg = cfg.model_copy(update={"reconstruct": settings})
     problems: list[str] = []
     if jobs < 1:
         problems.append(f"--jobs {jobs}: must be >= 1, e.g. --jobs 2")

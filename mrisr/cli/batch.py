@@ -116,7 +116,7 @@ def batch(
         help="Fine-tune the model on each subject's planning scan first (default: config).",
     ),
     model: str = typer.Option(None, "--model", help="default, a bundled name or a checkpoint PATH (default: config)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     force: bool = typer.Option(False, "--force", help="Recompute subjects that are already up to date."),
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="No progress bar and no per-subject lines (failures still shown)."

@@ -100,21 +100,6 @@ def user_errors(interrupted: str = "no output was written", flags: dict[str, str
             signal.signal(signal.SIGTERM, previous)
 
 
-def set_threads(threads: int | None) -> None:
-    """Set torch's CPU threads (``None``: torch's default).
-
-    Raises:
-        MrisrInputError: outside 1 .. the machine's cores.
-    """
-    from mrisr.limits import check_threads
-
-    check_threads(threads)
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
-
-
 def progress_enabled(quiet: bool) -> bool:
     return not quiet and sys.stderr is not None
 
