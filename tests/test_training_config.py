@@ -118,7 +118,7 @@ def test_empty_file_is_the_defaults(tmp_path):
 def test_stage4_options_reach_the_pair_generator():
     """``loss.sites`` switches the site masks on and ``prior.noise_*`` reach the generator; the
     other recipes leave both off."""
-    from mrisr.training.loop import pair_settings
+    from mrisr.training.streams import pair_settings
 
     sites = pair_settings(load_config(CONFIGS / "default-sites.yaml", []))
     assert sites.sites and sites.prior_noise_probability == 0.3 and sites.prior_noise_snr == (15.0, 100.0)

@@ -46,6 +46,75 @@ def _batch(samples, device):
     return stack("sinc"), stack("prior"), stack("target")
 
 
+def _planning_pairs(planning_hr: np.ndarray, zooms: tuple[float, float, float], keep: float, prior_input: str,
+                    seed: int) -> tuple[PairGenerator, list]:
+    """The generator of training pairs from the planning scan alone (normalised to its 99.5th
+    percentile, patches of up to 64x64x16) and a fixed set of eight held-out pairs."""
+    data = np.asarray(planning_hr, dtype=np.float32)
+    data = data / max(float(np.percentile(data, 99.5)), 1e-6)
+    depth = int(min(16, data.shape[2] - data.shape[2] % 2))
+    inplane = [int(min(64, (n // 16) * 16)) for n in data.shape[:2]]
+    patch = (max(16, inplane[0]), max(16, inplane[1]), max(2, depth))
+    settings = PairSettings(patch=patch, keep_range=(keep * 0.9, min(keep * 1.1, 100.0)), target_motion_mm=4.0,
+                            previous_motion_mm=(0.0, 2.5), planning_probability=0.3, noise_probability=0.0,
+                            gamma_range=(0.9, 1.1), prior_input=prior_input)
+    bank = [SlabVolume(data, tuple(float(z) for z in zooms), "planning", "as-acquired")]
+    train_gen = PairGenerator(bank, settings, seed)
+    held_out = PairGenerator(bank, settings, seed + 99991).draw_group(4) + PairGenerator(bank, settings, seed + 7).draw_group(4)
+    return train_gen, held_out
+
+
+def _recipe_tissue(model: SRModel) -> float:
+    """The tissue weight of the loss the model was trained with (its recipe's; 0 for older models)."""
+    return float(((model.meta.get("training") or {}).get("config") or {}).get("loss", {}).get("tissue", 0.0))
+
+
+def _held_out_loss(net: torch.nn.Module, loss_fn: SRLoss, held_out: list, device: torch.device) -> float:
+    """The loss on the held-out pairs (the network is left in training mode)."""
+    net.eval()
+    with torch.inference_mode():
+        sinc, prior, target = _batch(held_out, device)
+        pred = net(sinc, prior) if net.use_prior else net(sinc)
+        value = float(loss_fn(pred, target)[0])
+    net.train()
+    return value
+
+
+def _train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: SRLoss, samples: list,
+                device: torch.device) -> None:
+    """One optimisation step on ``samples`` (gradient norm clipped to 1)."""
+    sinc, prior, target = _batch(samples, device)
+    pred = net(sinc, prior) if net.use_prior else net(sinc)
+    loss, _ = loss_fn(pred, target)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+
+
+def _budget_spent(step: int, steps: int | None, elapsed: float, budget_s: float | None) -> bool:
+    """Whether the step budget or the wall-clock budget (whichever is given) has run out."""
+    return (steps is not None and step >= steps) or (budget_s is not None and elapsed >= budget_s)
+
+
+@dataclass
+class _Best:
+    """Early stopping's memory: the best held-out loss, the weights and step it came with, and the
+    validations since it last improved."""
+
+    loss: float
+    state: dict
+    step: int = 0
+    bad: int = 0
+
+    def offer(self, loss: float, net: torch.nn.Module, step: int) -> None:
+        """Keep ``net``'s weights if ``loss`` beats the best by more than 1e-5, else count a validation without gain."""
+        if loss < self.loss - 1e-5:
+            self.loss, self.state, self.step, self.bad = loss, copy.deepcopy(net.state_dict()), step, 0
+        else:
+            self.bad += 1
+
+
 def finetune(
     model: SRModel,
     planning_hr: np.ndarray,
@@ -82,73 +151,34 @@ def finetune(
     device = model.device
     net = copy.deepcopy(model.network).to(device)
     net.train()
-    data = np.asarray(planning_hr, dtype=np.float32)
-    data = data / max(float(np.percentile(data, 99.5)), 1e-6)
-    depth = int(min(16, data.shape[2] - data.shape[2] % 2))
-    inplane = [int(min(64, (n // 16) * 16)) for n in data.shape[:2]]
-    patch = (max(16, inplane[0]), max(16, inplane[1]), max(2, depth))
-    settings = PairSettings(patch=patch, keep_range=(keep * 0.9, min(keep * 1.1, 100.0)), target_motion_mm=4.0,
-                            previous_motion_mm=(0.0, 2.5), planning_probability=0.3, noise_probability=0.0,
-                            gamma_range=(0.9, 1.1), prior_input=model.prior_input)
-    bank = [SlabVolume(data, tuple(float(z) for z in zooms), "planning", "as-acquired")]
-    train_gen = PairGenerator(bank, settings, seed)
-    held_out = PairGenerator(bank, settings, seed + 99991).draw_group(4) + PairGenerator(bank, settings, seed + 7).draw_group(4)
-    # the loss the model was trained with (its recipe's tissue weight; 0 for older models)
-    tissue = float(((model.meta.get("training") or {}).get("config") or {}).get("loss", {}).get("tissue", 0.0))
-    loss_fn = SRLoss(tissue=tissue).to(device)
+    train_gen, held_out = _planning_pairs(planning_hr, zooms, keep, model.prior_input, seed)
+    loss_fn = SRLoss(tissue=_recipe_tissue(model)).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
     for group in opt.param_groups:  # explicit, after any state restore
         group["lr"] = lr
-
-    def val_loss() -> float:
-        net.eval()
-        with torch.inference_mode():
-            sinc, prior, target = _batch(held_out, device)
-            pred = net(sinc, prior) if net.use_prior else net(sinc)
-            value = float(loss_fn(pred, target)[0])
-        net.train()
-        return value
-
-    initial = best = val_loss()
-    best_state = copy.deepcopy(net.state_dict())
-    best_step, bad, step = 0, 0, 0
-    t0 = time.time()
+    initial = _held_out_loss(net, loss_fn, held_out, device)
+    best = _Best(initial, copy.deepcopy(net.state_dict()))
+    step, stopped, t0 = 0, False, time.time()
     budget = minutes * 60 if minutes else None
-    stopped = False
-    while True:
-        if steps is not None and step >= steps:
-            break
-        if budget is not None and time.time() - t0 >= budget:
-            break
-        sinc, prior, target = _batch(train_gen.draw_group(batch_size), device)
-        pred = net(sinc, prior) if net.use_prior else net(sinc)
-        loss, _ = loss_fn(pred, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
+    while not _budget_spent(step, steps, time.time() - t0, budget):
+        _train_step(net, opt, loss_fn, train_gen.draw_group(batch_size), device)
         step += 1
         if step % validate_every == 0:
-            current = val_loss()
-            if current < best - 1e-5:
-                best, best_state, best_step, bad = current, copy.deepcopy(net.state_dict()), step, 0
-            else:
-                bad += 1
+            current = _held_out_loss(net, loss_fn, held_out, device)
+            best.offer(current, net, step)
             if on_progress:
-                on_progress(step, time.time() - t0, {"val_loss": current, "best": best})
-            if bad >= patience:
+                on_progress(step, time.time() - t0, {"val_loss": current, "best": best.loss})
+            if best.bad >= patience:
                 stopped = True
                 break
     if step % validate_every:
         # the steps since the last check count too (a budget shorter than validate_every kept none)
-        current = val_loss()
-        if current < best - 1e-5:
-            best, best_state, best_step = current, copy.deepcopy(net.state_dict()), step
-    net.load_state_dict(best_state)
+        best.offer(_held_out_loss(net, loss_fn, held_out, device), net, step)
+    net.load_state_dict(best.state)
     net.eval()
     tuned = SRModel(net, copy.deepcopy(model.meta), device, source=f"{model.source} (fine-tuned)",
                     precision=getattr(model, "precision", "auto"))
     tuned.tile = model.tile
-    report = FinetuneReport(step, round(time.time() - t0, 2), best, initial, best_step, opt.param_groups[0]["lr"],
+    report = FinetuneReport(step, round(time.time() - t0, 2), best.loss, initial, best.step, opt.param_groups[0]["lr"],
                             stopped)
     return tuned, report

@@ -1,5 +1,9 @@
-"""The training loop: on-the-fly pairs, L1 + SSIM, AdamW with warm-up and cosine decay,
-validation on held-out subjects, CSV log, checkpoints and resume."""
+"""The training loop: on-the-fly pairs and chain frames (:mod:`mrisr.training.streams`), L1 + SSIM,
+AdamW with warm-up and cosine decay, validation on held-out subjects
+(:mod:`mrisr.training.validation`), CSV log, checkpoints and resume.
+
+:func:`train` is the recipe; each of its steps (resuming, the data streams, the log, one
+optimisation step, the logged row, checkpointing) is a function or class of its own here."""
 
 from __future__ import annotations
 
@@ -9,40 +13,25 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset
 
 from mrisr.io.errors import MrisrInputError, one_line
 from mrisr.io.guard import check_target, partial_file, release_input
 from mrisr.models.checkpoint import save_checkpoint
 from mrisr.models.network import PriorSRNet
 from mrisr.models.predictor import resolve_device
-from mrisr.training.chains import ChainMemory, ChainSettings, ChainStream
+from mrisr.training.chains import ChainMemory
 from mrisr.training.config import TrainConfig
 from mrisr.training.losses import SRLoss
-from mrisr.training.pairs import (
-    PairGenerator,
-    PairSettings,
-    degrade_prior,
-    gated_input,
-    lowres_frame,
-    random_field,
-    warp,
-    zero_fill_torch,
-)
-from mrisr.training.sources import SlabVolume, build_bank
-from mrisr.training.structures import StructureSettings
-
-
-def chain_settings(cfg: TrainConfig) -> ChainSettings:
-    c = cfg.chains
-    return ChainSettings(length=tuple(c.length), period=tuple(c.period), irregular_mm=tuple(c.irregular_mm),
-                         planning_fraction=c.planning_fraction, pool=c.pool)
+from mrisr.training.streams import open_streams
+from mrisr.training.validation import build_validation, validate, validation_columns
 
 
 def initial_weights(cfg: TrainConfig, net: PriorSRNet, device: torch.device) -> dict | None:
@@ -121,131 +110,6 @@ def _save_state(path: Path, opt: torch.optim.Optimizer, step: int, elapsed: floa
         tmp.unlink(missing_ok=True)
 
 
-def _loader(dataset, workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=4 if workers else None)
-
-
-def pair_settings(cfg: TrainConfig) -> PairSettings:
-    return PairSettings(
-        patch=tuple(cfg.data.patch),
-        keep_range=tuple(cfg.simulation.keep_range),
-        target_motion_mm=cfg.motion.target_mm,
-        previous_motion_mm=tuple(cfg.motion.previous_mm),
-        planning_motion_mm=tuple(cfg.motion.planning_mm),
-        planning_probability=cfg.motion.planning_probability,
-        contrast_change=cfg.motion.contrast_change,
-        gamma_range=tuple(cfg.motion.gamma_range),
-        noise_probability=cfg.simulation.noise_probability,
-        noise_snr=tuple(cfg.simulation.noise_snr),
-        perturb_probability=cfg.prior.perturb_probability,
-        prior_noise_probability=cfg.prior.noise_probability,
-        prior_noise_snr=tuple(cfg.prior.noise_snr),
-        sites=cfg.loss.sites > 0,
-        structures=StructureSettings(**cfg.structures.model_dump()),
-        prior_input=cfg.model.prior_input,
-    )
-
-
-class PairStream(IterableDataset):
-    """Endless batches of training pairs; a fraction carries the previous frame's inputs so
-    the loop can swap in the network's own output as the prior."""
-
-    def __init__(self, bank: list[SlabVolume], settings: PairSettings, batch_size: int, self_prior_probability: float,
-                 seed: int) -> None:
-        self.bank, self.settings, self.batch_size = bank, settings, batch_size
-        self.p_self, self.seed = self_prior_probability, seed
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        seed = self.seed + (info.id if info else 0) * 7919
-        gen = PairGenerator(self.bank, self.settings, seed)
-        pick = np.random.default_rng(seed + 1)
-        while True:
-            samples, flags = [], []
-            # half the batch shares one simulated field of view, the other half another
-            while len(samples) < self.batch_size:
-                flag = bool(pick.uniform() < self.p_self)
-                group = gen.draw_group(min(max(1, self.batch_size // 2), self.batch_size - len(samples)), self_prior=flag)
-                samples += group
-                flags += [flag] * len(group)
-            zeros = torch.zeros_like(samples[0].sinc)
-            no_sites = torch.zeros_like(samples[0].sinc, dtype=torch.bool)
-            yield {
-                "sinc": torch.stack([s.sinc for s in samples])[:, None],
-                "prior": torch.stack([s.prior for s in samples])[:, None],
-                "target": torch.stack([s.target for s in samples])[:, None],
-                "prev_sinc": torch.stack([s.prev_sinc if s.prev_sinc is not None else zeros for s in samples])[:, None],
-                "prev_prior": torch.stack([s.prev_prior if s.prev_prior is not None else zeros for s in samples])[:, None],
-                "sites": torch.stack([s.sites if s.sites is not None else no_sites for s in samples])[:, None],
-                "self_prior": torch.tensor(flags),
-                "keep": torch.tensor([s.keep for s in samples]),
-            }
-
-
-@dataclass
-class ValidationCase:
-    keep: float
-    sinc: np.ndarray
-    prior: np.ndarray
-    target: np.ndarray
-    scale: float
-
-
-def build_validation(cfg: TrainConfig) -> list[ValidationCase]:
-    """Fixed whole-slab cases from the held-out subject(s): target, perturbed previous-frame
-    prior and sinc input at each validation keep level."""
-    if not cfg.data.validation:
-        return []
-    bank = build_bank(cfg.data.validation, [1.5], [3.0], ["axial"])
-    cases = []
-    rng = np.random.default_rng(cfg.seed + 12345)
-    for slab in bank:
-        nz = slab.data.shape[2]
-        depth = min(cfg.validation.slices, nz)
-        for _ in range(cfg.validation.samples):
-            z0 = int(nz // 2 - depth // 2 + rng.integers(-depth // 2, depth // 2 + 1))
-            z0 = max(0, min(nz - depth, z0))
-            base = torch.from_numpy(np.ascontiguousarray(slab.data[:, :, z0 : z0 + depth]))
-            zooms = slab.zooms
-            f_t = random_field(base.shape, zooms, 4.0, rng)
-            target = warp(base, f_t, zooms)
-            prior = degrade_prior(warp(base, f_t + random_field(base.shape, zooms, 2.0, rng), zooms), rng)
-            for keep in cfg.validation.keeps:
-                lowres = lowres_frame(target, keep, None, rng)
-                sinc = zero_fill_torch(lowres, target.shape[:2])
-                given = gated_input(lowres, prior, sinc) if cfg.model.prior_input == "gated-keyhole" else prior
-                scale = float(np.percentile(sinc.numpy(), 99.5))
-                cases.append(ValidationCase(keep, sinc.numpy(), given.numpy(), target.numpy(), scale))
-    return cases
-
-
-def validate(net: torch.nn.Module, cases: list[ValidationCase], device: torch.device) -> dict:
-    """Mean SSIM / PSNR of sinc and of the network per keep level (the project's metric code)."""
-    from mrisr.metrics import psnr, ssim
-
-    net.eval()
-    rows: dict[float, list[tuple[float, float, float]]] = {}
-    with torch.inference_mode():
-        for case in cases:
-            x = torch.from_numpy(case.sinc / case.scale)[None, None].to(device)
-            p = torch.from_numpy(case.prior / case.scale)[None, None].to(device)
-            out = (net(x, p) if net.use_prior else net(x))[0, 0].float().cpu().numpy() * case.scale
-            out = np.maximum(out, 0)
-            base = case.prior if getattr(net, "prior_input", "prior") == "gated-keyhole" else case.sinc
-            rows.setdefault(case.keep, []).append(
-                (ssim(case.sinc, case.target), ssim(out, case.target), psnr(out, case.target), ssim(base, case.target))
-            )
-    net.train()
-    result = {}
-    for keep, vals in sorted(rows.items()):
-        arr = np.array(vals)
-        result[f"keep{keep:g}"] = {"sinc_ssim": float(arr[:, 0].mean()), "ssim": float(arr[:, 1].mean()),
-                                   "psnr": float(arr[:, 2].mean()), "base_ssim": float(arr[:, 3].mean())}
-    if result:
-        result["mean_gain"] = float(np.mean([v["ssim"] - v["sinc_ssim"] for v in result.values()]))
-    return result
-
-
 def checkpoint_meta(cfg: TrainConfig, net: PriorSRNet, step: int, validation: dict, extra: dict | None = None) -> dict:
     from mrisr.training.sources import source_path
 
@@ -278,6 +142,138 @@ def _lr_factor(progress: float, step: int, warmup: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def _progress(cfg: TrainConfig, step: int, elapsed: float) -> float:
+    """How far the run is, 0 to 1: the step budget's or the wall-clock budget's share, whichever is further."""
+    budget_s = cfg.optim.minutes * 60 if cfg.optim.minutes else None
+    return max(step / cfg.optim.steps, elapsed / budget_s if budget_s else 0.0)
+
+
+def _resume(resume: str | Path | None, output: Path, net: PriorSRNet, opt: torch.optim.Optimizer,
+            device: torch.device) -> tuple[int, float]:
+    """Load the weights (and, when ``<resume>.state.pt`` exists, the optimiser state) of the run to
+    continue; the step and elapsed seconds it had reached (``(0, 0.0)`` for a new run)."""
+    if not resume:
+        return 0, 0.0
+    meta = _load_weights(net, resume, device, "checkpoint", "resume with the model settings it was trained with")
+    if os.path.realpath(resume) == os.path.realpath(output):
+        # continuing a run in place is what --resume X -o X asks for: X may be replaced
+        release_input(resume)
+    state = Path(resume).with_suffix(".state.pt")
+    if state.exists():
+        return _load_state(state, opt, device)
+    return int(meta.get("training", {}).get("steps", 0)), 0.0
+
+
+LOG_FIELDS = ["step", "elapsed_s", "lr", "loss", "l1", "ssim_loss", "chain", "val_sinc_ssim", "val_ssim", "val_gain",
+              "val_base_ssim"]
+
+
+@dataclass
+class _TrainLog:
+    """The open CSV log of a run and its columns."""
+
+    fh: TextIO
+    writer: csv.DictWriter
+    fields: list[str]
+
+    def write(self, row: dict) -> None:
+        self.writer.writerow(row)
+        self.fh.flush()
+
+
+@contextmanager
+def _open_log(path: Path, resume: bool) -> Iterator[_TrainLog]:
+    """A new CSV log with its header, or, when resuming, the existing one to append to (with the
+    columns it started with)."""
+    fields = list(LOG_FIELDS)
+    new_log = not (resume and path.exists())
+    if not new_log:
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh), None)
+        if header:
+            fields = [f for f in header if f in fields] or fields
+    check_target(path)
+    with open(path, "a" if not new_log else "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        if new_log:
+            writer.writeheader()
+        yield _TrainLog(fh, writer, fields)
+
+
+@dataclass
+class _Learner:
+    """The network and what updates it: optimiser, gradient scaler (mixed precision on CUDA) and loss."""
+
+    cfg: TrainConfig
+    net: PriorSRNet
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: SRLoss
+    device: torch.device
+
+    @classmethod
+    def create(cls, cfg: TrainConfig, net: PriorSRNet, opt: torch.optim.Optimizer, device: torch.device) -> _Learner:
+        """The recipe's loss and, on CUDA, a gradient scaler around ``net`` and ``opt``."""
+        loss_fn = SRLoss(cfg.loss.l1, cfg.loss.ssim, cfg.loss.perceptual, tissue=cfg.loss.tissue,
+                         sites=cfg.loss.sites).to(device)
+        return cls(cfg, net, opt, torch.amp.GradScaler("cuda", enabled=device.type == "cuda"), loss_fn, device)
+
+    def set_lr(self, progress: float, step: int) -> None:
+        """Warm-up, then cosine decay to 5 % of the recipe's rate."""
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.optim.lr * _lr_factor(progress, step, self.cfg.optim.warmup_steps)
+
+    def prior(self, batch: dict, chain_step: bool, memory: ChainMemory, progress: float) -> torch.Tensor:
+        """The batch's prior: a chain's last output, the simulated prior, or (for the flagged
+        samples, once self-priors have started) the network's own output on the previous frame."""
+        cfg, device = self.cfg, self.device
+        if chain_step:
+            return memory.priors(batch, device)
+        prior = batch["prior"].to(device)
+        if cfg.model.use_prior and progress >= cfg.prior.self_prior_start and bool(batch["self_prior"].any()):
+            sel = batch["self_prior"].to(device)
+            with torch.no_grad():
+                own = self.net(batch["prev_sinc"].to(device)[sel], batch["prev_prior"].to(device)[sel]).clamp_min(0)
+            prior = prior.clone()
+            prior[sel] = own
+        return prior
+
+    def step(self, batch: dict, chain_step: bool, memory: ChainMemory, progress: float) -> tuple[torch.Tensor, dict]:
+        """One optimisation step on ``batch``; its loss and the loss's parts."""
+        net, device, cuda = self.net, self.device, self.device.type == "cuda"
+        sinc = batch["sinc"].to(device)
+        target = batch["target"].to(device)
+        prior = self.prior(batch, chain_step, memory, progress)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+            pred = net(sinc, prior) if self.cfg.model.use_prior else net(sinc)
+        sites = batch.get("sites") if self.loss_fn.w_sites else None
+        loss, parts = self.loss_fn(pred.float(), target, None if sites is None else sites.to(device))
+        if chain_step:
+            memory.remember(batch, pred)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return loss, parts
+
+
+def _step_row(step: int, elapsed: float, opt: torch.optim.Optimizer, loss: torch.Tensor, parts: dict,
+              chain_step: bool, fields: list[str]) -> dict:
+    """The log row of a step (validation columns are added on validation steps)."""
+    return {"step": step, "elapsed_s": round(elapsed, 1), "lr": opt.param_groups[0]["lr"], "loss": float(loss.detach()),
+            "chain": int(chain_step), **{k: v for k, v in parts.items() if k in fields}}
+
+
+def _save(cfg: TrainConfig, learner: _Learner, output: Path, step: int, validation: dict, t0: float,
+          extra: dict) -> None:
+    """Write the checkpoint and, next to it, the optimiser state a resumed run starts from (with
+    the seconds since ``t0``)."""
+    save_checkpoint(learner.net, output, checkpoint_meta(cfg, learner.net, step, validation, extra))
+    _save_state(output.with_suffix(".state.pt"), learner.opt, step, time.time() - t0)
+
+
 def train(
     cfg: TrainConfig,
     output: str | Path,
@@ -300,117 +296,36 @@ def train(
     net = PriorSRNet(**cfg.model.model_dump()).to(device)
     init_info = initial_weights(cfg, net, device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    start_step, elapsed_before = 0, 0.0
-    state_path = output.with_suffix(".state.pt")
-    if resume:
-        meta = _load_weights(net, resume, device, "checkpoint", "resume with the model settings it was trained with")
-        if os.path.realpath(resume) == os.path.realpath(output):
-            # continuing a run in place is what --resume X -o X asks for: X may be replaced
-            release_input(resume)
-        rstate = Path(resume).with_suffix(".state.pt")
-        if rstate.exists():
-            start_step, elapsed_before = _load_state(rstate, opt, device)
-        else:
-            start_step = int(meta.get("training", {}).get("steps", 0))
+    step, elapsed_before = _resume(resume, output, net, opt, device)
     check_target(output)
-    check_target(state_path)
-    loss_fn = SRLoss(cfg.loss.l1, cfg.loss.ssim, cfg.loss.perceptual, tissue=cfg.loss.tissue,
-                     sites=cfg.loss.sites).to(device)
-    bank = build_bank(cfg.data.train, cfg.data.inplane_mm, cfg.data.slice_mm, list(cfg.data.orientations))
-    workers = cfg.data_workers
-    use_chains = cfg.model.use_prior and cfg.chains.probability > 0
-    pairs = None
-    if not use_chains or cfg.chains.probability < 1 or cfg.chains.start > 0:
-        pairs = iter(_loader(PairStream(bank, pair_settings(cfg), cfg.optim.batch_size,
-                                        cfg.prior.self_prior_probability if cfg.model.use_prior else 0.0,
-                                        cfg.seed + start_step), workers))
-    chains = None
-    if use_chains:
-        chains = iter(_loader(ChainStream(bank, pair_settings(cfg), chain_settings(cfg), cfg.optim.batch_size,
-                                          cfg.seed + 31 + start_step), workers))
-    memory = ChainMemory()
-    pick = np.random.default_rng(cfg.seed + 97 + start_step)
+    check_target(output.with_suffix(".state.pt"))
+    learner = _Learner.create(cfg, net, opt, device)
+    streams = open_streams(cfg, step)
     cases = build_validation(cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    budget_s = cfg.optim.minutes * 60 if cfg.optim.minutes else None
     t0 = time.time() - elapsed_before
-    step = start_step
     last_val: dict = {}
-    fields = ["step", "elapsed_s", "lr", "loss", "l1", "ssim_loss", "chain", "val_sinc_ssim", "val_ssim", "val_gain",
-              "val_base_ssim"]
-    new_log = not (resume and log_path.exists())
-    if not new_log:
-        # a resumed run keeps the columns its log started with
-        with open(log_path, newline="") as fh:
-            header = next(csv.reader(fh), None)
-        if header:
-            fields = [f for f in header if f in fields] or fields
-    check_target(log_path)
-    with open(log_path, "a" if not new_log else "w", newline="") as log_fh:
-        writer = csv.DictWriter(log_fh, fieldnames=fields, extrasaction="ignore")
-        if new_log:
-            writer.writeheader()
+    with _open_log(log_path, bool(resume)) as log:
         net.train()
         running: list[float] = []
-        while True:
-            elapsed = time.time() - t0
-            progress = max(step / cfg.optim.steps, elapsed / budget_s if budget_s else 0.0)
-            if progress >= 1.0:
-                break
-            for group in opt.param_groups:
-                group["lr"] = cfg.optim.lr * _lr_factor(progress, step, cfg.optim.warmup_steps)
-            chain_step = chains is not None and progress >= cfg.chains.start and (
-                pairs is None or pick.uniform() < cfg.chains.probability)
-            batch = next(chains if chain_step else pairs)
-            sinc = batch["sinc"].to(device)
-            target = batch["target"].to(device)
-            if chain_step:
-                prior = memory.priors(batch, device)
-            else:
-                prior = batch["prior"].to(device)
-            if (not chain_step and cfg.model.use_prior and progress >= cfg.prior.self_prior_start
-                    and bool(batch["self_prior"].any())):
-                sel = batch["self_prior"].to(device)
-                with torch.no_grad():
-                    own = net(batch["prev_sinc"].to(device)[sel], batch["prev_prior"].to(device)[sel]).clamp_min(0)
-                prior = prior.clone()
-                prior[sel] = own
-            with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
-                pred = net(sinc, prior) if cfg.model.use_prior else net(sinc)
-            sites = batch.get("sites") if loss_fn.w_sites else None
-            loss, parts = loss_fn(pred.float(), target, None if sites is None else sites.to(device))
-            if chain_step:
-                memory.remember(batch, pred)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            scaler.step(opt)
-            scaler.update()
+        while (progress := _progress(cfg, step, time.time() - t0)) < 1.0:
+            learner.set_lr(progress, step)
+            batch, chain_step = streams.next_batch(progress)
+            loss, parts = learner.step(batch, chain_step, streams.memory, progress)
             step += 1
             running.append(float(loss.detach()))
-            row = {"step": step, "elapsed_s": round(time.time() - t0, 1), "lr": opt.param_groups[0]["lr"],
-                   "loss": float(loss.detach()), "chain": int(chain_step),
-                   **{k: v for k, v in parts.items() if k in fields}}
+            row = _step_row(step, time.time() - t0, opt, loss, parts, chain_step, log.fields)
             if step % cfg.validation.every_steps == 0 and cases:
                 last_val = validate(net, cases, device)
-                gains = [v["ssim"] - v["sinc_ssim"] for k, v in last_val.items() if k.startswith("keep")]
-                row.update(val_base_ssim=np.mean([v["base_ssim"] for k, v in last_val.items() if k.startswith("keep")]),
-                           val_sinc_ssim=np.mean([v["sinc_ssim"] for k, v in last_val.items() if k.startswith("keep")]),
-                           val_ssim=np.mean([v["ssim"] for k, v in last_val.items() if k.startswith("keep")]),
-                           val_gain=float(np.mean(gains)))
+                row.update(validation_columns(last_val))
             if step % 10 == 0 or "val_gain" in row:
-                writer.writerow(row)
-                log_fh.flush()
+                log.write(row)
             if on_progress:
                 on_progress(step, cfg.optim.steps, {"loss": float(np.mean(running[-20:])), "progress": progress, **row})
             if step % cfg.checkpoint_every_steps == 0:
-                save_checkpoint(net, output, checkpoint_meta(cfg, net, step, last_val, {"partial": True, "init": init_info}))
-                _save_state(state_path, opt, step, time.time() - t0)
+                _save(cfg, learner, output, step, last_val, t0, {"partial": True, "init": init_info})
     if cases:
         last_val = validate(net, cases, device)
     # no wall time in the checkpoint (the log and the optimiser state keep it): the same recipe and
     # step budget give the same bytes
-    save_checkpoint(net, output, checkpoint_meta(cfg, net, step, last_val, {"init": init_info}))
-    _save_state(state_path, opt, step, time.time() - t0)
+    _save(cfg, learner, output, step, last_val, t0, {"init": init_info})
     return output
