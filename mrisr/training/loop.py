@@ -320,7 +320,7 @@ def train(
             if step % 10 == 0 or "val_gain" in row:
                 log.write(row)
             if on_progress:
-                on_progress(step, cfg.optim.steps, {"loss": float(np.mean(running[-20:])), "progress": progress, **row})
+                on_progress(step, cfg.optim.steps, {**row, "loss": float(np.mean(running[-20:])), "progress": progress})
             if step % cfg.checkpoint_every_steps == 0:
                 _save(cfg, learner, output, step, last_val, t0, {"partial": True, "init": init_info})
     if cases:
