@@ -3,9 +3,9 @@ leaves every output byte-identical.
 
 Run it once with each checkout on ``PYTHONPATH`` and compare the two digests::
 
-    cd /work/base && PYTHONPATH=$PWD nice -n 5 python /path/to/scripts/output_digest.py /tmp/base.json
-    cd /work/main && PYTHONPATH=$PWD nice -n 5 python scripts/output_digest.py /tmp/main.json
-    python scripts/output_digest.py --compare /tmp/base.json /tmp/main.json   # exit 1 on any difference
+    cd ../before && PYTHONPATH=$PWD nice -n 5 python ../after/scripts/output_digest.py /tmp/before.json
+    cd ../after && PYTHONPATH=$PWD nice -n 5 python scripts/output_digest.py /tmp/after.json
+    python scripts/output_digest.py --compare /tmp/before.json /tmp/after.json   # exit 1 on any difference
 
 It uses only the public CLI (``mrisr.cli.main`` in a fresh interpreter per command, so every case starts
 from a clean process) and ``mrisr.data.load_sample`` (to cut small sources from the bundled Colin27 slab,
