@@ -189,11 +189,14 @@ class FrameGrouper:
     """Items in, complete frames out (see the module docstring for when a frame is complete).
 
     Args:
-        slices: images per frame when the header says so (``None``: learned from the first frame).
+        image_slices: images per frame when the header says so (``None``: learned from the first
+            frame); acquisitions per frame are always learned (a dynamic acquires only part of the
+            encoded lines, so the header's limits do not count them).
     """
 
-    def __init__(self, slices: int | None = None) -> None:
-        self.expected = slices
+    def __init__(self, image_slices: int | None = None) -> None:
+        self.image_slices = image_slices
+        self.expected: int | None = None
         self.key: tuple[int, int] | None = None
         self.items: list = []
         self.last_time = 0.0
@@ -205,6 +208,7 @@ class FrameGrouper:
         kind = "image" if isinstance(item, ismrmrd.Image) else "acquisition"
         if self.kind is None:
             self.kind = kind
+            self.expected = self.image_slices if kind == "image" else None
         elif kind != self.kind:
             raise MrisrInputError(f"the stream mixes images and acquisitions (an {kind} after {self.kind}s); "
                                   "send one kind per series")
