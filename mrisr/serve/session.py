@@ -385,9 +385,9 @@ class _Session:
             options["method"] = "network"
         options = ReconstructOptions(**options)
         dynamic = Volume(data=stack.data, affine=stack.affine, qform_code=1, sform_code=1, source=Path(self.name))
-        model = _load_model(options)(prior is not None) if options.method == "network" else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            model = _load_model(options)(prior is not None) if options.method == "network" else None
             self.state = prepare_state(dynamic, prior, options, stack.data, model=model)
         for warning in caught:
             self.note("WARNING", str(warning.message))
