@@ -136,6 +136,8 @@ def run_server(host: str = "127.0.0.1", port: int = DEFAULT_PORT, defaults: dict
                limits: StreamLimits | None = None, store: PriorStore | None = None) -> None:
     """Serve until SIGTERM or SIGINT (from the main thread), then return."""
     server = MrdServer(host, port, defaults, limits, store)
+    # the pipeline (torch) is imported before the first client, not during its first frame
+    import mrisr.reconstruct.pipeline  # noqa: F401
 
     def on_signal(signum, frame) -> None:
         log.info("signal %d: stopping", signum)
