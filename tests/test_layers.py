@@ -39,7 +39,7 @@ def _reexports(modules: dict[str, Path]) -> dict[str, dict[str, str]]:
         if path.name != "__init__.py":
             continue
         names: dict[str, str] = {}
-        for node in ast.parse(path.read_text()).body:
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
             if isinstance(node, ast.ImportFrom):
                 source = _resolve(name, True, node)
                 for alias in node.names:
@@ -55,7 +55,7 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 targets.update(a.name for a in node.names if a.name.split(".")[0] == "mrisr")
             elif isinstance(node, ast.ImportFrom):

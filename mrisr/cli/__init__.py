@@ -10,6 +10,7 @@ from mrisr.cli import info as _info  # noqa: E402,F401
 from mrisr.cli import phantom as _phantom  # noqa: E402,F401
 from mrisr.cli import reconstruct as _reconstruct  # noqa: E402,F401
 from mrisr.cli import resources as _resources  # noqa: E402,F401
+from mrisr.cli import serve as _serve  # noqa: E402,F401
 
 # command modules: importing registers them (keep heavy imports inside the commands)
 from mrisr.cli import simulate as _simulate  # noqa: E402,F401,I001

@@ -13,6 +13,9 @@ is the lowest layer and imports nothing above it. It is the same centred transfo
 ``norm="forward"`` the inverse is the plain sum, so a block cut from ``fftc`` of an image (the
 pipeline's forward transform, scaled by ``1/N``) comes back at the image's intensity scale.
 
+Acquisitions already in memory (one frame received on an MRD stream by :mod:`mrisr.serve`) take
+the same path: :func:`frame_from_acquisitions` indexes them like a file and reconstructs the frame.
+
 Large dynamics stream: :func:`load_mrd` with ``lazy=True`` indexes the acquisition headers once
 (:func:`mrisr.io.mrd_header.index_raw`) and :class:`RawFrames` reads one frame's acquisitions
 when that frame is asked for, so memory holds one frame's k-space at a time.
@@ -26,11 +29,11 @@ import numpy as np
 
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.mrd_geometry import raw_affine
-from mrisr.io.mrd_header import index_raw, is_raw
+from mrisr.io.mrd_header import index_acquisitions, index_raw, is_raw
 from mrisr.io.mrd_layout import RawLayout
 from mrisr.io.volume import Volume
 
-__all__ = ["RawFrames", "is_raw", "load_mrd", "reconstruct_frame"]
+__all__ = ["RawFrames", "acquisition_samples", "frame_from_acquisitions", "is_raw", "load_mrd", "reconstruct_frame"]
 
 
 def _ifftc(kspace: np.ndarray, axis: int) -> np.ndarray:
@@ -95,6 +98,43 @@ def reconstruct_frame(layout: RawLayout, samples: np.ndarray, t: int) -> np.ndar
             image = _ifftc(image, axis=0)[rz.crop_start:rz.crop_start + rz.keep]
         sos += image.real.astype(np.float64) ** 2 + image.imag.astype(np.float64) ** 2
     return np.ascontiguousarray(np.sqrt(sos).astype(np.float32).transpose(2, 1, 0))
+
+
+def acquisition_samples(layout: RawLayout, acquisitions: list, t: int = 0) -> np.ndarray:
+    """Frame ``t``'s samples from ``ismrmrd.Acquisition`` objects in memory, as :func:`_read_samples` reads them from a file."""
+    indices = layout.frames[t].acquisitions
+    used = layout.readout.last + 1
+    out = np.empty((len(indices), layout.coils, used), dtype=np.complex64)
+    for a, index in enumerate(indices):
+        data = acquisitions[int(index)].data
+        if data.shape != (layout.coils, layout.samples):
+            raise MrisrInputError(
+                f"{layout.path}: acquisition {int(index)} holds {data.shape[0]} coils x {data.shape[1]} samples, the "
+                f"frame's others {layout.coils} x {layout.samples}; send acquisitions of one matrix"
+            )
+        out[a] = data[:, layout.discard_pre:layout.discard_pre + used]
+    return out
+
+
+def frame_from_acquisitions(acquisitions: list, header, name: str = "stream") -> tuple[np.ndarray, np.ndarray, RawLayout]:
+    """One frame from the ``ismrmrd.Acquisition`` objects that make it up (e.g. received on an MRD stream).
+
+    Args:
+        acquisitions: the frame's acquisitions (noise, navigator and other non-image ones are skipped).
+        header: the parsed ISMRMRD header (``ismrmrd.xsd.ismrmrdHeader``).
+        name: how the data is named in errors.
+
+    Returns:
+        ``(image, affine, layout)``: float32 ``(X, Y, Z)`` magnitude, its RAS+ affine (mm), the layout.
+
+    Raises:
+        MrisrInputError: as :func:`load_mrd`, and for acquisitions that span more than one frame.
+    """
+    layout = index_acquisitions(acquisitions, header, name)
+    if layout.n_frames != 1:
+        raise MrisrInputError(f"{name}: the acquisitions span {layout.n_frames} frames ({layout.frame_counter}s); "
+                              "send them one frame at a time")
+    return reconstruct_frame(layout, acquisition_samples(layout, acquisitions), 0), raw_affine(layout), layout
 
 
 class RawFrames:

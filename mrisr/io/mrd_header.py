@@ -53,6 +53,15 @@ _REVERSE_FLAG = 22
 _INDEX_CHUNK_BYTES = 8 << 20
 
 
+def is_image_acquisition(flags: int) -> bool:
+    """Whether an acquisition with these ISMRMRD ``flags`` holds image data (not noise, navigator, ...)."""
+    flags = int(flags)
+    for bit in _SKIPPED_FLAGS:
+        if flags & (1 << (bit - 1)) and not (bit == 20 and flags & (1 << 20)):
+            return False
+    return True
+
+
 def is_raw(path: str | Path) -> bool:
     """Whether ``path`` names an ISMRMRD raw file (``.h5`` or ``.mrd``, case-insensitive)."""
     return str(path).lower().endswith(RAW_SUFFIXES)
@@ -106,6 +115,21 @@ def _parse_header(path: Path, h5, group: str):
         raise fail(path, f"ISMRMRD XML header cannot be parsed ({first})", "convert the raw data again") from None
 
 
+def _head_fields(head: np.ndarray) -> dict[str, np.ndarray]:
+    """The fields the layout needs from structured acquisition headers (``ismrmrd.hdf5.acquisition_header_dtype``)."""
+    idx = head["idx"]
+    return {
+        "flags": head["flags"], "samples": head["number_of_samples"], "channels": head["active_channels"],
+        "discard_pre": head["discard_pre"], "discard_post": head["discard_post"],
+        "centre_sample": head["center_sample"], "traj_dims": head["trajectory_dimensions"],
+        "encoding_ref": head["encoding_space_ref"], "time": head["acquisition_time_stamp"],
+        "position": head["position"], "read_dir": head["read_dir"], "phase_dir": head["phase_dir"],
+        "slice_dir": head["slice_dir"], "line": idx["kspace_encode_step_1"],
+        "partition": idx["kspace_encode_step_2"], "slice": idx["slice"], "repetition": idx["repetition"],
+        "phase": idx["phase"], "contrast": idx["contrast"], "set": idx["set"],
+    }
+
+
 def _read_heads(path: Path, dataset) -> dict[str, np.ndarray]:
     """The fields of every acquisition header that the layout needs, read in chunks."""
     n = int(dataset.shape[0])
@@ -117,19 +141,7 @@ def _read_heads(path: Path, dataset) -> dict[str, np.ndarray]:
         per_record = 512 + first["data"].nbytes + first["traj"].nbytes
         chunk = max(16, _INDEX_CHUNK_BYTES // per_record)
         for start in range(0, n, chunk):
-            head = dataset[start:start + chunk]["head"]
-            idx = head["idx"]
-            fields = {
-                "flags": head["flags"], "samples": head["number_of_samples"], "channels": head["active_channels"],
-                "discard_pre": head["discard_pre"], "discard_post": head["discard_post"],
-                "centre_sample": head["center_sample"], "traj_dims": head["trajectory_dimensions"],
-                "encoding_ref": head["encoding_space_ref"], "time": head["acquisition_time_stamp"],
-                "position": head["position"], "read_dir": head["read_dir"], "phase_dir": head["phase_dir"],
-                "slice_dir": head["slice_dir"], "line": idx["kspace_encode_step_1"],
-                "partition": idx["kspace_encode_step_2"], "slice": idx["slice"], "repetition": idx["repetition"],
-                "phase": idx["phase"], "contrast": idx["contrast"], "set": idx["set"],
-            }
-            for key, value in fields.items():
+            for key, value in _head_fields(dataset[start:start + chunk]["head"]).items():
                 parts.setdefault(key, []).append(np.array(value))
     except (OSError, KeyError, ValueError) as exc:
         raise fail(path, f"acquisition headers cannot be read ({type(exc).__name__}: {exc})",
@@ -161,6 +173,27 @@ def index_raw(path: str | Path) -> RawLayout:
         header = _parse_header(path, h5, group)
         heads = _read_heads(path, h5[group]["data"])
     return _layout(path, group, header, heads)
+
+
+def index_acquisitions(acquisitions: list, header, name: str = "stream") -> RawLayout:
+    """The :class:`RawLayout` of acquisitions held in memory (e.g. one frame received on an MRD stream).
+
+    Args:
+        acquisitions: ``ismrmrd.Acquisition`` objects, in arrival order; :attr:`FrameIndex.acquisitions`
+            index into this list.
+        header: the parsed ISMRMRD header (``ismrmrd.xsd.ismrmrdHeader``).
+        name: how the data is named in errors (it takes the place of a file path).
+
+    Raises:
+        MrisrInputError: as :func:`index_raw`, for data mrisr cannot use.
+    """
+    from ismrmrd.hdf5 import acquisition_header_dtype
+
+    path = Path(name)
+    if not acquisitions:
+        raise fail(path, "holds no acquisitions", "send the acquisitions of a frame")
+    heads = np.frombuffer(b"".join(bytes(a.getHead()) for a in acquisitions), dtype=acquisition_header_dtype)
+    return _layout(path, "stream", header, {key: np.array(value) for key, value in _head_fields(heads).items()})
 
 
 def _layout(path: Path, group: str, header, heads: dict[str, np.ndarray]) -> RawLayout:

@@ -1,0 +1,313 @@
+"""MRD (ISMRMRD) images to and from ``(X, Y, Z)`` volumes, their geometry kept.
+
+Scanners and python-ismrmrd-server send images either as 2-D slices (one ``ismrmrd.Image`` per
+slice, with ``slice`` and ``repetition`` or ``phase`` counters) or as 3-D images. :func:`stack_images`
+puts the images of one frame into one ``(X, Y, Z)`` array with its RAS+ affine;
+:func:`images_like` turns a result on a finer in-plane grid back into images that keep every
+geometry field of the input (``position``, ``read_dir``, ``phase_dir``, ``slice_dir``,
+``field_of_view``, ``slice``, ``repetition``, ``image_index``), with the new matrix and series.
+
+Geometry convention (the same as :mod:`mrisr.io.mrd_geometry` for raw data, ISMRMRD's and
+Gadgetron's): an image's ``position`` is the world point (LPS, mm) of voxel
+``(X // 2, Y // 2, Z // 2)``; voxel indices grow along ``read_dir``, ``phase_dir`` and the slice
+direction; the voxel size is ``field_of_view / matrix_size``. A finer matrix over the same field of
+view keeps ``position`` where it is (the centred k-space zero-filling of :mod:`mrisr.io.geometry`),
+so the output headers carry the input's ``position`` unchanged. python-ismrmrd-server's
+``dicom2mrd.py`` writes DICOM's ImagePositionPatient (the first voxel) into ``position`` instead;
+such images are read half a field of view off in world space, the same for the planning series
+and the dynamic, which matters only when the two differ in field of view (see docs/serve.md).
+
+Pixel layout: ``Image.data`` is ``(channels, z, y, x)``; a volume here is ``(X, Y, Z)``. Complex
+images are read as their magnitude; images of more than one channel are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mrisr.io.errors import MrisrInputError
+from mrisr.io.mrd_geometry import LPS_TO_RAS
+
+__all__ = ["ImageStack", "images_like", "raw_stack", "stack_images", "volume_to_images"]
+
+#: ``ImageProcessingHistory`` entry added to every image mrisr sends
+HISTORY_ENTRY = "MRISR"
+
+
+@dataclass
+class ImageStack:
+    """The images of one frame as a volume.
+
+    Attributes:
+        data: float32 ``(X, Y, Z)``.
+        affine: 4x4 voxel-to-world, RAS+ (mm).
+        heads: the ``ismrmrd.ImageHeader`` of each z slice (2-D input, by rank along the slice
+            direction) or the one header of a 3-D image.
+        attributes: the attribute (meta) string of each header.
+        three_d: whether the input was one 3-D image.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    heads: list = field(default_factory=list)
+    attributes: list[str] = field(default_factory=list)
+    three_d: bool = False
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.data.shape)  # type: ignore[return-value]
+
+
+def _vector(values) -> np.ndarray:
+    return np.array([float(v) for v in values], dtype=np.float64)
+
+
+def _pixels(image, name: str) -> np.ndarray:
+    """``(X, Y, Z)`` float32 of one image (magnitude of complex data)."""
+    data = np.asarray(image.data)
+    if data.shape[0] != 1:
+        raise MrisrInputError(f"{name}: image {int(image.image_index)} has {data.shape[0]} channels; "
+                              "send coil-combined images (one channel)")
+    data = data[0]
+    data = np.abs(data) if np.iscomplexobj(data) else data
+    return np.ascontiguousarray(data.transpose(2, 1, 0), dtype=np.float32)
+
+
+def _directions(head, name: str) -> np.ndarray:
+    """``(3, 3)`` columns read, phase, slice (unit, LPS)."""
+    dirs = []
+    for key in ("read_dir", "phase_dir", "slice_dir"):
+        v = _vector(getattr(head, key))
+        norm = np.linalg.norm(v)
+        if not np.isfinite(norm) or norm < 0.5:
+            raise MrisrInputError(f"{name}: image {key} {v.tolist()} is not a direction; send images with their geometry")
+        dirs.append(v / norm)
+    return np.stack(dirs, axis=1)
+
+
+def stack_images(images: list, name: str = "stream") -> ImageStack:
+    """The images of one frame as one volume with its affine.
+
+    Args:
+        images: one 3-D ``ismrmrd.Image``, or 2-D images (one per slice, any order) of one frame.
+        name: how the data is named in errors.
+
+    Returns:
+        :class:`ImageStack`; 2-D slices are ordered by their position along the slice direction.
+
+    Raises:
+        MrisrInputError: no images, several 3-D images, images of different matrices, fields of
+            view or orientations, two images of one slice, slices not equally spaced.
+    """
+    if not images:
+        raise MrisrInputError(f"{name}: a frame without images; send at least one image")
+    heads = [image.getHead() for image in images]
+    matrices = {tuple(int(n) for n in h.matrix_size) for h in heads}
+    if len(matrices) > 1:
+        raise MrisrInputError(f"{name}: images of one frame have different matrices "
+                              f"({', '.join('x'.join(map(str, m)) for m in sorted(matrices))}); send one matrix per series")
+    nx, ny, nz = matrices.pop()
+    first = heads[0]
+    dirs = _directions(first, name)
+    fov = _vector(first.field_of_view)
+    for head in heads[1:]:
+        if np.abs(_directions(head, name) - dirs).max() > 1e-4 or np.abs(_vector(head.field_of_view) - fov).max() > 1e-3:
+            raise MrisrInputError(f"{name}: images of one frame differ in orientation or field of view; "
+                                  "send one slice group per series")
+    if np.any(fov[:2] <= 0):
+        raise MrisrInputError(f"{name}: image field of view {fov.tolist()} mm is empty; send images with their geometry")
+    spacing = np.array([fov[0] / nx, fov[1] / ny, (fov[2] / nz if fov[2] > 0 else 1.0)])
+    columns = dirs * spacing[None, :]
+    attributes = [image.attribute_string if isinstance(image.attribute_string, str)
+                  else bytes(image.attribute_string).decode("utf-8") for image in images]
+    if nz > 1 or len(images) == 1:
+        if len(images) > 1:
+            raise MrisrInputError(f"{name}: {len(images)} 3-D images in one frame; send one 3-D image per frame")
+        data = _pixels(images[0], name)
+        centre = np.array([nx // 2, ny // 2, nz // 2], dtype=float)
+        origin = _vector(first.position) - columns @ centre
+        three_d = nz > 1
+        order = [0]
+    else:
+        positions = np.stack([_vector(h.position) for h in heads])
+        along = positions @ dirs[:, 2]
+        order = list(np.argsort(along, kind="stable"))
+        steps = np.diff(positions[order], axis=0)
+        if np.any(np.linalg.norm(steps, axis=1) < 1e-3):
+            raise MrisrInputError(f"{name}: two images of one frame lie at the same position (slice "
+                                  f"{int(heads[order[0]].slice)}); send each slice once per frame")
+        step = (positions[order[-1]] - positions[order[0]]) / (len(order) - 1)
+        if np.abs(steps - step).max() > 1e-2:
+            gaps = np.round(np.linalg.norm(steps, axis=1), 3)
+            raise MrisrInputError(f"{name}: slices are not equally spaced (steps {', '.join(f'{g:g}' for g in gaps[:6])} "
+                                  "mm); send equally spaced slice groups as separate series")
+        columns[:, 2] = step
+        data = np.stack([_pixels(images[i], name)[:, :, 0] for i in order], axis=2)
+        origin = positions[order[0]] - columns @ np.array([nx // 2, ny // 2, 0], dtype=float)
+        three_d = False
+    affine = np.eye(4)
+    affine[:3, :3] = columns
+    affine[:3, 3] = origin
+    return ImageStack(data=data, affine=LPS_TO_RAS @ affine, heads=[heads[i] for i in order],
+                      attributes=[attributes[i] for i in order], three_d=three_d)
+
+
+def _meta_with_history(attributes: str, extra: dict | None):
+    import ismrmrd
+
+    meta = ismrmrd.Meta.deserialize(attributes) if attributes.strip() else ismrmrd.Meta()
+    history = meta.get("ImageProcessingHistory")
+    if history is None:
+        history = [HISTORY_ENTRY]
+    elif isinstance(history, str):
+        history = [history, HISTORY_ENTRY]
+    else:
+        history = [*history, HISTORY_ENTRY]
+    meta["ImageProcessingHistory"] = history
+    meta["Keep_image_geometry"] = 1
+    for key, value in (extra or {}).items():
+        meta[key] = value
+    return meta
+
+
+def images_like(stack: ImageStack, data: np.ndarray, series_index: int, meta: dict | None = None) -> list:
+    """``data`` on a finer in-plane grid as images that keep ``stack``'s geometry fields.
+
+    Args:
+        stack: the input frame (its headers and attributes).
+        data: ``(X', Y', Z)`` over the same field of view (``Z`` as the input's).
+        series_index: the new ``image_series_index``.
+        meta: extra meta entries (e.g. ``ImageComments``).
+
+    Returns:
+        ``ismrmrd.Image`` float32 magnitude images: one per input slice (2-D) or one (3-D). Each
+        header is the input's with ``matrix_size``, ``data_type``, ``channels``, ``image_type`` and
+        ``image_series_index`` set; the meta gains ``Keep_image_geometry = 1`` and an
+        ``ImageProcessingHistory`` entry.
+    """
+    import ismrmrd
+
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim != 3 or data.shape[2] != stack.shape[2]:
+        raise ValueError(f"data {data.shape} does not match the frame's {stack.shape[2]} slices")
+    out = []
+    blocks = [data] if stack.three_d else [data[:, :, k:k + 1] for k in range(data.shape[2])]
+    for head, attributes, block in zip(stack.heads, stack.attributes, blocks):
+        new_head = ismrmrd.ImageHeader.from_buffer_copy(bytes(head))
+        new_head.image_series_index = int(series_index)
+        new_head.image_type = ismrmrd.IMTYPE_MAGNITUDE
+        image = ismrmrd.Image(head=bytes(new_head), data=np.ascontiguousarray(block.transpose(2, 1, 0))[None])
+        image.attribute_string = _meta_with_history(attributes, meta).serialize()
+        out.append(image)
+    return out
+
+
+def raw_stack(image: np.ndarray, affine: np.ndarray, layout, acquisitions: list, first_index: int = 1) -> ImageStack:
+    """The image headers a frame reconstructed from raw acquisitions would carry, as an :class:`ImageStack`.
+
+    Args:
+        image: ``(X, Y, Z)`` from :func:`mrisr.io.mrd.frame_from_acquisitions`.
+        affine: its RAS+ affine.
+        layout: its :class:`~mrisr.io.mrd_layout.RawLayout`.
+        acquisitions: the frame's acquisitions (counters, time stamps and table position are
+            copied from its first image acquisition).
+        first_index: ``image_index`` of the first slice (the others count on).
+
+    Returns:
+        :class:`ImageStack` with one header per slice (2-D) or one (3-D): ``position`` at voxel
+        ``(X // 2, Y // 2[, Z // 2])`` of each slice or the slab, ``field_of_view`` the matrix
+        times the voxel size, ``slice`` the slice's rank.
+    """
+    import ismrmrd
+
+    first = acquisitions[int(layout.frames[0].acquisitions[0])]
+    nx, ny, nz = layout.shape
+    fov_x, fov_y = layout.readout.keep * layout.readout.spacing, layout.phase.keep * layout.phase.spacing
+    if layout.three_d:
+        positions, matrix = layout.slice_positions[:1], (nx, ny, nz)
+        fov_z = layout.partition.keep * layout.partition.spacing
+    else:
+        positions, matrix, fov_z = layout.slice_positions, (nx, ny, 1), layout.partition.spacing
+    heads = []
+    for k, position in enumerate(positions):
+        head = ismrmrd.ImageHeader()
+        head.version = 1
+        head.data_type = ismrmrd.DATATYPE_FLOAT
+        head.channels = 1
+        head.matrix_size[:] = matrix
+        head.field_of_view[:] = (fov_x, fov_y, fov_z)
+        head.position[:] = [float(v) for v in position]
+        head.read_dir[:] = [float(v) for v in layout.read_dir]
+        head.phase_dir[:] = [float(v) for v in layout.phase_dir]
+        head.slice_dir[:] = [float(v) for v in layout.slice_dir]
+        head.patient_table_position[:] = list(first.patient_table_position)
+        head.measurement_uid = first.measurement_uid
+        head.acquisition_time_stamp = first.acquisition_time_stamp
+        head.physiology_time_stamp[:] = list(first.physiology_time_stamp)
+        head.slice = k
+        head.repetition = first.idx.repetition
+        head.phase = first.idx.phase
+        head.contrast = first.idx.contrast
+        head.set = first.idx.set
+        head.average = first.idx.average
+        head.image_type = ismrmrd.IMTYPE_MAGNITUDE
+        head.image_index = first_index + k
+        heads.append(head)
+    return ImageStack(data=np.asarray(image, dtype=np.float32), affine=np.asarray(affine, dtype=float), heads=heads,
+                      attributes=[""] * len(heads), three_d=layout.three_d)
+
+
+def volume_to_images(data: np.ndarray, affine: np.ndarray, *, slices: bool = True, series_index: int = 0,
+                     repetition: int = 0, phase: int = 0, first_index: int = 1) -> list:
+    """A frame ``(X, Y, Z)`` with its RAS+ affine as MRD images: the inverse of :func:`stack_images`.
+
+    Args:
+        data: the frame (written as float32 magnitude).
+        affine: its voxel-to-world affine (RAS+, mm); its columns must be orthogonal.
+        slices: one 2-D image per z slice (as scanners send them), else one 3-D image.
+        series_index, repetition, phase: the header counters.
+        first_index: ``image_index`` of the first image.
+
+    Returns:
+        ``ismrmrd.Image`` list whose ``position`` is the world point (LPS) of voxel
+        ``(X // 2, Y // 2[, Z // 2])`` of each slice or of the volume.
+    """
+    import ismrmrd
+
+    data = np.asarray(data, dtype=np.float32)
+    nx, ny, nz = data.shape
+    lps = LPS_TO_RAS @ np.asarray(affine, dtype=float)
+    columns = lps[:3, :3]
+    spacing = np.linalg.norm(columns, axis=0)
+    dirs = columns / spacing
+    slice_dir = np.cross(dirs[:, 0], dirs[:, 1])
+    if np.dot(slice_dir, dirs[:, 2]) < 0:
+        raise ValueError("affine is left-handed (z runs against read x phase); flip z before sending")
+
+    def head_for(centre_voxel, matrix, fov_z, index, slice_number):
+        head = ismrmrd.ImageHeader()
+        head.version = 1
+        head.matrix_size[:] = matrix
+        head.field_of_view[:] = (nx * spacing[0], ny * spacing[1], fov_z)
+        head.position[:] = [float(v) for v in lps[:3, :3] @ np.asarray(centre_voxel, dtype=float) + lps[:3, 3]]
+        head.read_dir[:] = [float(v) for v in dirs[:, 0]]
+        head.phase_dir[:] = [float(v) for v in dirs[:, 1]]
+        head.slice_dir[:] = [float(v) for v in dirs[:, 2]]
+        head.image_series_index = series_index
+        head.repetition = repetition
+        head.phase = phase
+        head.slice = slice_number
+        head.image_index = index
+        head.image_type = ismrmrd.IMTYPE_MAGNITUDE
+        return head
+
+    if not slices:
+        head = head_for([nx // 2, ny // 2, nz // 2], (nx, ny, nz), nz * spacing[2], first_index, 0)
+        return [ismrmrd.Image(head=bytes(head), data=np.ascontiguousarray(data.transpose(2, 1, 0))[None])]
+    out = []
+    for k in range(nz):
+        head = head_for([nx // 2, ny // 2, k], (nx, ny, 1), spacing[2], first_index + k, k)
+        out.append(ismrmrd.Image(head=bytes(head), data=np.ascontiguousarray(data[:, :, k:k + 1].transpose(2, 1, 0))[None]))
+    return out
