@@ -129,3 +129,32 @@ def test_writer_refuses_a_full_folder_and_a_sheared_grid(tmp_path, scans):
 
     with pytest.raises(MrisrInputError, match="sheared"):
         DicomSeriesWriter(tmp_path / "s", Volume(np.zeros((4, 4, 2), np.float32), sheared), (4, 4, 2), None)
+
+
+def test_batch_with_dicom_series_and_a_dicom_copy(scans, tmp_path):
+    """Two subjects (the dynamic in each DICOM layout) with a DICOM planning scan, through `mrisr batch`;
+    the recipe's dicom block asks for a DICOM copy of each result."""
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("subject,dynamic,planning\n"
+                        f"01,{scans['dyn_classic']},{scans['planning_dicom']}\n"
+                        f"02,{scans['dyn_enhanced']},{scans['planning_dicom']}\n")
+    config = tmp_path / "batch.yaml"
+    config.write_text("dicom:\n  output_format: dicom\n")
+    out = tmp_path / "derivatives"
+    result = runner.invoke(app, ["batch", str(manifest), str(out), "--config", str(config), "--model",
+                                 str(scans["tiny"]), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "2 done" in result.stdout
+    for label in ("01", "02"):
+        series = out / f"sub-{label}" / "func" / f"sub-{label}_desc-sr_bold.nii.gz"
+        nifti = load(series)
+        copy = load(series.with_name(f"sub-{label}_desc-sr_bold_dicom"))
+        np.testing.assert_allclose(copy.affine, nifti.affine, atol=1e-3)
+        assert copy.data.shape == nifti.data.shape and copy.tr == pytest.approx(0.5)
+        meta = json.loads(series.with_name(f"sub-{label}_desc-sr_bold.json").read_text())
+        assert meta["MrisrBatch"]["dicom"].endswith("_dicom")
+    assert "*_dicom" in (out / ".bidsignore").read_text()
+    # a rerun finds everything up to date
+    again = runner.invoke(app, ["batch", str(manifest), str(out), "--config", str(config), "--model",
+                                str(scans["tiny"]), "--device", "cpu"])
+    assert again.exit_code == 0 and "2 skipped (up to date)" in again.stdout, again.output

@@ -27,7 +27,7 @@ from mrisr.io.errors import MrisrInputError
 from mrisr.io.guard import check_target, is_stale_partial, write_errors
 from mrisr.io.volume import Volume
 
-__all__ = ["DicomSeriesWriter", "check_dicom_target", "dicom_geometry"]
+__all__ = ["DicomSeriesWriter", "check_dicom_target", "dicom_geometry", "export_dicom"]
 
 #: copied from the input's header when it was DICOM (patient, study, frame of reference, equipment position)
 COPIED_TAGS = (
@@ -268,3 +268,33 @@ class DicomSeriesWriter:
         finally:
             if self._tmp is not None and self._tmp.exists():
                 shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def export_dicom(image: str | Path, folder: str | Path, reference: str | Path | None = None,
+                 series: str | None = None, uid_seed: str | None = None) -> Path:
+    """Write a NIfTI result (``(X, Y, Z[, T])``) as a derived DICOM series in ``folder``, frame by frame.
+
+    Args:
+        image: the result (``.nii.gz``).
+        folder: the output folder (absent or empty).
+        reference: the input the result was made from; when it is DICOM its patient and study are
+            copied (``series`` picks its series as :func:`mrisr.io.load` does).
+        uid_seed: as for :class:`DicomSeriesWriter` (default: the image's path).
+
+    Returns:
+        ``folder``.
+    """
+    from mrisr.io.load import is_dicom, load
+    from mrisr.io.stream import iter_frames
+
+    volume = load(image, lazy=True, validate=False)
+    template = volume
+    if reference is not None and is_dicom(reference):
+        template = load(reference, lazy=True, validate=False, series=series)
+    folder = check_dicom_target(folder, inputs=(image, reference))
+    with DicomSeriesWriter(folder, template, volume.spatial_shape, volume.n_frames if volume.is_4d else None,
+                           affine=volume.affine, tr=volume.tr,
+                           uid_seed=uid_seed or str(Path(image).resolve())) as writer:
+        for frame in iter_frames(volume):
+            writer.write(frame)
+    return folder
