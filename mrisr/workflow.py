@@ -71,6 +71,10 @@ def reconstruct_file(
     finetuned_model_path: str | Path | None = None,
     on_status: Callable[[str], None] | None = None,
     maps_output: dict[str, Path] | None = None,
+    *,
+    series: str | None = None,
+    prior_series: str | None = None,
+    output_format: str = "nifti",
 ) -> ReconstructionReport:
     """Reconstruct a dynamic series file into ``output`` (default ``<stem>_sr.nii.gz``), streaming;
     with ``options.finetune``, the model is first fine-tuned on the planning scan and saved.
@@ -90,6 +94,10 @@ def reconstruct_file(
         on_status: called with one-line messages (warnings, fine-tuning progress).
         maps_output: with ``options.maps``, where to write the maps (``{"disagreement": path,
             "unmeasured": path}``); default beside the output.
+        series, prior_series: which series of a DICOM folder holding several to read
+            (SeriesInstanceUID, number or description); I/O choices, not reconstruction options.
+        output_format: ``"nifti"`` (``output`` is a .nii.gz) or ``"dicom"`` (``output`` is a folder
+            that receives a derived DICOM series).
 
     Returns:
         :class:`~mrisr.reconstruct.ReconstructionReport`: output and sidecar paths, HR grid,
@@ -100,7 +108,8 @@ def reconstruct_file(
             written, a non-NIfTI output name, a model that does not fit the inputs.
     """
     options = options or ReconstructOptions()
-    job = open_file_job(dynamic_path, output, prior_path, options, on_status, maps_output)
+    job = open_file_job(dynamic_path, output, prior_path, options, on_status, maps_output,
+                        series=series, prior_series=prior_series, output_format=output_format)
     tuning = None
     if options.finetune:
         tuned_path = Path(finetuned_model_path) if finetuned_model_path else job.output.with_name(

@@ -102,8 +102,10 @@ def test_bounds_in_the_messages_come_from_the_schema():
 def test_reconstruct_cli_has_every_option_with_the_schema_default_and_help():
     params = _params("reconstruct")
     assert set(FIELDS) <= set(params), set(FIELDS) - set(params)
-    # anything else is about files and the terminal, not the reconstruction
-    assert set(params) - set(FIELDS) == {"dynamic", "prior", "output", "quiet"}
+    # anything else is about files and the terminal, not the reconstruction (series, prior_series and
+    # output_format choose which DICOM series is read and what is written: I/O, not reconstruction options)
+    assert set(params) - set(FIELDS) == {"dynamic", "prior", "output", "quiet", "series", "prior_series",
+                                         "output_format"}
     for name in FIELDS:
         param = params[name]
         assert param.default == option_default(name), name

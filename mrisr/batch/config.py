@@ -93,12 +93,26 @@ ReconstructSettings = create_model(
 )
 
 
+class DicomSettings(_Strict):
+    """Which series of a DICOM folder to read, and whether to write a DICOM copy of each result
+    (I/O choices: they pick inputs and outputs, not how the reconstruction computes)."""
+
+    series: str | None = Field(
+        None, description="the dynamic series of a DICOM folder holding several: SeriesInstanceUID, number or "
+        "description (a description, e.g. 'dyn_cor', fits every subject)")
+    prior_series: str | None = Field(None, description="the same for a planning-scan DICOM folder")
+    output_format: Literal["nifti", "dicom"] = Field(
+        "nifti", description="dicom: also write each SR series as a derived DICOM series in "
+        "<result>_dicom/ beside the BIDS NIfTI (which metrics and resume use)")
+
+
 class BatchConfig(_Strict):
     """The whole batch recipe."""
 
     bids: BidsMatching = Field(default_factory=BidsMatching)
     manifest: ManifestNaming = Field(default_factory=ManifestNaming)
     reconstruct: ReconstructSettings = Field(default_factory=ReconstructSettings)
+    dicom: DicomSettings = Field(default_factory=DicomSettings)
     desc: str = Field("sr", pattern=r"^[A-Za-z0-9]+$", description="desc- entity of the SR series")
     planning_required: bool = Field(
         True, description="a series without a planning scan is a validation error (else it runs without a prior)"

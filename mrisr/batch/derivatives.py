@@ -71,7 +71,7 @@ MISSING = "n/a"
 SOURCE_LINK = "raw"
 #: files of ours that BIDS has no place for, hidden from the validator by ``.bidsignore``
 # ("sub-*/log", not "sub-*/log/": the validator matches the folder path without the slash)
-BIDSIGNORE = (SUMMARY_NAME, "sub-*/log", "*_model.safetensors")
+BIDSIGNORE = (SUMMARY_NAME, "sub-*/log", "*_model.safetensors", "*_dicom")
 #: sidecar keys that hold wall-clock times, the only sidecar content that differs between identical runs:
 #: ``frame_seconds``, ``frame_wall_seconds`` and ``total_seconds`` of the reconstruction record, ``timings`` of
 #: the batch block

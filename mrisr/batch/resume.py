@@ -172,8 +172,12 @@ def plan_subject(
         previous = ((read_json(outputs.sidecar) or {}).get(BATCH_KEY) or {}).get("inputs") or {}
         inputs = {role: _file_record(path, previous.get(role)) for role, path in series.files().items()}
         model = _resolve_model(settings.options["model"], series.planning is not None, cache)
-        plans.append(SeriesPlan(series, outputs, inputs, model,
-                                fingerprint_of(inputs, model, _with_compute_dtype(settings.options, settings.device))))
+        options = dict(_with_compute_dtype(settings.options, settings.device))
+        # a series chosen in a DICOM folder, or a DICOM copy asked for, changes what is read or written (the
+        # folder's hash does not say which series): part of the fingerprint, only when used
+        options.update({f"dicom_{key}": value for key, value in sorted(settings.dicom.items())
+                        if value not in (None, "nifti")})
+        plans.append(SeriesPlan(series, outputs, inputs, model, fingerprint_of(inputs, model, options)))
     return SubjectPlan(
         label=subject.label,
         series=plans,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 import traceback
 import zlib
@@ -108,6 +109,8 @@ def _run_series(
             finetuned_model_path=outputs.finetuned_model,
             on_status=lambda message: log.info("%s", message),
             maps_output=map_paths or None,
+            series=settings.dicom.get("series"),
+            prior_series=settings.dicom.get("prior_series"),
         )
     except (MrisrInputError, KeyboardInterrupt):
         raise
@@ -188,6 +191,16 @@ def _run_series(
     }
     for name in map_paths:
         write_json_atomic(outputs.map_sidecar(name), map_sidecar(name, outputs.series, library.get("RepetitionTime")))
+    if settings.dicom.get("output_format") == "dicom":
+        from mrisr.io.dicom_write import export_dicom
+
+        dicom_folder = outputs.series.with_name(outputs.series.name[: -len(".nii.gz")] + "_dicom")
+        if dicom_folder.is_dir():
+            shutil.rmtree(dicom_folder)  # the previous run's copy of a result being replaced
+        export_dicom(outputs.series, dicom_folder, series.dynamic, settings.dicom.get("series"),
+                     uid_seed=block["fingerprint"])
+        block["dicom"] = str(dicom_folder.resolve())
+        log.info("DICOM series %s", dicom_folder)
     write_json_atomic(outputs.sidecar, derivative_sidecar(library, series, cohort_root, block))
     if report.sidecar.resolve() != outputs.sidecar.resolve():
         Path(report.sidecar).unlink(missing_ok=True)

@@ -7,7 +7,7 @@ at once in one :class:`~mrisr.batch.cohort.BatchValidationError`; a failed valid
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ class RunSettings:
     device: str = "auto"
     threads: int | None = None
     force: bool = False
+    #: :class:`~mrisr.batch.config.DicomSettings` as a dict (series, prior_series, output_format)
+    dicom: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from mrisr.io.errors import OptionError
@@ -253,6 +255,6 @@ def validate_batch(
     if problems:
         _remove_created(created)
         raise BatchValidationError(source, problems)
-    settings = RunSettings(options=options, desc=cfg.desc, device=device, force=force)
+    settings = RunSettings(options=options, desc=cfg.desc, device=device, force=force, dicom=cfg.dicom.model_dump())
     return cohort, settings
 

@@ -12,9 +12,19 @@ from mrisr.cli.common import fail, schema_option, user_errors
 
 @app.command(short_help="Super-resolve a dynamic series frame by frame.")
 def reconstruct(
-    dynamic: Path = typer.Argument(..., help="Dynamic LR series (4-D) or one frame (3-D): NIfTI, NRRD, MHA, or ISMRMRD Cartesian raw data (.h5/.mrd, docs/raw.md)."),
-    prior: Path = typer.Option(None, "--prior", help="Static HR planning scan of the same subject (3-D)."),
-    output: Path = typer.Option(None, "-o", "--output", help="Output .nii.gz (default: <input>_sr.nii.gz next to it)."),
+    dynamic: Path = typer.Argument(..., help="Dynamic LR series (4-D) or one frame (3-D): NIfTI, NRRD, MHA, "
+                                   "a DICOM series (folder or one of its files), or ISMRMRD Cartesian raw data "
+                                   "(.h5/.mrd, docs/raw.md)."),
+    prior: Path = typer.Option(None, "--prior", help="Static HR planning scan of the same subject (3-D; a DICOM "
+                               "folder too)."),
+    output: Path = typer.Option(None, "-o", "--output", help="Output .nii.gz (default: <input>_sr.nii.gz next to it); "
+                                "with --output-format dicom, a new folder (default <input>_sr/)."),
+    # I/O choices (which DICOM series to read, what to write): not reconstruction options
+    series: str = typer.Option(None, "--series", help="Which series of a DICOM folder holding several is the "
+                               "dynamic: its SeriesInstanceUID, number or description (the error lists them)."),
+    prior_series: str = typer.Option(None, "--prior-series", help="The same for the --prior folder."),
+    output_format: str = typer.Option("nifti", "--output-format", help="nifti (a .nii.gz file) or dicom (a "
+                                      "derived DICOM series in the -o folder, for a PACS)."),
     # the reconstruction options: defaults, help and choices from mrisr.reconstruct.options
     method: str = schema_option("method"),
     model: str = schema_option("model"),
@@ -51,7 +61,9 @@ def reconstruct(
 
     if finetune and prior is None:
         fail(f"{dynamic}: --finetune needs the planning scan; pass --prior PLANNING.nii.gz")
-    out = output or default_output(dynamic)
+    if output_format not in ("nifti", "dicom"):
+        fail(f"--output-format {output_format}: choose nifti or dicom")
+    out = output or default_output(dynamic, output_format)
     with user_errors():
         opts = ReconstructOptions(
             method=method,
@@ -96,7 +108,8 @@ def reconstruct(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with progress:
-                report = reconstruct_file(dynamic, out, prior, opts, on_frame=on_frame, on_status=on_status)
+                report = reconstruct_file(dynamic, out, prior, opts, on_frame=on_frame, on_status=on_status,
+                                          series=series, prior_series=prior_series, output_format=output_format)
     grid = report.hr_shape
     mean_s = sum(seconds) / max(len(seconds), 1)  # the bar's last figure
     median_wall = statistics.median(report.frame_wall_seconds)
@@ -105,3 +118,8 @@ def reconstruct(
         f"(LR = {report.keep:.2f}% of k-space), {mean_s:.2f} s/frame (median {median_wall:.2f} s with reading and "
         f"writing), {'model ' if method == 'network' else 'method '}{report.model}; sidecar {report.sidecar}"
     )
+    if output_format == "dicom":
+        from mrisr.io.dicom_write import NOT_CLINICAL
+
+        typer.echo(f"{report.output}: a derived DICOM series ({NOT_CLINICAL}); send it to a PACS with any DICOM "
+                   "sender (e.g. storescu), see docs/dicom.md")

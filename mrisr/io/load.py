@@ -218,21 +218,33 @@ def check_frame(frame: np.ndarray, source: Path | str | None, t: int) -> None:
         )
 
 
-def load(path: str | Path, validate: bool = True, lazy: bool = False) -> Volume:
+def is_dicom(path: str | Path) -> bool:
+    """A folder (read as a DICOM series) or a DICOM file (``.dcm``, ``.ima`` or a Part-10 preamble)."""
+    from mrisr.io.dicom_series import is_dicom_file
+
+    path = Path(path)
+    return path.is_dir() or (path.is_file() and is_dicom_file(path))
+
+
+def load(path: str | Path, validate: bool = True, lazy: bool = False, series: str | None = None) -> Volume:
     """Load a 3-D or 4-D image.
 
     NIfTI (``.nii``, ``.nii.gz``) is read with nibabel, keeping qform/sform codes and TR;
-    NRRD, MHA/MHD, Analyze and DICOM series folders are read with SimpleITK; ISMRMRD Cartesian
-    raw data (``.h5``, ``.mrd``) is reconstructed frame by frame (:func:`mrisr.io.mrd.load_mrd`:
-    the measured k-space block per frame, readout oversampling removed, coils combined by sum
-    of squares; needs the ``raw`` extra). The result is always ``(X, Y, Z[, T])`` with a RAS+ affine in mm and TR in seconds.
+    DICOM (a series folder, or one file of a series) is read with pydicom
+    (:func:`mrisr.io.dicom_read.read_dicom`: 3-D, dynamic and enhanced multi-frame series);
+    ISMRMRD Cartesian raw data (``.h5``, ``.mrd``) is reconstructed frame by frame
+    (:func:`mrisr.io.mrd.load_mrd`: the measured k-space block per frame, readout oversampling
+    removed, coils combined by sum of squares; needs the ``raw`` extra); NRRD, MHA/MHD and Analyze
+    are read with SimpleITK. The result is always ``(X, Y, Z[, T])`` with a RAS+ affine in mm and TR in seconds.
 
     Args:
         path: image file or DICOM folder.
         validate: reject NaN/Inf and all-zero data (not done when ``lazy``).
-        lazy: for NIfTI, keep the data as a nibabel array proxy so frames are read on demand
+        lazy: for NIfTI and DICOM, keep the data as a proxy so frames are read on demand
             (streaming); ``Volume.frame(t)`` then reads only frame ``t``. For raw data, a
             multi-frame series is reconstructed one frame at a time when read.
+        series: for a DICOM folder holding several series, the one to read (SeriesInstanceUID,
+            SeriesNumber or SeriesDescription); a folder with several and none chosen is refused.
 
     Returns:
         The :class:`Volume`: data ``(X, Y, Z[, T])``, affine (RAS+, mm), TR (s) and NIfTI codes.
@@ -249,6 +261,10 @@ def load(path: str | Path, validate: bool = True, lazy: bool = False) -> Volume:
         from mrisr.io.mrd import load_mrd
 
         volume = load_mrd(path, lazy=lazy)
+    elif is_dicom(path):
+        from mrisr.io.dicom_read import read_dicom
+
+        volume = read_dicom(path, series=series, lazy=lazy)
     else:
         volume = _sitk_volume(path)
     if validate and not lazy:

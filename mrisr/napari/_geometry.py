@@ -13,6 +13,12 @@ Convention used by every part of the plugin (napari's own plane-row-column order
   an axial slab, slices on the slider. :func:`show_inplane` also turns +y (anterior) up.
 * a slab whose affine is oblique to the scanner axes is shown without its out-of-plane rotation
   (napari's "non-orthogonal slicing" warning); positions and every computation stay exact.
+* a file whose voxel axes are permuted relative to the world (coronal, sagittal: voxel axis 1 runs
+  along world z) would give napari a singular plane and abort the viewer, so its layer holds the
+  voxel axes reordered to follow x, y, z (a transposed view, no resampling; the world geometry is
+  the same) and ``metadata["mrisr"]["voxel_order"]`` records the order: :func:`array_to_volume`
+  puts the file's order back, so the acquired in-plane axes stay those of the file in every
+  computation. :func:`reorder_note` is the one-line note the reader shows.
 
 The geometry of a layer is always read back from its transforms (``scale``, ``translate``,
 ``rotate``, ``shear`` and ``affine``), so moving a layer in napari moves what is written or
@@ -47,6 +53,29 @@ def from_layer_axes(array: np.ndarray) -> np.ndarray:
     return array.transpose(3, 2, 1, 0) if array.ndim == 4 else array.transpose(2, 1, 0)
 
 
+def voxel_order(affine: np.ndarray) -> tuple[int, int, int]:
+    """The file axes to show as napari's x, y, z: for each world axis, the voxel axis that runs most along it.
+
+    ``(0, 1, 2)`` for an axial (or mildly oblique) grid; ``(0, 2, 1)`` for a coronal one. A grid whose
+    axes cannot be matched one to one (e.g. at exactly 45 degrees) keeps its order.
+    """
+    linear = np.abs(np.asarray(affine, dtype=np.float64)[:3, :3])
+    linear = linear / np.maximum(linear.sum(axis=0, keepdims=True), 1e-12)
+    world_of_axis = np.argmax(linear, axis=0)  # the world axis each voxel axis follows
+    if sorted(world_of_axis.tolist()) != [0, 1, 2]:
+        return (0, 1, 2)
+    return tuple(int(a) for a in np.argsort(world_of_axis))  # type: ignore[return-value]
+
+
+def reorder_note(name: str, order: tuple[int, ...]) -> str | None:
+    """One line saying a layer shows its voxel axes reordered, or ``None`` when it does not."""
+    if tuple(order) == (0, 1, 2):
+        return None
+    return (f"{name}: voxel axes ({'ijk'[order[0]]}, {'ijk'[order[1]]}, {'ijk'[order[2]]}) shown as (x, y, z) "
+            "because they are permuted relative to the world (e.g. coronal); geometry unchanged, results keep "
+            "the file's axes")
+
+
 def volume_to_layer_data(
     volume: Volume,
     name: str,
@@ -65,9 +94,15 @@ def volume_to_layer_data(
     Returns:
         ``(data, kwargs, "image")`` with data ``(Z, Y, X)`` or ``(T, Z, Y, X)``.
     """
-    data = to_layer_axes(np.asarray(volume.data))
     ras = np.asarray(volume.affine, dtype=np.float64)
-    affine = _REVERSE @ ras @ _REVERSE
+    order = voxel_order(ras)
+    stored = np.asarray(volume.data)
+    shown = ras
+    if order != (0, 1, 2):
+        stored = stored.transpose(*order, *range(3, stored.ndim))
+        shown = ras[:, [*order, 3]]
+    data = to_layer_axes(stored)
+    affine = _REVERSE @ shown @ _REVERSE
     if volume.is_4d:
         full = np.eye(5)
         full[0, 0] = float(volume.tr) if volume.tr else 1.0
@@ -83,6 +118,7 @@ def volume_to_layer_data(
         "sform_code": int(volume.sform_code),
         "source": str(volume.source) if volume.source is not None else None,
         "role": role,
+        "voxel_order": list(order),
     }
     kwargs: dict[str, Any] = {
         "name": name,
@@ -157,6 +193,11 @@ def array_to_volume(data: Any, state: dict[str, Any], name: str = "layer") -> Vo
         tr = None if (time_scale == 1.0 and "tr" in meta and meta["tr"] is None) else time_scale
     data = from_layer_axes(data)
     affine = _REVERSE @ np.asarray(matrix[-4:, -4:], dtype=np.float64) @ _REVERSE
+    order = tuple(meta.get("voxel_order") or (0, 1, 2))
+    if order != (0, 1, 2):  # back to the file's voxel axes (see voxel_order)
+        back = [int(a) for a in np.argsort(order)]
+        data = data.transpose(*back, *range(3, data.ndim))
+        affine = affine[:, [*back, 3]]
     source = meta.get("source")
     return Volume(
         data=data,
@@ -176,6 +217,12 @@ def layer_to_volume(layer: Any) -> Volume:
     if getattr(layer, "rgb", False):
         raise MrisrInputError(f"layer {layer.name!r}: RGB images are not MR volumes; choose a greyscale layer")
     return array_to_volume(layer.data, layer_state(layer), name=layer.name)
+
+
+def frame_to_layer(values: np.ndarray, layer: Any) -> np.ndarray:
+    """An ``(X, Y, Z)`` frame in the axis order of ``layer``'s data (its :func:`voxel_order`, reversed)."""
+    order = tuple((getattr(layer, "metadata", None) or {}).get(METADATA_KEY, {}).get("voxel_order") or (0, 1, 2))
+    return to_layer_axes(np.asarray(values).transpose(order))
 
 
 def layer_role(layer: Any) -> str | None:

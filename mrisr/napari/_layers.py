@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,18 +11,35 @@ from magicgui.widgets import ComboBox
 from mrisr.napari._geometry import layer_role
 
 NONE_LABEL = "(none)"
+#: layer names that say "planning scan": BIDS T1w/anat, acq-planning, or the word itself
+PLANNING_NAME = re.compile(r"(T1w|planning|acq-planning|anat)", re.IGNORECASE)
 
 
-def image_layers(viewer: Any, ndims: Sequence[int] = (3, 4), prefer: Sequence[str] = ()) -> list[Any]:
-    """Image layers of ``viewer`` with ``ndim`` in ``ndims``, those whose role is in ``prefer`` first
-    (in the order of ``prefer``), then the rest, top layer first."""
+def guess_role(layer: Any) -> str | None:
+    """The layer's role: the one the plugin recorded, else guessed: a 4-D series is the dynamic
+    (``lr``), a 3-D scan named like a planning scan (``T1w``, ``planning``, ``acq-planning``, ``anat``)
+    is the ``planning`` scan; anything else ``None``."""
+    role = layer_role(layer)
+    if role is not None:
+        return role
+    if getattr(layer, "ndim", 0) == 4:
+        return "lr"
+    if PLANNING_NAME.search(str(getattr(layer, "name", ""))):
+        return "planning"
+    return None
+
+
+def image_layers(viewer: Any, ndims: Sequence[int] = (3, 4), prefer: Sequence[str] = (),
+                 exclude: Any = None) -> list[Any]:
+    """Image layers of ``viewer`` with ``ndim`` in ``ndims`` (but not ``exclude``), those whose
+    (guessed) role is in ``prefer`` first (in the order of ``prefer``), then the rest, top layer first."""
     from napari.layers import Image
 
     layers = [layer for layer in reversed(viewer.layers) if isinstance(layer, Image) and layer.ndim in ndims
-              and not getattr(layer, "rgb", False)]
+              and not getattr(layer, "rgb", False) and layer is not exclude]
 
     def rank(layer: Any) -> int:
-        role = layer_role(layer)
+        role = guess_role(layer)
         return list(prefer).index(role) if role in prefer else len(prefer)
 
     return sorted(layers, key=rank)
@@ -33,15 +51,21 @@ def layer_combo(
     ndims: Sequence[int] = (3, 4),
     prefer: Sequence[str] = (),
     optional: bool = False,
+    exclude: Callable[[], Any] | None = None,
 ) -> ComboBox:
     """A combo box of image layers that refreshes when layers are added, removed or renamed.
 
     With ``optional`` the last choice is ``(none)`` (value ``None``); a preferred layer that
-    appears while ``(none)`` is selected is picked automatically.
+    appears while ``(none)`` is selected is picked automatically. ``exclude`` returns a layer never
+    offered (the prior combo leaves out the layer chosen as the dynamic).
     """
 
+    def excluded() -> Any:
+        return exclude() if exclude is not None else None
+
     def choices(_widget: Any = None) -> list[tuple[str, Any]]:
-        items: list[tuple[str, Any]] = [(layer.name, layer) for layer in image_layers(viewer, ndims, prefer)]
+        items: list[tuple[str, Any]] = [(layer.name, layer)
+                                        for layer in image_layers(viewer, ndims, prefer, excluded())]
         if optional:
             items.append((NONE_LABEL, None))
         return items
@@ -51,7 +75,8 @@ def layer_combo(
     def refresh(event: Any = None) -> None:
         combo.reset_choices()
         if combo.value is None:
-            preferred = [layer for layer in image_layers(viewer, ndims, prefer) if layer_role(layer) in prefer]
+            preferred = [layer for layer in image_layers(viewer, ndims, prefer, excluded())
+                         if guess_role(layer) in prefer]
             if preferred:
                 combo.value = preferred[0]
 

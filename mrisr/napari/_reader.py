@@ -1,5 +1,9 @@
-"""napari reader for NIfTI volumes (``.nii``, ``.nii.gz``), 3-D and 4-D, and ISMRMRD Cartesian raw
-data (``.mrd``, and ``.h5`` files that hold an MRD dataset), reconstructed by :func:`mrisr.io.load`.
+"""napari reader for NIfTI volumes (``.nii``, ``.nii.gz``), 3-D and 4-D, DICOM series (a folder, or
+one ``.dcm`` file of a series; read by :func:`mrisr.io.load`, 3-D, dynamic and enhanced multi-frame),
+and ISMRMRD Cartesian raw data (``.mrd``, and ``.h5`` files that hold an MRD dataset).
+
+A file whose voxel axes are permuted relative to the world (coronal, sagittal) is shown with its
+axes reordered (see :mod:`mrisr.napari._geometry`) and a one-line note.
 
 A 4-D series becomes one image layer ``(T, X, Y, Z)``; geometry, TR and header codes follow
 :mod:`mrisr.napari._geometry`. A file that cannot be read gives a one-line error notification
@@ -13,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from mrisr.io.errors import MrisrInputError
-from mrisr.io.load import image_stem, is_nifti
+from mrisr.io.load import image_stem, is_dicom, is_nifti
 from mrisr.io.mrd_header import is_raw
 
 LayerData = list[tuple[Any, ...]]
 
 
 def _layer_name(path: Path) -> str:
+    if path.name.lower().endswith(".dcm"):
+        return path.name[: -len(".dcm")]
     return image_stem(path)
 
 
@@ -40,9 +46,9 @@ def is_mrd_file(path: str | Path) -> bool:
 
 
 def get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], LayerData] | None:
-    """Return :func:`read_nifti` if every path is a NIfTI or MRD raw file, else ``None`` (not ours)."""
+    """Return :func:`read_nifti` if every path is a NIfTI file, a DICOM series or an MRD raw file, else ``None`` (not ours)."""
     paths = [path] if isinstance(path, str | Path) else list(path)
-    if not paths or not all(is_nifti(p) or is_mrd_file(p) for p in paths):
+    if not paths or not all(is_nifti(p) or is_dicom(p) or is_mrd_file(p) for p in paths):
         return None
     return read_nifti
 
@@ -50,11 +56,18 @@ def get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], Lay
 def read_layer_data(path: str | Path) -> tuple[Any, dict[str, Any], str]:
     """Load one NIfTI or raw file as a napari ``LayerDataTuple`` (raises :class:`MrisrInputError`)."""
     from mrisr.io.load import load
-    from mrisr.napari._geometry import volume_to_layer_data
+    from mrisr.napari._geometry import reorder_note, volume_to_layer_data, voxel_order
 
     path = Path(path)
     volume = load(path, validate=False)
-    return volume_to_layer_data(volume, name=_layer_name(path), colormap="gray")
+    note = reorder_note(path.name, voxel_order(volume.affine))
+    if note is not None:
+        from napari.utils.notifications import show_info
+
+        show_info(note)
+    description = (volume.extra.get("dicom") or {}).get("description")
+    name = _layer_name(path) + (f" {description}" if description else "")
+    return volume_to_layer_data(volume, name=name, colormap="gray")
 
 
 def read_nifti(path: str | Sequence[str]) -> LayerData:

@@ -17,7 +17,7 @@ from psygnal import Signal
 
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.volume import Volume
-from mrisr.napari._geometry import from_layer_axes, layer_to_volume, to_layer_axes, volume_to_layer_data
+from mrisr.napari._geometry import frame_to_layer, from_layer_axes, layer_to_volume, volume_to_layer_data
 from mrisr.napari._layers import chosen, layer_combo, notify_errors
 
 MODEL_FILE = "checkpoint file..."
@@ -44,6 +44,10 @@ def reconstruction_steps(
     yield from finetuned_frames(dynamic, prior, options, cancel)
 
 
+#: what one unit of each map is (mrisr.reconstruct.maps), shown in the layer name beside its colour bar
+MAP_UNITS = {"disagreement": "fraction of local signal", "unmeasured": "SR intensity, a.u."}
+
+
 class ReconstructWidget(Container):
     """Choose the dynamic series, an optional prior, the model and device; run, watch, cancel."""
 
@@ -64,8 +68,12 @@ class ReconstructWidget(Container):
         factor_low, _, factor_high = option_bounds("factor")
         _, _, minutes_high = option_bounds("finetune_minutes")
         self._viewer = viewer
+        # roles guessed from the layers (guess_role): a 4-D series is the dynamic, a T1w / planning / anat
+        # scan the prior, and the layer chosen as dynamic is never offered as its own prior
         self.dynamic = layer_combo(viewer, "dynamic series", ndims=(4, 3), prefer=("lr",))
-        self.prior = layer_combo(viewer, "prior (planning)", ndims=(3,), prefer=("planning",), optional=True)
+        self.prior = layer_combo(viewer, "prior (planning)", ndims=(3,), prefer=("planning",), optional=True,
+                                 exclude=lambda: self.dynamic.value)
+        self.dynamic.changed.connect(lambda _value: self.prior.reset_choices())
         self.method = ComboBox(label="method", **schema("method"))
         self.model = ComboBox(label="model", choices=["default", "default-noprior", MODEL_FILE], **schema("model"))
         self.model_file = FileEdit(label="model file", mode="r", filter="*.safetensors", visible=False)
@@ -196,7 +204,9 @@ class ReconstructWidget(Container):
 
     def _show_item(self, item: Any) -> None:
         if isinstance(item, str):
-            self.status.value = item
+            # once frames are done, a message never hides how far the run is (status and bar agree)
+            done = f"frame {self._frames_done}/{self._total}: " if self._frames_done else ""
+            self.status.value = done + item
             return
         if self.result_layer is None:
             self.result_layer = self._create_layer(item)
@@ -207,16 +217,21 @@ class ReconstructWidget(Container):
             fills += [(layer, getattr(item.maps, name)) for name, layer in self.map_layers.items()]
         for layer, values in fills:
             if layer.data.ndim == 4:
-                layer.data[item.index] = to_layer_axes(values)
+                layer.data[item.index] = frame_to_layer(values, layer)
             else:
-                layer.data[...] = to_layer_axes(values)
+                layer.data[...] = frame_to_layer(values, layer)
+            if not layer.metadata.get("shown_once", True):
+                # created hidden (an empty series would cover the inputs): shown with its first frame
+                layer.metadata["shown_once"] = True
+                layer.visible = layer.metadata.pop("visible_when_filled", True)
             layer.refresh()
         data = self.result_layer.data
         self._frames_done = item.index + 1
+        # the status first: napari's progress update can process events (and show the widget) before it returns
+        self.status.value = f"frame {self._frames_done}/{item.total} ({item.seconds:.2f} s)"
         self.progress.value = self._frames_done
         if self._pbar is not None:
             self._pbar.update(1)
-        self.status.value = f"frame {self._frames_done}/{item.total} ({item.seconds:.2f} s)"
         if self.follow.value and data.ndim == 4:
             self._show_frame(item.index)
 
@@ -241,17 +256,27 @@ class ReconstructWidget(Container):
         if not layer_kwargs:
             high = float(np.percentile(first.sr, 99.9)) or 1.0
             layer_kwargs = {"colormap": "gray", "contrast_limits": (0.0, high)}
+        visible = layer_kwargs.pop("visible", True)
         array, kwargs, _ = volume_to_layer_data(result, name or self._name, role=role, **layer_kwargs)
-        return self._viewer.add_image(array, **kwargs)
+        # hidden until its first frame is written; with "show each new frame" the slider then follows the
+        # frames as they are filled, so the frame shown is never an empty one covering the inputs
+        kwargs["metadata"].update({"shown_once": False, "visible_when_filled": visible})
+        layer = self._viewer.add_image(array, visible=False, **kwargs)
+        units = MAP_UNITS.get(role)
+        if units is not None and hasattr(layer, "colorbar"):
+            layer.colorbar.visible = visible  # the map's scale; the unit is in the layer name
+        return layer
 
     def _create_map_layers(self, first: Any) -> dict[str, Any]:
         """Both maps as layers over the SR layer: warm colours, additive, so grey anatomy shows through."""
         high = float(np.percentile(first.sr, 99.9)) or 1.0
         return {
-            "disagreement": self._create_layer(first, f"{self._name} disagreement", "disagreement",
+            "disagreement": self._create_layer(first, f"{self._name} disagreement [{MAP_UNITS['disagreement']}]",
+                                               "disagreement",
                                                colormap="inferno", blending="additive", opacity=0.7,
                                                contrast_limits=(0.0, 0.5)),
-            "unmeasured": self._create_layer(first, f"{self._name} unmeasured", "unmeasured", colormap="cyan",
+            "unmeasured": self._create_layer(first, f"{self._name} unmeasured [{MAP_UNITS['unmeasured']}]",
+                                             "unmeasured", colormap="cyan",
                                              blending="additive", opacity=0.5, contrast_limits=(0.0, 0.25 * high),
                                              visible=False),
         }

@@ -83,6 +83,8 @@ class FileJob:
     rest: Iterator[np.ndarray]
     warnings: list[str]
     status: Callable[[str], None]
+    #: ``"nifti"`` (a .nii.gz file) or ``"dicom"`` (a folder holding a derived DICOM series)
+    output_format: str = "nifti"
 
     @property
     def inputs(self) -> tuple[Path | None, ...]:
@@ -97,18 +99,27 @@ class FileJob:
         yield from self.rest
 
 
-def default_output(dynamic_path: str | Path) -> Path:
-    """``scan.nii.gz`` -> ``scan_sr.nii.gz`` next to the input."""
+#: what ``output_format`` may be: a NIfTI file, or a folder holding a derived DICOM series
+OUTPUT_FORMATS = ("nifti", "dicom")
+
+
+def default_output(dynamic_path: str | Path, output_format: str = "nifti") -> Path:
+    """``scan.nii.gz`` -> ``scan_sr.nii.gz`` next to the input (``scan_sr/``, a folder, for DICOM)."""
     from mrisr.io.load import image_stem
 
     path = Path(dynamic_path)
-    return path.with_name(image_stem(path) + "_sr.nii.gz")
+    return path.with_name(image_stem(path) + ("_sr" if output_format == "dicom" else "_sr.nii.gz"))
 
 
 def open_file_job(dynamic_path: str | Path, output: str | Path | None = None, prior_path: str | Path | None = None,
                   options: ReconstructOptions | None = None, on_status: Callable[[str], None] | None = None,
-                  maps_output: dict[str, Path] | None = None) -> FileJob:
+                  maps_output: dict[str, Path] | None = None, *, series: str | None = None,
+                  prior_series: str | None = None, output_format: str = "nifti") -> FileJob:
     """Check the targets, read the inputs and prepare the per-frame state of a file reconstruction.
+
+    ``series`` and ``prior_series`` pick a series of a DICOM folder that holds several
+    (SeriesInstanceUID, number or description); ``output_format="dicom"`` makes ``output`` a folder
+    that receives a derived DICOM series (:class:`mrisr.io.dicom_write.DicomSeriesWriter`).
 
     Header warnings (no orientation, qform/sform disagreement) and the state's warnings are
     collected for the sidecar and reported through ``on_status`` as ``warning: ...``.
@@ -120,18 +131,27 @@ def open_file_job(dynamic_path: str | Path, output: str | Path | None = None, pr
     options = options or ReconstructOptions()
     dynamic_path = Path(dynamic_path)
     prior_path = Path(prior_path) if prior_path else None
-    output = Path(output) if output is not None else default_output(dynamic_path)
+    if output_format not in OUTPUT_FORMATS:
+        raise MrisrInputError(f"--output-format {output_format}: choose one of {', '.join(OUTPUT_FORMATS)}")
+    output = Path(output) if output is not None else default_output(dynamic_path, output_format)
     map_paths = {name: Path(path) for name, path in (maps_output or maps_paths(output)).items()} if options.maps else {}
-    for target in (output, *map_paths.values()):
-        check_writable(target, inputs=(dynamic_path,) + ((prior_path,) if prior_path else ()))
-    if not output.name.lower().endswith((".nii.gz", ".nii")):
+    given = (dynamic_path,) + ((prior_path,) if prior_path else ())
+    for target in map_paths.values():
+        check_writable(target, inputs=given)
+    if output_format == "dicom":
+        from mrisr.io.dicom_write import check_dicom_target
+
+        check_dicom_target(output, inputs=given)
+    else:
+        check_writable(output, inputs=given)
+    if output_format == "nifti" and not output.name.lower().endswith((".nii.gz", ".nii")):
         # frames are streamed into a NIfTI file; any other extension would name NIfTI bytes wrongly
         raise MrisrInputError(f"{output}: reconstruction writes NIfTI; name the output .nii.gz or .nii")
     status = on_status or (lambda message: None)
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
-        dynamic = load(dynamic_path, lazy=True)
-        prior = load(prior_path) if prior_path else None
+        dynamic = load(dynamic_path, lazy=True, series=series)
+        prior = load(prior_path, series=prior_series) if prior_path else None
         rest = iter(iter_frames(dynamic))
         first = next(rest)
         check_frame(first, dynamic_path, 0)
@@ -139,7 +159,8 @@ def open_file_job(dynamic_path: str | Path, output: str | Path | None = None, pr
     caught = [str(r.message) for r in records]
     for message in caught:
         status(f"warning: {message}")
-    job = FileJob(dynamic_path, prior_path, output, map_paths, dynamic, prior, state, first, rest, caught, status)
+    job = FileJob(dynamic_path, prior_path, output, map_paths, dynamic, prior, state, first, rest, caught, status,
+                  output_format)
     # every target, checked against every input (the model too) before any work is done
     for target in (output, sidecar_path(output), *map_paths.values()):
         check_target(target, job.inputs)
@@ -181,8 +202,16 @@ def run_file_job(job: FileJob, on_frame: Callable[[FrameResult], None] | None = 
         # to BACKGROUND_WRITE_VOXELS: above that the writer thread's buffers raised the peak memory
         # more than the overlap saves (benchmarks/RESULTS.md, 'Memory')
         background = int(np.prod(grid.hr_shape)) <= BACKGROUND_WRITE_VOXELS
-        writer = stack.enter_context(FrameWriter(job.output, dynamic, grid.hr_shape, n_frames,
-                                                 affine=grid.hr_affine, tr=dynamic.tr, background=background))
+        if job.output_format == "dicom":
+            from mrisr.io.dicom_write import DicomSeriesWriter
+
+            # the same inputs and options give the same UIDs (a rerun replaces, never duplicates, in a PACS)
+            seed = f"{job.dynamic_path.resolve()}|{job.prior_path}|{state.options.as_dict()}|{job.output.name}"
+            writer = stack.enter_context(DicomSeriesWriter(job.output, dynamic, grid.hr_shape, n_frames,
+                                                           affine=grid.hr_affine, tr=dynamic.tr, uid_seed=seed))
+        else:
+            writer = stack.enter_context(FrameWriter(job.output, dynamic, grid.hr_shape, n_frames,
+                                                     affine=grid.hr_affine, tr=dynamic.tr, background=background))
         map_writers = {name: stack.enter_context(FrameWriter(path, dynamic, grid.hr_shape, n_frames,
                                                              affine=grid.hr_affine, tr=dynamic.tr))
                        for name, path in job.map_paths.items()}
@@ -230,7 +259,8 @@ def _model_hash(state: ReconstructionState, tuning: Tuning | None) -> str:
 def reconstruct_file(dynamic_path: str | Path, output: str | Path | None = None, prior_path: str | Path | None = None,
                      options: ReconstructOptions | None = None, on_frame: Callable[[FrameResult], None] | None = None,
                      on_status: Callable[[str], None] | None = None,
-                     maps_output: dict[str, Path] | None = None) -> ReconstructionReport:
+                     maps_output: dict[str, Path] | None = None, *, series: str | None = None,
+                     prior_series: str | None = None, output_format: str = "nifti") -> ReconstructionReport:
     """Reconstruct a dynamic series file into ``output`` (default ``<stem>_sr.nii.gz``), streaming.
 
     Without fine-tuning; :func:`mrisr.workflow.reconstruct_file`, which every face calls, adds it.
@@ -255,4 +285,5 @@ def reconstruct_file(dynamic_path: str | Path, output: str | Path | None = None,
     if options is not None and options.finetune:
         raise MrisrInputError(f"{dynamic_path}: fine-tuning runs in mrisr.workflow.reconstruct_file, which every "
                               "face calls; call that instead")
-    return run_file_job(open_file_job(dynamic_path, output, prior_path, options, on_status, maps_output), on_frame)
+    return run_file_job(open_file_job(dynamic_path, output, prior_path, options, on_status, maps_output,
+                                      series=series, prior_series=prior_series, output_format=output_format), on_frame)
