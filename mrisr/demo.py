@@ -46,7 +46,8 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Phantom with a needle entering -> baselines and reconstruction (with and without
-    fine-tuning) -> tissue-first evaluation -> table + PNG.
+    fine-tuning) -> tissue-first evaluation -> table + PNG. Fine-tuning gets a row of its own only
+    when it improved on the base model (otherwise its output would repeat the base model's).
 
     The phantom's needle is absent from the planning scan, so the table's ``recovery`` column shows
     whether each method keeps what changed (sinc's value is the bar: what the frames measured).
@@ -56,7 +57,7 @@ def run_demo(
     from mrisr.metrics.frames import SCORE_COLUMNS
     from mrisr.phantom import make_dynamic
     from mrisr.reconstruct import ReconstructOptions
-    from mrisr.workflow import reconstruct_file
+    from mrisr.workflow import NOT_IMPROVED, reconstruct_file
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,8 +90,14 @@ def run_demo(
         t0 = time.time()
         rep_ft = reconstruct_file(paths["lr"], out / "sr_finetuned.nii.gz", paths["planning"],
                                   ReconstructOptions(model=model, finetune=True, finetune_minutes=finetune_minutes))
-        results["mrisr + fine-tuning"] = (np.asarray(load(rep_ft.output).data), time.time() - t0)
-        files["sr_finetuned"] = rep_ft.output
+        if (rep_ft.finetune or {}).get("improved"):
+            results["mrisr + fine-tuning"] = (np.asarray(load(rep_ft.output).data), time.time() - t0)
+            files["sr_finetuned"] = rep_ft.output
+        else:
+            # the base model's output again: no second row or curve that only repeats the first
+            for path in (rep_ft.output, rep_ft.sidecar):
+                path.unlink(missing_ok=True)
+            log(f"    {NOT_IMPROVED}: no separate fine-tuning row")
     log("5/5 evaluation against the ground truth: inside the head first, then the whole volume")
     truth = np.asarray(gt.data)
     needle = phantom.insert_mask

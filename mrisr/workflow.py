@@ -31,6 +31,8 @@ from mrisr.reconstruct.sidecar import sidecar_path
 
 #: the learning rate of fine-tuning (set after any optimiser state is restored)
 FINETUNE_LR = 2e-5
+#: what every face says when fine-tuning never beat the base model on its held-out pairs
+NOT_IMPROVED = "fine-tuning did not improve on the base model; the base model is used"
 
 
 def finetune_model(state: ReconstructionState, minutes: float, steps: int | None = None, lr: float = FINETUNE_LR,
@@ -77,7 +79,9 @@ def reconstruct_file(
     output_format: str = "nifti",
 ) -> ReconstructionReport:
     """Reconstruct a dynamic series file into ``output`` (default ``<stem>_sr.nii.gz``), streaming;
-    with ``options.finetune``, the model is first fine-tuned on the planning scan and saved.
+    with ``options.finetune``, the model is first fine-tuned on the planning scan and saved. When no
+    validation beat the base model, :data:`NOT_IMPROVED` is reported, the base model is used, no
+    checkpoint is written and the sidecar's ``finetune.improved`` is false.
 
     The output is written under a temporary name and renamed at the end, so an error or Ctrl-C
     leaves nothing behind; the sidecar (``<output stem>.json``) is written last
@@ -124,7 +128,11 @@ def _finetune_and_save(state: ReconstructionState, prior_path: Path, tuned_path:
     options = state.options
     base_sha256 = state.model.meta.get("sha256")
     status(f"fine-tuning on {prior_path.name} for up to {options.finetune_minutes:g} min")
-    tuned, report = finetune_model(state, options.finetune_minutes)
+    tuned, report = finetune_model(state, options.finetune_minutes, lr=FINETUNE_LR)
+    if not report.improved:
+        # no copy of the base weights is written or presented as a tuned model
+        status(f"{NOT_IMPROVED} ({report.steps} steps in {report.seconds:.0f} s)")
+        return Tuning(state.model, None, report.as_dict())
     meta = dict(tuned.meta)
     meta.pop("sha256", None)
     meta.update({"base_model": choose_model_name(options, True), "base_model_sha256": base_sha256,
@@ -162,11 +170,16 @@ def finetuned_frames(dynamic: Volume, prior: Volume | None, options: Reconstruct
                 raise Cancelled
 
         try:
-            model, report = finetune_model(state, options.finetune_minutes, on_progress=stop_if_cancelled)
+            model, report = finetune_model(state, options.finetune_minutes, lr=FINETUNE_LR,
+                                           on_progress=stop_if_cancelled)
         except Cancelled:
             return
-        yield f"fine-tuned: {report.steps} steps in {report.seconds:.0f} s"
+        if report.improved:
+            yield f"fine-tuned: {report.steps} steps in {report.seconds:.0f} s"
+        else:
+            model = None
+            yield f"{NOT_IMPROVED} ({report.steps} steps in {report.seconds:.0f} s)"
     yield from iter_reconstruct(dynamic, prior, options, cancel=cancel, model=model)
 
 
-__all__ = ["FINETUNE_LR", "Cancelled", "finetune_model", "finetuned_frames", "reconstruct_file"]
+__all__ = ["FINETUNE_LR", "NOT_IMPROVED", "Cancelled", "finetune_model", "finetuned_frames", "reconstruct_file"]

@@ -44,15 +44,17 @@ def _error_line(result) -> str:
 
 def test_finetune_with_keep(case, tmp_path):
     out = tmp_path / "subject.safetensors"
-    result = _invoke("--planning", case["planning"], "--keep", 25, "--steps", 2, "--model", case["tiny"], "-o", out)
+    result = _invoke("--planning", case["planning"], "--keep", 25, "--steps", 10, "--lr", 1e-3, "--model", case["tiny"],
+                     "-o", out)
     assert result.exit_code == 0, result.output
-    assert f"{out}: fine-tuned 2 steps" in result.output
+    assert f"{out}: fine-tuned 10 steps" in result.output
     meta = read_metadata(out)
     assert meta["base_model"] == str(case["tiny"])
     assert meta["base_model_sha256"] == file_sha256(case["tiny"])
     assert meta["planning_sha256"] == file_sha256(case["planning"])
-    assert meta["finetune"]["steps"] == 2
-    assert meta["finetune"]["lr"] == 2e-5
+    assert meta["finetune"]["steps"] == 10
+    assert meta["finetune"]["lr"] == 1e-3
+    assert meta["finetune"]["improved"] is True
     assert meta["finetune_keep_percent"] == pytest.approx(25.0)
     assert meta["format"] == "mrisr-checkpoint" and meta["uses_prior"] is True
     assert "sha256" not in meta  # the file's own hash is computed on load, never stored stale
@@ -63,12 +65,12 @@ def test_finetune_with_keep(case, tmp_path):
 
 def test_finetune_like_a_dynamic(case, tmp_path):
     out = tmp_path / "subject.safetensors"
-    result = _invoke("--planning", case["planning"], "--like", case["lr"], "--steps", 2, "--lr", 1e-4,
+    result = _invoke("--planning", case["planning"], "--like", case["lr"], "--steps", 10, "--lr", 1e-3,
                      "--model", case["tiny"], "-o", out)
     assert result.exit_code == 0, result.output
     meta = read_metadata(out)
     assert meta["finetune_keep_percent"] == pytest.approx(6.25)  # 12 x 12 of 48 x 48
-    assert meta["finetune"]["lr"] == 1e-4
+    assert meta["finetune"]["lr"] == 1e-3
     assert meta["planning_sha256"] == file_sha256(case["planning"])
     assert meta["planning_contrast"]["applied"] is False  # a same-contrast planning scan is not mapped
 
@@ -84,11 +86,22 @@ def test_finetune_on_a_planning_scan_of_another_contrast(case, tmp_path):
     swapped = save_like(tmp_path / "swapped.nii.gz", swap_contrast(np.asarray(planning.data)), planning)
     for flags, expected in (([], True), (["--no-match-contrast"], None)):
         out = tmp_path / f"subject_{expected}.safetensors"
-        result = _invoke("--planning", swapped, "--like", case["lr"], "--steps", 1, "--model", case["tiny"], "-o",
-                         out, *flags)
+        result = _invoke("--planning", swapped, "--like", case["lr"], "--steps", 10, "--lr", 1e-3, "--model",
+                         case["tiny"], "-o", out, *flags)
         assert result.exit_code == 0, result.output
         contrast = read_metadata(out)["planning_contrast"]
         assert (contrast if contrast is None else contrast["applied"]) is expected
+
+
+def test_fine_tuning_that_never_improves_says_so_and_writes_nothing(case, tmp_path):
+    """At a learning rate too small to move the held-out loss, no copy of the base weights is
+    written or presented as a tuned model."""
+    out = tmp_path / "subject.safetensors"
+    result = _invoke("--planning", case["planning"], "--keep", 25, "--steps", 10, "--lr", 1e-12, "--model", case["tiny"],
+                     "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "fine-tuning did not improve on the base model; the base model is used" in result.output
+    assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("choice", [[], ["--keep", "25", "--like", "LR"]])

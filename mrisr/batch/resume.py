@@ -212,8 +212,6 @@ def up_to_date(plan: SubjectPlan) -> list[dict] | None:
         block = (read_json(series.outputs.sidecar) or {}).get(BATCH_KEY)
         if not block or block.get("fingerprint") != series.fingerprint or recorded(block, series) is None:
             return None
-        if series.outputs.finetuned_model is not None and not series.outputs.finetuned_model.is_file():
-            return None
         if not all(path.is_file() for path in series.outputs.map_paths().values()):
             return None
         blocks.append(block)

@@ -43,7 +43,7 @@ def finetune(
     from mrisr.limits import check_keep, check_lr, check_steps
     from mrisr.models.checkpoint import save_checkpoint
     from mrisr.reconstruct import ReconstructOptions, prepare_state
-    from mrisr.workflow import finetune_model
+    from mrisr.workflow import NOT_IMPROVED, finetune_model
 
     if (like is None) == (keep is None):
         fail(f"{planning}: give exactly one of --like DYNAMIC.nii.gz or --keep PERCENT")
@@ -85,6 +85,11 @@ def finetune(
                            err=True)
 
         tuned, report = finetune_model(rec, opts.finetune_minutes, steps, lr, on_progress=show)
+        if not report.improved:
+            # no copy of the base weights is written or presented as a tuned model
+            typer.echo(f"{output}: not written: {NOT_IMPROVED} (held-out loss {report.initial_val_loss:.5f} "
+                       f"never beaten in {report.steps} steps at lr {lr:g})")
+            return
         meta = dict(tuned.meta)
         meta.pop("sha256", None)
         meta.update({"base_model": model, "base_model_sha256": rec.model.meta.get("sha256"),

@@ -32,10 +32,16 @@ class FinetuneReport:
     lr: float
     stopped_early: bool
 
+    @property
+    def improved(self) -> bool:
+        """Whether any validation beat the base model's held-out loss (else the tuned model is the
+        base model, weight for weight)."""
+        return self.best_step > 0 and self.best_val_loss < self.initial_val_loss
+
     def as_dict(self, timings: bool = True) -> dict:
-        """The report as a dict; ``timings=False`` leaves out the wall-clock ``seconds`` (checkpoint
-        metadata: the same steps on the same data give a byte-identical checkpoint)."""
-        report = dict(self.__dict__)
+        """The report as a dict, with ``improved``; ``timings=False`` leaves out the wall-clock
+        ``seconds`` (checkpoint metadata: the same steps on the same data give a byte-identical checkpoint)."""
+        report = {**self.__dict__, "improved": self.improved}
         if not timings:
             report.pop("seconds")
         return report
