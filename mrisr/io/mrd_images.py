@@ -12,10 +12,16 @@ Gadgetron's): an image's ``position`` is the world point (LPS, mm) of voxel
 ``(X // 2, Y // 2, Z // 2)``; voxel indices grow along ``read_dir``, ``phase_dir`` and the slice
 direction; the voxel size is ``field_of_view / matrix_size``. A finer matrix over the same field of
 view keeps ``position`` where it is (the centred k-space zero-filling of :mod:`mrisr.io.geometry`),
-so the output headers carry the input's ``position`` unchanged. python-ismrmrd-server's
-``dicom2mrd.py`` writes DICOM's ImagePositionPatient (the first voxel) into ``position`` instead;
-such images are read half a field of view off in world space, the same for the planning series
-and the dynamic, which matters only when the two differ in field of view (see docs/serve.md).
+so the output headers carry the input's ``position`` unchanged.
+
+python-ismrmrd-server's ``dicom2mrd.py`` writes another layout (``geometry="dicom2mrd"``): DICOM's
+ImagePositionPatient, the centre of the first voxel, as ``position``, and ``field_of_view`` as
+``(PixelSpacing[1] * Rows, PixelSpacing[0] * Columns, SliceThickness)``, so the voxel size is
+``(field_of_view[0] / Y, field_of_view[1] / X)``. Read as MRD, such a series lies half a field of
+view off and, for a matrix that is not square, has the wrong voxel size; :func:`stack_images` reads
+it exactly when told, and :func:`images_like` then writes the SR grid's first voxel as ``position``
+(the field of view stays the input's, which keeps python-ismrmrd-server's ``mrd2dicom.py`` right).
+:func:`looks_like_dicom2mrd` tells such images by the DICOM header ``dicom2mrd.py`` keeps in the meta.
 
 Pixel layout: ``Image.data`` is ``(channels, z, y, x)``; a volume here is ``(X, Y, Z)``. Complex
 images are read as their magnitude; images of more than one channel are refused.
@@ -30,10 +36,13 @@ import numpy as np
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.mrd_geometry import LPS_TO_RAS
 
-__all__ = ["ImageStack", "images_like", "raw_stack", "stack_images", "volume_to_images"]
+__all__ = ["GEOMETRIES", "ImageStack", "images_like", "looks_like_dicom2mrd", "raw_stack", "stack_images",
+           "volume_to_images"]
 
 #: ``ImageProcessingHistory`` entry added to every image mrisr sends
 HISTORY_ENTRY = "MRISR"
+#: how ``position`` and ``field_of_view`` are read: ISMRMRD's definition, or dicom2mrd.py's layout
+GEOMETRIES = ("mrd", "dicom2mrd")
 
 
 @dataclass
@@ -47,6 +56,7 @@ class ImageStack:
             direction) or the one header of a 3-D image.
         attributes: the attribute (meta) string of each header.
         three_d: whether the input was one 3-D image.
+        geometry: the layout the headers were read in (one of :data:`GEOMETRIES`).
     """
 
     data: np.ndarray
@@ -54,6 +64,7 @@ class ImageStack:
     heads: list = field(default_factory=list)
     attributes: list[str] = field(default_factory=list)
     three_d: bool = False
+    geometry: str = "mrd"
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -87,12 +98,16 @@ def _directions(head, name: str) -> np.ndarray:
     return np.stack(dirs, axis=1)
 
 
-def stack_images(images: list, name: str = "stream") -> ImageStack:
+def stack_images(images: list, name: str = "stream", geometry: str = "mrd") -> ImageStack:
     """The images of one frame as one volume with its affine.
 
     Args:
         images: one 3-D ``ismrmrd.Image``, or 2-D images (one per slice, any order) of one frame.
         name: how the data is named in errors.
+        geometry: ``mrd`` (``position`` is voxel ``(X // 2, Y // 2[, Z // 2])``, the voxel size
+            ``field_of_view / matrix``) or ``dicom2mrd`` (2-D slices as dicom2mrd.py writes them:
+            ``position`` is voxel ``(0, 0)``, the voxel size ``(field_of_view[0] / Y,
+            field_of_view[1] / X)``; see the module docstring).
 
     Returns:
         :class:`ImageStack`; 2-D slices are ordered by their position along the slice direction.
@@ -101,6 +116,8 @@ def stack_images(images: list, name: str = "stream") -> ImageStack:
         MrisrInputError: no images, several 3-D images, images of different matrices, fields of
             view or orientations, two images of one slice, slices not equally spaced.
     """
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry {geometry!r} is not one of {', '.join(GEOMETRIES)}")
     if not images:
         raise MrisrInputError(f"{name}: a frame without images; send at least one image")
     heads = [image.getHead() for image in images]
@@ -118,7 +135,14 @@ def stack_images(images: list, name: str = "stream") -> ImageStack:
                                   "send one slice group per series")
     if np.any(fov[:2] <= 0):
         raise MrisrInputError(f"{name}: image field of view {fov.tolist()} mm is empty; send images with their geometry")
-    spacing = np.array([fov[0] / nx, fov[1] / ny, (fov[2] / nz if fov[2] > 0 else 1.0)])
+    corner = geometry == "dicom2mrd"
+    if corner and nz > 1:
+        raise MrisrInputError(f"{name}: a 3-D image ({nx}x{ny}x{nz}) with geometry dicom2mrd, which describes 2-D "
+                              "slices; send the slices, or the 3-D image with geometry mrd")
+    in_plane = (fov[0] / ny, fov[1] / nx) if corner else (fov[0] / nx, fov[1] / ny)
+    spacing = np.array([*in_plane, (fov[2] / nz if fov[2] > 0 else 1.0)])
+    # the voxel whose world point ``position`` names
+    anchor = np.zeros(3) if corner else np.array([nx // 2, ny // 2, nz // 2], dtype=float)
     columns = dirs * spacing[None, :]
     attributes = [image.attribute_string if isinstance(image.attribute_string, str)
                   else bytes(image.attribute_string).decode("utf-8") for image in images]
@@ -126,8 +150,7 @@ def stack_images(images: list, name: str = "stream") -> ImageStack:
         if len(images) > 1:
             raise MrisrInputError(f"{name}: {len(images)} 3-D images in one frame; send one 3-D image per frame")
         data = _pixels(images[0], name)
-        centre = np.array([nx // 2, ny // 2, nz // 2], dtype=float)
-        origin = _vector(first.position) - columns @ centre
+        origin = _vector(first.position) - columns @ anchor
         three_d = nz > 1
         order = [0]
     else:
@@ -145,13 +168,34 @@ def stack_images(images: list, name: str = "stream") -> ImageStack:
                                   "mm); send equally spaced slice groups as separate series")
         columns[:, 2] = step
         data = np.stack([_pixels(images[i], name)[:, :, 0] for i in order], axis=2)
-        origin = positions[order[0]] - columns @ np.array([nx // 2, ny // 2, 0], dtype=float)
+        origin = positions[order[0]] - columns @ np.array([anchor[0], anchor[1], 0.0])
         three_d = False
     affine = np.eye(4)
     affine[:3, :3] = columns
     affine[:3, 3] = origin
     return ImageStack(data=data, affine=LPS_TO_RAS @ affine, heads=[heads[i] for i in order],
-                      attributes=[attributes[i] for i in order], three_d=three_d)
+                      attributes=[attributes[i] for i in order], three_d=three_d, geometry=geometry)
+
+
+def looks_like_dicom2mrd(image) -> bool:
+    """Whether ``image``'s ``position`` is the ImagePositionPatient of the DICOM header
+    python-ismrmrd-server's ``dicom2mrd.py`` keeps in the meta (``DicomJson``): a sign that the
+    series should be read with ``geometry="dicom2mrd"``."""
+    import base64
+    import json
+
+    import ismrmrd
+
+    attributes = image.attribute_string if isinstance(image.attribute_string, str) \
+        else bytes(image.attribute_string).decode("utf-8", "replace")
+    if "DicomJson" not in attributes:
+        return False
+    try:
+        header = json.loads(base64.b64decode(ismrmrd.Meta.deserialize(attributes)["DicomJson"]))
+        corner = np.array([float(v) for v in header["00200032"]["Value"]])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return corner.shape == (3,) and bool(np.abs(corner - _vector(image.position)).max() < 1e-3)
 
 
 def _meta_with_history(attributes: str, extra: dict | None):
@@ -185,17 +229,28 @@ def images_like(stack: ImageStack, data: np.ndarray, series_index: int, meta: di
         ``ismrmrd.Image`` float32 magnitude images: one per input slice (2-D) or one (3-D). Each
         header is the input's with ``matrix_size``, ``data_type``, ``channels``, ``image_type`` and
         ``image_series_index`` set; the meta gains ``Keep_image_geometry = 1`` and an
-        ``ImageProcessingHistory`` entry.
+        ``ImageProcessingHistory`` entry. With ``stack.geometry == "dicom2mrd"`` the ``position``
+        is the first voxel of the finer grid (voxel ``(X // 2, Y // 2)`` keeps its world point, as
+        in :mod:`mrisr.io.geometry`), so the result lines up when read in that layout.
     """
     import ismrmrd
 
     data = np.asarray(data, dtype=np.float32)
     if data.ndim != 3 or data.shape[2] != stack.shape[2]:
         raise ValueError(f"data {data.shape} does not match the frame's {stack.shape[2]} slices")
+    corners = None
+    if stack.geometry == "dicom2mrd":
+        lps = LPS_TO_RAS @ stack.affine
+        (nx, ny, _), (fx, fy) = stack.shape, data.shape[:2]
+        fine = lps[:3, :2] * np.array([nx / fx, ny / fy])[None, :]
+        shift = lps[:3, :2] @ np.array([nx // 2, ny // 2], dtype=float) - fine @ np.array([fx // 2, fy // 2], dtype=float)
+        corners = [lps[:3, :3] @ np.array([0.0, 0.0, k]) + lps[:3, 3] + shift for k in range(data.shape[2])]
     out = []
     blocks = [data] if stack.three_d else [data[:, :, k:k + 1] for k in range(data.shape[2])]
-    for head, attributes, block in zip(stack.heads, stack.attributes, blocks):
+    for k, (head, attributes, block) in enumerate(zip(stack.heads, stack.attributes, blocks)):
         new_head = ismrmrd.ImageHeader.from_buffer_copy(bytes(head))
+        if corners is not None:
+            new_head.position[:] = [float(v) for v in corners[k]]
         new_head.image_series_index = int(series_index)
         new_head.image_type = ismrmrd.IMTYPE_MAGNITUDE
         image = ismrmrd.Image(head=bytes(new_head), data=np.ascontiguousarray(block.transpose(2, 1, 0))[None])

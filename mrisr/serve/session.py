@@ -33,7 +33,7 @@ import numpy as np
 
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.load import check_frame
-from mrisr.io.mrd_images import ImageStack, images_like, raw_stack, stack_images
+from mrisr.io.mrd_images import GEOMETRIES, ImageStack, images_like, looks_like_dicom2mrd, raw_stack, stack_images
 from mrisr.io.volume import Volume
 from mrisr.serve.protocol import ProtocolError
 from mrisr.serve.store import PriorStore, describe_key, prior_key
@@ -51,7 +51,7 @@ DYNAMIC_CONFIG = "mrisr"
 _ROLE_OF_CONFIG = {DYNAMIC_CONFIG: "dynamic", "mrisr_fire": "dynamic",
                    PLANNING_CONFIG: "planning", "mrisr_fire_planning": "planning"}
 #: parameters of the JSON text / config that are not reconstruction options
-_SERVE_PARAMETERS = {"config", "customconfig", "prior", "series_offset"}
+_SERVE_PARAMETERS = {"config", "customconfig", "prior", "series_offset", "geometry"}
 #: options that make no sense inline (minutes of work before the first frame)
 _REFUSED_OPTIONS = {"finetune", "finetune_minutes"}
 #: ``image_series_index`` of the SR series = the input's + this (maps follow)
@@ -73,12 +73,16 @@ class ServeRequest:
         options: reconstruction options (server defaults, then the connection's parameters).
         prior_path: a planning scan file that overrides the stored one.
         series_offset: the SR series' ``image_series_index`` is the input's plus this.
+        geometry: how image headers are read: ``mrd`` (``position`` is the image centre, ISMRMRD's
+            definition) or ``dicom2mrd`` (python-ismrmrd-server's dicom2mrd.py layout; see
+            :mod:`mrisr.io.mrd_images`).
     """
 
     role: str
     options: dict
     prior_path: Path | None = None
     series_offset: int = DEFAULT_SERIES_OFFSET
+    geometry: str = "mrd"
 
 
 @dataclass
@@ -136,7 +140,7 @@ def parse_request(config, defaults: dict | None = None, role: str | None = None)
     unknown = sorted(set(parameters) - fields - _SERVE_PARAMETERS)
     if unknown:
         raise MrisrInputError(f"unknown parameter(s) {', '.join(unknown)}; the options are "
-                              f"{', '.join(sorted(fields - _REFUSED_OPTIONS))}, prior, series_offset")
+                              f"{', '.join(sorted(fields - _REFUSED_OPTIONS))}, prior, series_offset, geometry")
     refused = sorted(set(parameters) & _REFUSED_OPTIONS)
     if refused:
         raise MrisrInputError(f"parameter(s) {', '.join(refused)} cannot run inline (minutes before the first frame); "
@@ -149,8 +153,13 @@ def parse_request(config, defaults: dict | None = None, role: str | None = None)
         offset = int(parameters.get("series_offset", DEFAULT_SERIES_OFFSET))
     except (TypeError, ValueError):
         raise MrisrInputError(f"series_offset {parameters.get('series_offset')!r} is not an integer") from None
+    geometry = str(parameters.get("geometry", "mrd"))
+    if geometry not in GEOMETRIES:
+        raise MrisrInputError(f"geometry {geometry!r} is not one of {', '.join(GEOMETRIES)}; send dicom2mrd for "
+                              "series converted by python-ismrmrd-server's dicom2mrd.py, else leave it out")
     role = role or _ROLE_OF_CONFIG[name]
-    return ServeRequest(role=role, options=options, prior_path=Path(prior) if prior else None, series_offset=offset)
+    return ServeRequest(role=role, options=options, prior_path=Path(prior) if prior else None, series_offset=offset,
+                        geometry=geometry)
 
 
 def parse_header(metadata):
@@ -326,7 +335,12 @@ class _Session:
         import ismrmrd
 
         if isinstance(items[0], ismrmrd.Image):
-            return stack_images(items, self.name)
+            if self.request.geometry == "mrd" and self.result.frames == 0 and looks_like_dicom2mrd(items[0]):
+                self.note("WARNING", f"{self.name}: image position is the DICOM ImagePositionPatient (the first voxel), "
+                                     "as python-ismrmrd-server's dicom2mrd.py writes it; read as the image centre here. "
+                                     'Send {"parameters": {"geometry": "dicom2mrd"}} with this series and its '
+                                     "planning series so they line up")
+            return stack_images(items, self.name, self.request.geometry)
         from mrisr.io.mrd import frame_from_acquisitions
 
         image, affine, layout = frame_from_acquisitions(items, self.header, self.name)

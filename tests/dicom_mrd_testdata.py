@@ -1,0 +1,97 @@
+"""A DICOM series as an MRD HDF5 file of 2-D image slices, written by the tests with pydicom and
+ismrmrd directly (not through :mod:`mrisr.io`), in two layouts:
+
+- ``mrd``: ISMRMRD's definitions. ``position`` is the world point (LPS) of voxel
+  ``(Columns // 2, Rows // 2)``, ``field_of_view`` is ``(Columns * column spacing, Rows * row
+  spacing, SliceThickness)``, pixel values are the rescaled DICOM values (float32), frames are
+  counted by ``repetition``.
+- ``dicom2mrd``: what python-ismrmrd-server's ``dicom2mrd.py`` writes (from its documented output,
+  not its code): ``position`` is ImagePositionPatient (the first voxel), ``field_of_view`` is
+  ``(PixelSpacing[1] * Rows, PixelSpacing[0] * Columns, SliceThickness)``, pixel values are the
+  stored integers (RescaleSlope dropped), ``slice`` counts SliceLocation and ``phase`` TriggerTime,
+  ``image_series_index`` is 0, and the meta keeps the DICOM header as base64 JSON (``DicomJson``).
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+
+
+def _xml(first) -> str:
+    import ismrmrd
+
+    header = ismrmrd.xsd.ismrmrdHeader(
+        experimentalConditions=ismrmrd.xsd.experimentalConditionsType(H1resonanceFrequency_Hz=63_500_000))
+    header.studyInformation = ismrmrd.xsd.studyInformationType(studyInstanceUID=str(first.StudyInstanceUID))
+    header.measurementInformation = ismrmrd.xsd.measurementInformationType(
+        frameOfReferenceUID=str(first.FrameOfReferenceUID), protocolName=str(first.get("SeriesDescription", "")),
+        patientPosition=ismrmrd.xsd.patientPositionType("HFS"))
+    return ismrmrd.xsd.ToXML(header)
+
+
+def dicom_to_mrd(folder: Path, path: Path, layout: str = "mrd") -> tuple[Path, dict[int, float]]:
+    """Write the classic MR files of ``folder`` (one series) as an MRD file of 2-D images at ``path``.
+
+    Returns:
+        ``path`` and, per frame index, the RescaleSlope of its files (what ``dicom2mrd`` drops).
+    """
+    import ismrmrd
+    import pydicom
+
+    datasets = sorted((pydicom.dcmread(p) for p in Path(folder).glob("*.dcm")), key=lambda d: int(d.InstanceNumber))
+    locations = sorted({float(d.SliceLocation) for d in datasets})
+    triggers = sorted({float(d.get("TriggerTime", 0) or 0) for d in datasets})
+    slopes: dict[int, float] = {}
+    images = []
+    for d in datasets:
+        rows, columns = int(d.Rows), int(d.Columns)
+        row_spacing, column_spacing = (float(v) for v in d.PixelSpacing)
+        cosines = np.array([float(v) for v in d.ImageOrientationPatient])
+        along_row, along_column = cosines[:3], cosines[3:]
+        corner = np.array([float(v) for v in d.ImagePositionPatient])
+        thickness = float(d.SliceThickness)
+        frame = int(d.get("TemporalPositionIdentifier", 1) or 1) - 1
+        slope = float(d.get("RescaleSlope", 1) or 1)
+        slopes[frame] = slope
+        stored = d.pixel_array  # (rows, columns)
+        if layout == "mrd":
+            pixels = stored.astype(np.float32) * np.float32(slope) + np.float32(float(d.get("RescaleIntercept", 0) or 0))
+            position = corner + (columns // 2) * column_spacing * along_row + (rows // 2) * row_spacing * along_column
+            fov = (columns * column_spacing, rows * row_spacing, thickness)
+        elif layout == "dicom2mrd":
+            pixels = stored
+            position = corner
+            fov = (column_spacing * rows, row_spacing * columns, thickness)
+        else:
+            raise ValueError(layout)
+        image = ismrmrd.Image.from_array(pixels, transpose=False)
+        image.field_of_view = fov
+        image.position = tuple(float(v) for v in position)
+        image.read_dir = tuple(float(v) for v in along_row)
+        image.phase_dir = tuple(float(v) for v in along_column)
+        image.slice_dir = tuple(float(v) for v in np.cross(along_row, along_column))
+        image.image_type = ismrmrd.IMTYPE_MAGNITUDE
+        image.image_index = int(d.InstanceNumber)
+        image.slice = locations.index(float(d.SliceLocation))
+        meta = ismrmrd.Meta()
+        meta["SequenceDescription"] = str(d.get("SeriesDescription", ""))
+        if layout == "mrd":
+            image.repetition = frame
+            image.image_series_index = int(d.SeriesNumber)
+        else:
+            image.phase = triggers.index(float(d.get("TriggerTime", 0) or 0))
+            image.image_series_index = 0
+            header = d.copy()
+            del header["PixelData"]
+            meta["DicomJson"] = base64.b64encode(header.to_json().encode("utf-8")).decode("utf-8")
+        image.attribute_string = meta.serialize()
+        images.append(image)
+    dataset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
+    dataset.write_xml_header(_xml(datasets[0]).encode("utf-8"))
+    for image in images:
+        dataset.append_image(f"image_{int(image.image_series_index)}", image)
+    dataset.close()
+    return path, slopes
