@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +147,50 @@ def test_write_json_atomic_writes_strict_shared_json(tmp_path):
                                 "path": str(tmp_path), "tuple": [1, 2]}
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert [p.name for p in path.parent.iterdir()] == ["status.json"]  # no partial left
+
+
+def test_one_file_of_a_dicom_series_hashes_the_series_the_reader_reads(tmp_path):
+    """``--prior IM00001`` reads the whole series beside that file: its hash covers every slice of that
+    series (any of its files gives the same digest) and no file of another series in the folder."""
+    import pydicom
+    from dicom_testdata import ORIENTATIONS, write_classic
+
+    from mrisr.io import load
+
+    rng = np.random.default_rng(0)
+    folder = write_classic(tmp_path / "study", rng.random((8, 6, 5)) + 0.1, ORIENTATIONS["coronal"],
+                           series_uid="1.2.3.1")
+    series_files = sorted(folder.iterdir())
+    other = write_classic(tmp_path / "other", rng.random((8, 6, 3)) + 0.1, ORIENTATIONS["axial"],
+                          series_uid="1.2.3.2", seed=1)
+    for path in sorted(other.iterdir()):  # a second series in the same folder
+        path.rename(folder / f"B{path.name}")
+    one = series_files[2]
+    assert load(one).data.shape == (8, 6, 5)  # what the reader reads for that file
+    assert image_files(one) == series_files
+    digest = file_sha256(one)
+    assert digest != _sha256(one.read_bytes())
+    assert all(file_sha256(path) == digest for path in series_files)
+    # another series' file changes nothing; any slice of this series changes the digest
+    stranger = next(folder.glob("BIM*"))
+    stranger.write_bytes(stranger.read_bytes() + b"\0")
+    assert file_sha256(one) == digest
+    victim = series_files[4]
+    ds = pydicom.dcmread(victim)
+    ds.PixelData = bytes(len(ds.PixelData))
+    ds.save_as(victim)
+    assert file_sha256(one) != digest
+
+
+def test_a_lone_dicom_file_hashes_like_sha256sum(tmp_path):
+    import shutil
+    import warnings
+
+    from pydicom.data import get_testdata_file
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = Path(shutil.copy(get_testdata_file("MR_small.dcm"), tmp_path / "MR_small.dcm"))
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert image_files(path) == [path]
+    assert file_sha256(path) == _sha256(path.read_bytes())

@@ -64,7 +64,8 @@ def _file_record(path: Path, previous: dict | None) -> dict[str, Any]:
         "inode": stat.st_ino,
     }
     if path.is_dir() or len(image_files(path)) > 1:
-        # a DICOM folder, or a header with detached data: the stat of one file does not cover the others
+        # a DICOM folder or one file of a DICOM series, or a header with detached data: the stat of one
+        # file does not cover the others
         record["sha256"] = file_sha256(path)
         return record
     # a file whose path, size, modification time and inode are unchanged was hashed and checked

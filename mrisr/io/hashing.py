@@ -59,12 +59,29 @@ def _detached_data(header: Path) -> list[Path]:
     return []
 
 
+def _dicom_series_files(path: Path) -> list[Path] | None:
+    """The files of the DICOM series a DICOM file belongs to (what :func:`mrisr.io.load` reads for
+    it: the images of its SeriesInstanceUID in its folder), sorted; ``None`` for a file that is not
+    DICOM, is alone in its series, or whose series cannot be read (its own bytes are then hashed)."""
+    from mrisr.io.dicom_series import find_series, is_dicom_file
+
+    if not (path.is_file() and is_dicom_file(path)):
+        return None
+    try:
+        series = find_series(path)
+    except MrisrInputError:
+        return None
+    files = sorted(series[0].files) if len(series) == 1 else []
+    return files if len(files) > 1 else None
+
+
 def image_files(path: str | Path) -> list[Path]:
     """The files whose bytes make up the image at ``path``, in the order they are hashed.
 
-    A folder (DICOM series): every file in it, sorted by relative path. A ``.mhd`` or ``.nhdr``
-    header: itself, then the data files it names. An Analyze or NIfTI-pair ``.hdr``/``.img``: the
-    header, then the data file, when both exist. Anything else: ``path`` itself.
+    A folder (DICOM series): every file in it, sorted by relative path. One file of a DICOM series
+    of several files: the files of that series (those the reader reads for it), sorted. A ``.mhd``
+    or ``.nhdr`` header: itself, then the data files it names. An Analyze or NIfTI-pair
+    ``.hdr``/``.img``: the header, then the data file, when both exist. Anything else: ``path`` itself.
 
     Raises:
         MrisrInputError: a header whose data file is missing.
@@ -72,6 +89,12 @@ def image_files(path: str | Path) -> list[Path]:
     path = Path(path)
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.is_file())
+    series = _dicom_series_files(path)
+    return series if series is not None else _file_parts(path)
+
+
+def _file_parts(path: Path) -> list[Path]:
+    """A file that is not a DICOM series: itself, or a header and its data files."""
     suffix = path.suffix.lower()
     if suffix in DETACHED_HEADER_FIELDS and path.is_file():
         return [path, *_detached_data(path)]
@@ -86,8 +109,10 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     """SHA-256 hex digest of the image at ``path`` (see :func:`image_files` for what is read).
 
     A single file hashes to the digest of its bytes (``sha256sum``'s); a folder to the digest of
-    its sorted files' relative names and contents, so renaming a slice changes it; a header with
-    detached data to the digest of the header's bytes followed by its data files'.
+    its sorted files' relative names and contents, so renaming a slice changes it; one file of a
+    DICOM series to the same over the files of its series (names relative to the file's folder), so
+    any slice the reader reads for it counts; a header with detached data to the digest of the
+    header's bytes followed by its data files'.
 
     Args:
         path: an image file, header or DICOM folder.
@@ -102,10 +127,16 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     """
     path = Path(path)
     digest = hashlib.sha256()
-    folder = path.is_dir()
-    for file in image_files(path):
-        if folder:
-            digest.update(file.relative_to(path).as_posix().encode())
+    # a folder, or the series of one DICOM file: the names count too, relative to the folder
+    root: Path | None = path
+    if path.is_dir():
+        files = image_files(path)
+    else:
+        series = _dicom_series_files(path)
+        files, root = (series, path.parent) if series is not None else (_file_parts(path), None)
+    for file in files:
+        if root is not None:
+            digest.update(file.relative_to(root).as_posix().encode())
         with open(file, "rb") as handle:
             while block := handle.read(chunk):
                 digest.update(block)

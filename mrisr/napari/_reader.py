@@ -12,6 +12,7 @@ A 4-D series becomes one image layer ``(T, X, Y, Z)``; geometry, TR and header c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,22 @@ def _layer_name(path: Path) -> str:
     if path.name.lower().endswith(".dcm"):
         return path.name[: -len(".dcm")]
     return image_stem(path)
+
+
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def layer_name(stem: str, description: str | None = None) -> str:
+    """A layer name from the file or folder name and a DICOM SeriesDescription, each said once:
+    ``dyn_cor`` + ``dyn_cor`` -> ``dyn_cor``, ``IM0001`` + ``dynamic`` -> ``IM0001 dynamic``; one that
+    holds the other (compared by words, ignoring case and punctuation) gives the longer."""
+    description = (description or "").strip()
+    if not description or _words(description) in _words(stem):
+        return stem
+    if _words(stem) in _words(description):
+        return description
+    return f"{stem} {description}"
 
 
 def is_mrd_file(path: str | Path) -> bool:
@@ -65,8 +82,7 @@ def read_layer_data(path: str | Path) -> tuple[Any, dict[str, Any], str]:
         from napari.utils.notifications import show_info
 
         show_info(note)
-    description = (volume.extra.get("dicom") or {}).get("description")
-    name = _layer_name(path) + (f" {description}" if description else "")
+    name = layer_name(_layer_name(path), (volume.extra.get("dicom") or {}).get("description"))
     return volume_to_layer_data(volume, name=name, colormap="gray")
 
 

@@ -46,6 +46,10 @@ def reconstruction_steps(
 
 #: what one unit of each map is (mrisr.reconstruct.maps), shown in the layer name beside its colour bar
 MAP_UNITS = {"disagreement": "fraction of local signal", "unmeasured": "SR intensity, a.u."}
+#: layer metadata of result and map layers: how many frames the run has written (frames ``0..n-1``), and
+#: whether the layer is hidden only because the frame on the slider is not filled yet
+FRAMES_FILLED = "mrisr_frames_filled"
+HIDDEN_UNFILLED = "mrisr_hidden_unfilled"
 
 
 class ReconstructWidget(Container):
@@ -119,6 +123,7 @@ class ReconstructWidget(Container):
         self._pbar: Any = None
         self._showing = False
         self._finish_pending = False
+        viewer.dims.events.point.connect(self._on_step)
 
     # ------------------------------------------------------------------ inputs
     def options(self) -> Any:
@@ -220,20 +225,21 @@ class ReconstructWidget(Container):
                 layer.data[item.index] = frame_to_layer(values, layer)
             else:
                 layer.data[...] = frame_to_layer(values, layer)
-            if not layer.metadata.get("shown_once", True):
-                # created hidden (an empty series would cover the inputs): shown with its first frame
-                layer.metadata["shown_once"] = True
-                layer.visible = layer.metadata.pop("visible_when_filled", True)
+            layer.metadata[FRAMES_FILLED] = item.index + 1
             layer.refresh()
         data = self.result_layer.data
+        # before the status and progress updates, which can process events (and so the next frames):
+        # the slider follows the frames in their order, and the layers show the frame once it is filled
+        if self.follow.value and data.ndim == 4:
+            self._show_frame(item.index)
+        for layer, _ in fills:
+            self._hide_unfilled(layer)
         self._frames_done = item.index + 1
         # the status first: napari's progress update can process events (and show the widget) before it returns
         self.status.value = f"frame {self._frames_done}/{item.total} ({item.seconds:.2f} s)"
         self.progress.value = self._frames_done
         if self._pbar is not None:
             self._pbar.update(1)
-        if self.follow.value and data.ndim == 4:
-            self._show_frame(item.index)
 
     def _method_changed(self, value: str) -> None:
         network = value == "network"
@@ -258,14 +264,43 @@ class ReconstructWidget(Container):
             layer_kwargs = {"colormap": "gray", "contrast_limits": (0.0, high)}
         visible = layer_kwargs.pop("visible", True)
         array, kwargs, _ = volume_to_layer_data(result, name or self._name, role=role, **layer_kwargs)
-        # hidden until its first frame is written; with "show each new frame" the slider then follows the
-        # frames as they are filled, so the frame shown is never an empty one covering the inputs
-        kwargs["metadata"].update({"shown_once": False, "visible_when_filled": visible})
+        # hidden while the frame on the slider is not filled yet (an empty frame would cover the inputs):
+        # shown with its first frame, hidden again if the slider moves ahead of the run (_hide_unfilled)
+        kwargs["metadata"].update({FRAMES_FILLED: 0, HIDDEN_UNFILLED: visible})
         layer = self._viewer.add_image(array, visible=False, **kwargs)
         units = MAP_UNITS.get(role)
         if units is not None and hasattr(layer, "colorbar"):
-            layer.colorbar.visible = visible  # the map's scale; the unit is in the layer name
+            # the map's scale, drawn whenever the layer is visible (napari draws a layer's overlays only
+            # then); the unit is in the layer name, as napari's colour bar has no label
+            layer.colorbar.visible = True
         return layer
+
+    def _hide_unfilled(self, layer: Any) -> None:
+        """Hide a result or map layer while the frame on the slider is one the run has not filled
+        (a blank, opaque frame would hide the inputs), and show it again (when it was this that hid it)
+        once that frame is filled or the slider is back on a filled one."""
+        meta = layer.metadata
+        if FRAMES_FILLED not in meta:
+            return
+        frame = 0
+        if layer.ndim == 4:
+            point = np.asarray(self._viewer.dims.point, dtype=np.float64)
+            if point.size < layer.ndim:
+                return
+            frame = int(np.round(layer.world_to_data(point[-layer.ndim:])[0]))
+            if not 0 <= frame < layer.data.shape[0]:
+                return  # napari draws nothing of this layer there
+        filled = frame < int(meta[FRAMES_FILLED])
+        if not filled and layer.visible:
+            meta[HIDDEN_UNFILLED] = True
+            layer.visible = False
+        elif filled and meta.get(HIDDEN_UNFILLED):
+            meta[HIDDEN_UNFILLED] = False
+            layer.visible = True
+
+    def _on_step(self, event: Any = None) -> None:
+        for layer in list(self._viewer.layers):
+            self._hide_unfilled(layer)
 
     def _create_map_layers(self, first: Any) -> dict[str, Any]:
         """Both maps as layers over the SR layer: warm colours, additive, so grey anatomy shows through."""

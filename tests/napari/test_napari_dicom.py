@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dicom_testdata import ORIENTATIONS, write_classic  # noqa: E402
-from test_napari_viewer import RUN_TIMEOUT_MS, dock  # noqa: E402
+from test_napari_viewer import RUN_TIMEOUT_MS, add_volume, dock, wait_for_run  # noqa: E402
 
 pytestmark = pytest.mark.napari
 
@@ -71,6 +71,7 @@ def test_widget_guesses_roles_and_shows_colour_bars(make_napari_viewer, qtbot, t
     nib.save(image, plan)
     dynamic_layer = viewer.open(str(dyn), plugin="mrisr")[0]
     planning_layer = viewer.open(str(plan), plugin="mrisr")[0]
+    assert dynamic_layer.name == "dyn_cor"  # the folder and its SeriesDescription, named once
     widget = dock(viewer, "Reconstruct")
     assert widget.dynamic.value is dynamic_layer
     assert widget.prior.value is planning_layer
@@ -97,9 +98,13 @@ def test_widget_guesses_roles_and_shows_colour_bars(make_napari_viewer, qtbot, t
         assert visible  # shown once its frame is filled
     result = widget.result_layer
     assert result.visible and result.data.shape[0] == 3
+    # "show each new frame": the slider followed the frames in order and stays on the last
+    assert round(float(result.world_to_data(viewer.dims.point)[0])) == 2
     disagreement, unmeasured = widget.map_layers["disagreement"], widget.map_layers["unmeasured"]
     assert "[fraction of local signal]" in disagreement.name and disagreement.colorbar.visible
-    assert "[SR intensity, a.u.]" in unmeasured.name
+    assert "[SR intensity, a.u.]" in unmeasured.name and not unmeasured.visible
+    unmeasured.visible = True  # the user turns the second map on: its colour bar comes with it
+    assert unmeasured.colorbar.visible
     from mrisr.napari._geometry import layer_to_volume
 
     # the SR layer is on the file's grid of the coronal input, in the file's axis order
@@ -112,3 +117,47 @@ def test_widget_guesses_roles_and_shows_colour_bars(make_napari_viewer, qtbot, t
     from imageio.v3 import imwrite
 
     imwrite(DICOM_SCREENSHOT, shot)
+
+
+@pytest.mark.parametrize(("stem", "description", "name"), [
+    ("dyn_cor", "dyn_cor", "dyn_cor"), ("dyn_cor", "DYN COR", "dyn_cor"), ("IM0001", "dynamic", "IM0001 dynamic"),
+    ("planning", "", "planning"), ("cor", "dyn cor", "dyn cor"), ("dyn", None, "dyn")])
+def test_dicom_layer_names_say_each_part_once(stem, description, name):
+    from mrisr.napari._reader import layer_name
+
+    assert layer_name(stem, description) == name
+
+
+def test_frames_not_computed_yet_stay_hidden(make_napari_viewer, qtbot, long_tiny_phantom):
+    """Moving the slider ahead of a run hides the result and map layers (a blank frame would cover the
+    inputs) until that frame is filled; a map the user never turned on stays off."""
+    viewer = make_napari_viewer(show=True)
+    add_volume(viewer, long_tiny_phantom.planning, "planning", role="planning")
+    lr_layer = add_volume(viewer, long_tiny_phantom.lr, "dynamic LR", role="lr")
+    widget = dock(viewer, "Reconstruct")
+    widget.method.value = "keyhole"
+    widget.device.value = "cpu"
+    widget.maps.value = True
+    widget.follow.value = False
+    ahead = 4
+    seen: list[tuple[int, bool, bool, bool]] = []
+
+    def record(item):
+        if isinstance(item, str):
+            return
+        result, maps = widget.result_layer, widget.map_layers
+        if item.index == 0:
+            assert result.visible  # the slider is on frame 0: filled, shown
+            viewer.dims.set_point(0, lr_layer.data_to_world((ahead, 0, 0, 0))[0])  # the user jumps ahead
+        seen.append((item.index, result.visible, maps["disagreement"].visible, maps["unmeasured"].visible))
+
+    widget.worker_created.connect(lambda worker: worker.yielded.connect(record))
+    assert wait_for_run(qtbot, widget) == "done"
+    assert [index for index, *_ in seen] == list(range(6))
+    for index, result_visible, disagreement_visible, unmeasured_visible in seen:
+        assert result_visible == disagreement_visible == (index >= ahead), index
+        assert not unmeasured_visible
+    # the user hides the result: moving the slider does not bring it back
+    widget.result_layer.visible = False
+    viewer.dims.set_point(0, lr_layer.data_to_world((1, 0, 0, 0))[0])
+    assert not widget.result_layer.visible and widget.map_layers["disagreement"].visible
