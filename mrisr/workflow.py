@@ -98,8 +98,9 @@ def reconstruct_file(
         on_status: called with one-line messages (warnings, fine-tuning progress).
         maps_output: with ``options.maps``, where to write the maps (``{"disagreement": path,
             "unmeasured": path}``); default beside the output.
-        series, prior_series: which series of a DICOM folder holding several to read
-            (SeriesInstanceUID, number or description); I/O choices, not reconstruction options.
+        series: which series of a DICOM folder holding several is the dynamic (SeriesInstanceUID,
+            number or description); an I/O choice, not a reconstruction option.
+        prior_series: the same for the planning scan's folder.
         output_format: ``"nifti"`` (``output`` is a .nii.gz) or ``"dicom"`` (``output`` is a folder
             that receives a derived DICOM series).
 
