@@ -10,6 +10,10 @@ ismrmrd directly (not through :mod:`mrisr.io`), in two layouts:
   ``(PixelSpacing[1] * Rows, PixelSpacing[0] * Columns, SliceThickness)``, pixel values are the
   stored integers (RescaleSlope dropped), ``slice`` counts SliceLocation and ``phase`` TriggerTime,
   ``image_series_index`` is 0, and the meta keeps the DICOM header as base64 JSON (``DicomJson``).
+
+:func:`vary_rescale` copies a DICOM folder with its own RescaleSlope (and for some, a
+RescaleIntercept) per image, as scanners and mrisr's own writer may store a dynamic, so the
+``dicom2mrd`` layout's stored integers differ in scale from image to image.
 """
 
 from __future__ import annotations
@@ -32,19 +36,43 @@ def _xml(first) -> str:
     return ismrmrd.xsd.ToXML(header)
 
 
-def dicom_to_mrd(folder: Path, path: Path, layout: str = "mrd") -> tuple[Path, dict[int, float]]:
-    """Write the classic MR files of ``folder`` (one series) as an MRD file of 2-D images at ``path``.
+#: per image (InstanceNumber modulo 3): the factor its RescaleSlope is multiplied by, and its RescaleIntercept
+RESCALES = ((1.0, 0.0), (1.15, 0.0), (1.3, -2.5))
+
+
+def vary_rescale(folder: Path, out: Path) -> dict[int, tuple[float, float]]:
+    """Copy the classic MR files of ``folder`` to ``out`` with a slope and intercept per image
+    (:data:`RESCALES` by InstanceNumber), the stored integers recomputed so every file keeps its values
+    (to the rounding of the new slope).
 
     Returns:
-        ``path`` and, per frame index, the RescaleSlope of its files (what ``dicom2mrd`` drops).
+        ``{InstanceNumber: (RescaleSlope, RescaleIntercept)}`` of the files written.
     """
+    import pydicom
+
+    out.mkdir(parents=True)
+    rescales = {}
+    for path in sorted(Path(folder).glob("*.dcm")):
+        d = pydicom.dcmread(path)
+        values = d.pixel_array.astype(np.float64) * float(d.RescaleSlope) + float(d.RescaleIntercept)
+        factor, intercept = RESCALES[int(d.InstanceNumber) % len(RESCALES)]
+        slope = float(f"{float(d.RescaleSlope) * factor:.6g}")  # what a DS of 16 characters holds
+        stored = np.clip(np.rint((values - intercept) / slope), -32768, 32767).astype("<i2")
+        d.RescaleSlope, d.RescaleIntercept = f"{slope:.6g}", f"{intercept:g}"
+        d.PixelData = np.ascontiguousarray(stored).tobytes()
+        d.save_as(out / path.name)
+        rescales[int(d.InstanceNumber)] = (slope, intercept)
+    return rescales
+
+
+def dicom_to_mrd(folder: Path, path: Path, layout: str = "mrd") -> Path:
+    """Write the classic MR files of ``folder`` (one series) as an MRD file of 2-D images at ``path``."""
     import ismrmrd
     import pydicom
 
     datasets = sorted((pydicom.dcmread(p) for p in Path(folder).glob("*.dcm")), key=lambda d: int(d.InstanceNumber))
     locations = sorted({float(d.SliceLocation) for d in datasets})
     triggers = sorted({float(d.get("TriggerTime", 0) or 0) for d in datasets})
-    slopes: dict[int, float] = {}
     images = []
     for d in datasets:
         rows, columns = int(d.Rows), int(d.Columns)
@@ -55,7 +83,6 @@ def dicom_to_mrd(folder: Path, path: Path, layout: str = "mrd") -> tuple[Path, d
         thickness = float(d.SliceThickness)
         frame = int(d.get("TemporalPositionIdentifier", 1) or 1) - 1
         slope = float(d.get("RescaleSlope", 1) or 1)
-        slopes[frame] = slope
         stored = d.pixel_array  # (rows, columns)
         if layout == "mrd":
             pixels = stored.astype(np.float32) * np.float32(slope) + np.float32(float(d.get("RescaleIntercept", 0) or 0))
@@ -94,4 +121,4 @@ def dicom_to_mrd(folder: Path, path: Path, layout: str = "mrd") -> tuple[Path, d
     for image in images:
         dataset.append_image(f"image_{int(image.image_series_index)}", image)
     dataset.close()
-    return path, slopes
+    return path

@@ -279,6 +279,7 @@ class _Session:
         self.state = None
         self.reference: tuple | None = None
         self.planning: ImageStack | None = None
+        self.rescale_noted = False
 
     def _series_name(self) -> str:
         protocol = getattr(getattr(self.header, "measurementInformation", None), "protocolName", None)
@@ -340,7 +341,13 @@ class _Session:
                                      "as python-ismrmrd-server's dicom2mrd.py writes it; read as the image centre here. "
                                      'Send {"parameters": {"geometry": "dicom2mrd"}} with this series and its '
                                      "planning series so they line up")
-            return stack_images(items, self.name, self.request.geometry)
+            stack = stack_images(items, self.name, self.request.geometry)
+            if stack.rescaled and not self.rescale_noted:
+                self.rescale_noted = True
+                self.note("INFO", f"{self.name}: pixels rescaled by each image's RescaleSlope / RescaleIntercept "
+                                  "(image meta or its DicomJson); the SR images carry RescaleSlope 1, "
+                                  "RescaleIntercept 0")
+            return stack
         from mrisr.io.mrd import frame_from_acquisitions
 
         image, affine, layout = frame_from_acquisitions(items, self.header, self.name)
