@@ -19,21 +19,40 @@ RescaleIntercept) per image, as scanners and mrisr's own writer may store a dyna
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 import numpy as np
 
 
-def _xml(first) -> str:
+def _xml(first, layout: str) -> str:
+    """The XML header: ``mrd`` names the study, frame of reference and patient position;
+    ``dicom2mrd`` is what dicom2mrd.py writes (measurement and frame-of-reference UIDs, no study, the
+    matrix and field of view as an encoding, and no ``patientPosition`` when the DICOM has no
+    PatientPosition, which ismrmrd-python's schema-bound parse then refuses)."""
     import ismrmrd
 
     header = ismrmrd.xsd.ismrmrdHeader(
         experimentalConditions=ismrmrd.xsd.experimentalConditionsType(H1resonanceFrequency_Hz=63_500_000))
-    header.studyInformation = ismrmrd.xsd.studyInformationType(studyInstanceUID=str(first.StudyInstanceUID))
+    position = str(first.get("PatientPosition", "") or "")
     header.measurementInformation = ismrmrd.xsd.measurementInformationType(
         frameOfReferenceUID=str(first.FrameOfReferenceUID), protocolName=str(first.get("SeriesDescription", "")),
-        patientPosition=ismrmrd.xsd.patientPositionType("HFS"))
-    return ismrmrd.xsd.ToXML(header)
+        patientPosition=ismrmrd.xsd.patientPositionType(position or "HFS"))
+    if layout == "mrd":
+        header.studyInformation = ismrmrd.xsd.studyInformationType(studyInstanceUID=str(first.StudyInstanceUID))
+        return ismrmrd.xsd.ToXML(header)
+    header.measurementInformation.measurementID = str(first.SeriesInstanceUID)
+    rows, columns = int(first.Rows), int(first.Columns)
+    space = ismrmrd.xsd.encodingSpaceType(
+        matrixSize=ismrmrd.xsd.matrixSizeType(x=columns, y=rows, z=1),
+        fieldOfView_mm=ismrmrd.xsd.fieldOfViewMm(x=float(first.PixelSpacing[0]) * rows,
+                                                 y=float(first.PixelSpacing[1]) * columns,
+                                                 z=float(first.SliceThickness)))
+    header.encoding.append(ismrmrd.xsd.encodingType(encodedSpace=space, reconSpace=space,
+                                                    encodingLimits=ismrmrd.xsd.encodingLimitsType(),
+                                                    trajectory=ismrmrd.xsd.trajectoryType("cartesian")))
+    xml = ismrmrd.xsd.ToXML(header)
+    return xml if position else re.sub(r"\s*<patientPosition>[^<]*</patientPosition>", "", xml)
 
 
 #: per image (InstanceNumber modulo 3): the factor its RescaleSlope is multiplied by, and its RescaleIntercept
@@ -117,7 +136,7 @@ def dicom_to_mrd(folder: Path, path: Path, layout: str = "mrd") -> Path:
         image.attribute_string = meta.serialize()
         images.append(image)
     dataset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
-    dataset.write_xml_header(_xml(datasets[0]).encode("utf-8"))
+    dataset.write_xml_header(_xml(datasets[0], layout).encode("utf-8"))
     for image in images:
         dataset.append_image(f"image_{int(image.image_series_index)}", image)
     dataset.close()

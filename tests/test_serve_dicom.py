@@ -123,6 +123,9 @@ def test_dicom2mrd_layout_lines_up_with_the_geometry_parameter(server, case):
     sent, reply = _send(server, case["dynamic_dicom2mrd"], "mrisr", parameters)
     assert not any("dicom2mrd.py writes it" in text for text in reply.texts)
     assert sum("pixels rescaled by each image's RescaleSlope" in text for text in reply.texts) == 1
+    # mrisr's DICOM of a NIfTI names no PatientPosition, so dicom2mrd.py's header has none either
+    assert any("does not pass ISMRMRD's schema" in text and "patientPosition" in text for text in reply.texts)
+    assert any("with a planning scan" in text for text in reply.texts)  # found by the frame of reference
     assert len(reply.images) == FRAMES * SHAPE[2]
     assert [int(image.phase) for image in reply.images] == [t for t in range(FRAMES) for _ in range(SHAPE[2])]
     for before, after in zip(sent, reply.images):
