@@ -10,41 +10,88 @@ ismrmrd directly (not through :mod:`mrisr.io`), in two layouts:
   ``(PixelSpacing[1] * Rows, PixelSpacing[0] * Columns, SliceThickness)``, pixel values are the
   stored integers (RescaleSlope dropped), ``slice`` counts SliceLocation and ``phase`` TriggerTime,
   ``image_series_index`` is 0, and the meta keeps the DICOM header as base64 JSON (``DicomJson``).
+
+:func:`vary_rescale` copies a DICOM folder with its own RescaleSlope (and for some, a
+RescaleIntercept) per image, as scanners and mrisr's own writer may store a dynamic, so the
+``dicom2mrd`` layout's stored integers differ in scale from image to image.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 import numpy as np
 
 
-def _xml(first) -> str:
+def _xml(first, layout: str) -> str:
+    """The XML header: ``mrd`` names the study, frame of reference and patient position;
+    ``dicom2mrd`` is what dicom2mrd.py writes (measurement and frame-of-reference UIDs, no study, the
+    matrix and field of view as an encoding, and no ``patientPosition`` when the DICOM has no
+    PatientPosition, which ismrmrd-python's schema-bound parse then refuses)."""
     import ismrmrd
 
     header = ismrmrd.xsd.ismrmrdHeader(
         experimentalConditions=ismrmrd.xsd.experimentalConditionsType(H1resonanceFrequency_Hz=63_500_000))
-    header.studyInformation = ismrmrd.xsd.studyInformationType(studyInstanceUID=str(first.StudyInstanceUID))
+    position = str(first.get("PatientPosition", "") or "")
     header.measurementInformation = ismrmrd.xsd.measurementInformationType(
         frameOfReferenceUID=str(first.FrameOfReferenceUID), protocolName=str(first.get("SeriesDescription", "")),
-        patientPosition=ismrmrd.xsd.patientPositionType("HFS"))
-    return ismrmrd.xsd.ToXML(header)
+        patientPosition=ismrmrd.xsd.patientPositionType(position or "HFS"))
+    if layout == "mrd":
+        header.studyInformation = ismrmrd.xsd.studyInformationType(studyInstanceUID=str(first.StudyInstanceUID))
+        return ismrmrd.xsd.ToXML(header)
+    header.measurementInformation.measurementID = str(first.SeriesInstanceUID)
+    rows, columns = int(first.Rows), int(first.Columns)
+    space = ismrmrd.xsd.encodingSpaceType(
+        matrixSize=ismrmrd.xsd.matrixSizeType(x=columns, y=rows, z=1),
+        fieldOfView_mm=ismrmrd.xsd.fieldOfViewMm(x=float(first.PixelSpacing[0]) * rows,
+                                                 y=float(first.PixelSpacing[1]) * columns,
+                                                 z=float(first.SliceThickness)))
+    header.encoding.append(ismrmrd.xsd.encodingType(encodedSpace=space, reconSpace=space,
+                                                    encodingLimits=ismrmrd.xsd.encodingLimitsType(),
+                                                    trajectory=ismrmrd.xsd.trajectoryType("cartesian")))
+    xml = ismrmrd.xsd.ToXML(header)
+    return xml if position else re.sub(r"\s*<patientPosition>[^<]*</patientPosition>", "", xml)
 
 
-def dicom_to_mrd(folder: Path, path: Path, layout: str = "mrd") -> tuple[Path, dict[int, float]]:
-    """Write the classic MR files of ``folder`` (one series) as an MRD file of 2-D images at ``path``.
+#: per image (InstanceNumber modulo 3): the factor its RescaleSlope is multiplied by, and its RescaleIntercept
+RESCALES = ((1.0, 0.0), (1.15, 0.0), (1.3, -2.5))
+
+
+def vary_rescale(folder: Path, out: Path) -> dict[int, tuple[float, float]]:
+    """Copy the classic MR files of ``folder`` to ``out`` with a slope and intercept per image
+    (:data:`RESCALES` by InstanceNumber), the stored integers recomputed so every file keeps its values
+    (to the rounding of the new slope).
 
     Returns:
-        ``path`` and, per frame index, the RescaleSlope of its files (what ``dicom2mrd`` drops).
+        ``{InstanceNumber: (RescaleSlope, RescaleIntercept)}`` of the files written.
     """
+    import pydicom
+
+    out.mkdir(parents=True)
+    rescales = {}
+    for path in sorted(Path(folder).glob("*.dcm")):
+        d = pydicom.dcmread(path)
+        values = d.pixel_array.astype(np.float64) * float(d.RescaleSlope) + float(d.RescaleIntercept)
+        factor, intercept = RESCALES[int(d.InstanceNumber) % len(RESCALES)]
+        slope = float(f"{float(d.RescaleSlope) * factor:.6g}")  # what a DS of 16 characters holds
+        stored = np.clip(np.rint((values - intercept) / slope), -32768, 32767).astype("<i2")
+        d.RescaleSlope, d.RescaleIntercept = f"{slope:.6g}", f"{intercept:g}"
+        d.PixelData = np.ascontiguousarray(stored).tobytes()
+        d.save_as(out / path.name)
+        rescales[int(d.InstanceNumber)] = (slope, intercept)
+    return rescales
+
+
+def dicom_to_mrd(folder: Path, path: Path, layout: str = "mrd") -> Path:
+    """Write the classic MR files of ``folder`` (one series) as an MRD file of 2-D images at ``path``."""
     import ismrmrd
     import pydicom
 
     datasets = sorted((pydicom.dcmread(p) for p in Path(folder).glob("*.dcm")), key=lambda d: int(d.InstanceNumber))
     locations = sorted({float(d.SliceLocation) for d in datasets})
     triggers = sorted({float(d.get("TriggerTime", 0) or 0) for d in datasets})
-    slopes: dict[int, float] = {}
     images = []
     for d in datasets:
         rows, columns = int(d.Rows), int(d.Columns)
@@ -55,7 +102,6 @@ def dicom_to_mrd(folder: Path, path: Path, layout: str = "mrd") -> tuple[Path, d
         thickness = float(d.SliceThickness)
         frame = int(d.get("TemporalPositionIdentifier", 1) or 1) - 1
         slope = float(d.get("RescaleSlope", 1) or 1)
-        slopes[frame] = slope
         stored = d.pixel_array  # (rows, columns)
         if layout == "mrd":
             pixels = stored.astype(np.float32) * np.float32(slope) + np.float32(float(d.get("RescaleIntercept", 0) or 0))
@@ -90,8 +136,8 @@ def dicom_to_mrd(folder: Path, path: Path, layout: str = "mrd") -> tuple[Path, d
         image.attribute_string = meta.serialize()
         images.append(image)
     dataset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
-    dataset.write_xml_header(_xml(datasets[0]).encode("utf-8"))
+    dataset.write_xml_header(_xml(datasets[0], layout).encode("utf-8"))
     for image in images:
         dataset.append_image(f"image_{int(image.image_series_index)}", image)
     dataset.close()
-    return path, slopes
+    return path

@@ -44,6 +44,15 @@ ORIENTATIONS = {
 }
 
 
+#: acquisition parameters the test files name (classic: top level; enhanced: RepetitionTime, FlipAngle and
+#: EchoTime in the shared functional groups, as scanners write them)
+ACQUISITION = {"RepetitionTime": "4.2", "EchoTime": "1.9", "FlipAngle": "12", "ImagingFrequency": "123.25",
+               "MagneticFieldStrength": "3", "PatientPosition": "HFS"}
+_GROUPED = {"RepetitionTime": ("MRTimingAndRelatedParametersSequence", "RepetitionTime"),
+            "FlipAngle": ("MRTimingAndRelatedParametersSequence", "FlipAngle"),
+            "EchoTime": ("MREchoSequence", "EffectiveEchoTime")}
+
+
 def _base(series_uid: str, description: str, study_uid: str, number: int) -> Dataset:
     ds = Dataset()
     ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Phantom", "MRISR-T1", "19700101", "O"
@@ -53,6 +62,8 @@ def _base(series_uid: str, description: str, study_uid: str, number: int) -> Dat
     ds.PositionReferenceIndicator = ""
     ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = "MR", series_uid, number, description
     ds.Manufacturer = "TEST"
+    for keyword in ("ImagingFrequency", "MagneticFieldStrength", "PatientPosition"):
+        setattr(ds, keyword, ACQUISITION[keyword])
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     return ds
@@ -98,6 +109,8 @@ def write_classic(folder: Path, data: np.ndarray, affine: np.ndarray, order: str
             if drop == (z, t):
                 continue
             ds = _base(series_uid, description, study_uid, number)
+            for keyword in _GROUPED:
+                setattr(ds, keyword, ACQUISITION[keyword])
             ds.Rows, ds.Columns = data.shape[1], data.shape[0]
             ds.PixelSpacing = [f"{v:.6g}" for v in spacing]
             ds.SliceThickness = f"{np.linalg.norm(step):.6g}"
@@ -149,6 +162,10 @@ def write_enhanced(path: Path, data: np.ndarray, affine: np.ndarray, tr: float =
     transform = Dataset()
     transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = f"{1 / scale:.10g}", "0", "US"
     shared.PixelValueTransformationSequence = Sequence([transform])
+    for keyword, (sequence, inner) in _GROUPED.items():
+        if sequence not in shared:
+            setattr(shared, sequence, Sequence([Dataset()]))
+        setattr(getattr(shared, sequence)[0], inner, float(ACQUISITION[keyword]))  # FD in the groups
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
     per_frame = []
     pixels = []

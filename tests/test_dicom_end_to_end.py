@@ -5,12 +5,13 @@ on the grid the reconstruction reports; a NIfTI dynamic with a DICOM planning fo
 from __future__ import annotations
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from dicom_testdata import ORIENTATIONS, dcm2niix_volume, write_classic, write_enhanced
+from dicom_testdata import ACQUISITION, ORIENTATIONS, dcm2niix_volume, write_classic, write_enhanced
 from typer.testing import CliRunner
 
 from mrisr.cli import app
@@ -92,7 +93,11 @@ def test_dicom_in_dicom_out_matches_dcm2niix(scans, tmp_path, layout):
     # the derived series: new series, same patient and study, mrisr named
     header = pydicom.dcmread(first_frame[0], stop_before_pixels=True)
     source = pydicom.dcmread(next(scans[layout].iterdir()), stop_before_pixels=True)
-    assert list(header.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    assert list(header.ImageType) == ["DERIVED", "SECONDARY", "OTHER"]
+    # the acquisition parameters of the input (an enhanced file keeps some in its functional groups)
+    for keyword, value in ACQUISITION.items():
+        assert str(header.get(keyword)) == value, keyword
+    assert int(header.SeriesNumber) == int(source.SeriesNumber) + 1000
     assert header.SeriesInstanceUID != source.SeriesInstanceUID
     assert header.StudyInstanceUID == source.StudyInstanceUID and header.PatientID == source.PatientID
     assert header.FrameOfReferenceUID == source.FrameOfReferenceUID
@@ -115,6 +120,23 @@ def test_nifti_input_to_dicom_is_a_new_study(scans, tmp_path):
     header = pydicom.dcmread(sorted(out.iterdir())[0], stop_before_pixels=True)
     assert header.PatientID == "MRISR" and "made from a NIfTI file" in header.ImageComments
     assert "not for clinical use" in header.StudyDescription
+    # a NIfTI names no acquisition parameters: the Type 2 ones stay empty, the others absent, none invented
+    assert header.RepetitionTime in ("", None) and header.EchoTime in ("", None)
+    for keyword in ("FlipAngle", "ImagingFrequency", "MagneticFieldStrength", "PatientPosition"):
+        assert keyword not in header, keyword
+    assert list(header.ImageType) == ["DERIVED", "SECONDARY", "OTHER"]
+    # the series number is stable for the same inputs, options and output name, and differs for another input
+    again = tmp_path / "again" / "sr_dicom"
+    _reconstruct(scans["lr"], "--prior", scans["planning"], "--model", scans["tiny"], "-o", again,
+                 "--output-format", "dicom")
+    other_input = tmp_path / "other_lr.nii.gz"
+    shutil.copyfile(scans["lr"], other_input)
+    other = tmp_path / "other" / "sr_dicom"
+    _reconstruct(other_input, "--prior", scans["planning"], "--model", scans["tiny"], "-o", other,
+                 "--output-format", "dicom")
+    numbers = [int(pydicom.dcmread(sorted(folder.iterdir())[0], stop_before_pixels=True).SeriesNumber)
+               for folder in (out, again, other)]
+    assert numbers[0] == numbers[1] != numbers[2] and all(1000 <= n <= 9999 for n in numbers)
 
 
 def test_writer_refuses_a_full_folder_and_a_sheared_grid(tmp_path, scans):

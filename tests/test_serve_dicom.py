@@ -1,7 +1,9 @@
 """A DICOM series through MRD into `mrisr serve`: written by mrisr's DICOM writer, turned into an MRD
 file of 2-D slices (ISMRMRD's layout, and python-ismrmrd-server's dicom2mrd.py layout with the
 ``geometry`` parameter), sent as a file on loopback, planning series then dynamic; the SR images
-come back on the grid and with the pixels `mrisr reconstruct` gives for the same DICOM folders."""
+come back on the grid and with the pixels `mrisr reconstruct` gives for the same DICOM folders, also where
+each image of the dynamic has its own RescaleSlope / RescaleIntercept (which dicom2mrd.py leaves in the
+``DicomJson`` meta and does not apply)."""
 
 from __future__ import annotations
 
@@ -9,17 +11,18 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-pytest.importorskip("ismrmrd")
+ismrmrd = pytest.importorskip("ismrmrd")
 pytest.importorskip("pydicom")
 
-from dicom_mrd_testdata import dicom_to_mrd  # noqa: E402
+from dicom_mrd_testdata import RESCALES, dicom_to_mrd, vary_rescale  # noqa: E402
 from serve_testdata import running_server  # noqa: E402
 
 from mrisr.cli import app  # noqa: E402
 from mrisr.data import load_sample  # noqa: E402
 from mrisr.io import Volume, load  # noqa: E402
 from mrisr.io.dicom_write import DicomSeriesWriter  # noqa: E402
-from mrisr.io.mrd_images import stack_images  # noqa: E402
+from mrisr.io.errors import MrisrInputError  # noqa: E402
+from mrisr.io.mrd_images import rescale_of, stack_images, volume_to_images  # noqa: E402
 from mrisr.models import make_tiny_checkpoint  # noqa: E402
 from mrisr.phantom import make_dynamic  # noqa: E402
 from mrisr.serve import PriorStore  # noqa: E402
@@ -34,7 +37,8 @@ GEOMETRY = ("read_dir", "phase_dir", "slice_dir", "field_of_view", "slice", "pha
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     """A phantom written by mrisr's DICOM writer (planning from NIfTI, then the dynamic in the same
-    study), its MRD files in both layouts, a tiny model and `mrisr reconstruct` on the DICOM folders."""
+    study, copied with a slope and intercept per image), its MRD files in both layouts, a tiny model
+    and `mrisr reconstruct` on the DICOM folders."""
     folder = tmp_path_factory.mktemp("serve_dicom")
     sample = load_sample()
     affine = sample.affine.copy()
@@ -48,20 +52,21 @@ def case(tmp_path_factory):
         writer.write(planning.data)
     template = load(folder / "dicom_planning")
     lr = load(files["lr"])
-    with DicomSeriesWriter(folder / "dicom_dynamic", template, lr.spatial_shape, lr.n_frames, affine=lr.affine,
+    with DicomSeriesWriter(folder / "dicom_dynamic_written", template, lr.spatial_shape, lr.n_frames, affine=lr.affine,
                            tr=lr.tr, uid_seed="dynamic", description="dynamic") as writer:
         for t in range(lr.n_frames):
             writer.write(lr.frame(t))
+    rescales = vary_rescale(folder / "dicom_dynamic_written", folder / "dicom_dynamic")
     model = make_tiny_checkpoint(folder / "tiny.safetensors", prior=True, prior_input="gated-keyhole")
     result = CliRunner().invoke(app, ["reconstruct", str(folder / "dicom_dynamic"), "--prior",
                                       str(folder / "dicom_planning"), "--model", str(model), "-o",
                                       str(folder / "sr.nii.gz"), "--quiet", "--device", "cpu", "--precision", "fp32"])
     assert result.exit_code == 0, result.output
-    case = {"folder": folder, "model": model, "reference": load(folder / "sr.nii.gz"), "lr": lr}
+    case = {"folder": folder, "model": model, "reference": load(folder / "sr.nii.gz"), "lr": lr,
+            "rescales": rescales}
     for layout in ("mrd", "dicom2mrd"):
-        case[f"planning_{layout}"], _ = dicom_to_mrd(folder / "dicom_planning", folder / f"planning_{layout}.h5", layout)
-        case[f"dynamic_{layout}"], case["slopes"] = dicom_to_mrd(folder / "dicom_dynamic",
-                                                                  folder / f"dynamic_{layout}.h5", layout)
+        case[f"planning_{layout}"] = dicom_to_mrd(folder / "dicom_planning", folder / f"planning_{layout}.h5", layout)
+        case[f"dynamic_{layout}"] = dicom_to_mrd(folder / "dicom_dynamic", folder / f"dynamic_{layout}.h5", layout)
     return case
 
 
@@ -100,11 +105,27 @@ def test_dicom_series_as_mrd_file_matches_reconstruct_of_the_dicom_folders(serve
         assert _relative(frame.data, reference.data[..., t]) <= 1e-5, t
 
 
+def test_the_dynamic_has_a_rescale_per_image(case):
+    slopes = {slope for slope, _ in case["rescales"].values()}
+    assert len(case["rescales"]) == FRAMES * SHAPE[2] and len(slopes) >= len(RESCALES)
+    assert {intercept for _, intercept in case["rescales"].values()} == {intercept for _, intercept in RESCALES}
+    _, items = read_mrd_file(case["dynamic_dicom2mrd"])
+    # dicom2mrd sends the stored integers: read without the rescale, one frame flickers by the slopes' ratio
+    raw, rescaled = stack_images(items[:SHAPE[2]], rescale=False), stack_images(items[:SHAPE[2]])
+    ratios = rescaled.data.max(axis=(0, 1)) / raw.data.max(axis=(0, 1))
+    assert ratios.max() / ratios.min() > 1.2
+    assert rescaled.rescaled and not raw.rescaled
+
+
 def test_dicom2mrd_layout_lines_up_with_the_geometry_parameter(server, case):
     parameters = {"geometry": "dicom2mrd"}
     _send(server, case["planning_dicom2mrd"], "mrisr-planning", parameters)
     sent, reply = _send(server, case["dynamic_dicom2mrd"], "mrisr", parameters)
     assert not any("dicom2mrd.py writes it" in text for text in reply.texts)
+    assert sum("pixels rescaled by each image's RescaleSlope" in text for text in reply.texts) == 1
+    # mrisr's DICOM of a NIfTI names no PatientPosition, so dicom2mrd.py's header has none either
+    assert any("does not pass ISMRMRD's schema" in text and "patientPosition" in text for text in reply.texts)
+    assert any("with a planning scan" in text for text in reply.texts)  # found by the frame of reference
     assert len(reply.images) == FRAMES * SHAPE[2]
     assert [int(image.phase) for image in reply.images] == [t for t in range(FRAMES) for _ in range(SHAPE[2])]
     for before, after in zip(sent, reply.images):
@@ -118,8 +139,27 @@ def test_dicom2mrd_layout_lines_up_with_the_geometry_parameter(server, case):
         assert np.abs(frame.affine - reference.affine).max() < 1e-3
         first_voxel = np.diag([-1.0, -1.0, 1.0]) @ reference.affine[:3, 3]
         assert np.abs(np.asarray(images[0].position) - first_voxel).max() < 1e-3
-        # dicom2mrd sends the stored integers: each frame scaled by 1 / its RescaleSlope
-        assert _relative(frame.data * case["slopes"][t], reference.data[..., t]) <= 1e-4, t
+        # the slope and intercept of each image, kept in its DicomJson meta, are applied before reconstruction
+        assert _relative(frame.data, reference.data[..., t]) <= 1e-4, t
+    meta = ismrmrd.Meta.deserialize(reply.images[0].attribute_string)
+    assert (meta["RescaleSlope"], meta["RescaleIntercept"]) == ("1", "0")  # mrd2dicom.py must not rescale again
+    assert not frame.rescaled
+
+
+def test_plain_rescale_meta_keys_are_applied_and_checked():
+    data = np.arange(24, dtype=np.float32).reshape(4, 6, 1) + 1
+    images = volume_to_images(data, np.eye(4))
+    meta = ismrmrd.Meta()
+    meta["RescaleSlope"], meta["RescaleIntercept"] = "0.5", "-3"
+    images[0].attribute_string = meta.serialize()
+    assert rescale_of(images[0].attribute_string) == (0.5, -3.0)
+    stack = stack_images(images)
+    assert np.array_equal(stack.data, data * np.float32(0.5) - np.float32(3)) and stack.rescaled
+    meta["RescaleSlope"] = "0"
+    images[0].attribute_string = meta.serialize()
+    with pytest.raises(MrisrInputError, match="RescaleSlope 0 and RescaleIntercept -3"):
+        stack_images(images)
+    assert rescale_of("") is None and not stack_images(volume_to_images(data, np.eye(4))).rescaled
 
 
 def test_dicom2mrd_layout_read_as_mrd_is_flagged_and_lies_half_a_field_of_view_off(server, case):

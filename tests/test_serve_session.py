@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -136,6 +138,22 @@ def test_raw_acquisitions_match_reconstruct_of_the_raw_file(server, case):
         assert np.abs(frame.affine - reference.affine).max() < 1e-3
         assert _relative(frame.data, reference.data[..., t]) <= 1e-5
         assert {int(image.repetition) for image in reply.images[t * SLICES:(t + 1) * SLICES]} == {t}
+
+
+def test_raw_acquisitions_with_a_header_the_schema_refuses_are_read_leniently(server, case):
+    xml_file, items = _raw_items(case)
+    xml = _with_study(xml_file, "1.2.3.301")
+    # experimentalConditions is required by ISMRMRD's schema and not used by mrisr
+    lenient = re.sub(r"\s*<experimentalConditions>.*?</experimentalConditions>", "", xml, flags=re.S)
+    assert lenient != xml
+    _send_planning(server, case, xml_header(study="1.2.3.301"))
+    reply = send_series(*server.address, "mrisr", lenient, items)
+    assert reply.closed and not reply.errors, reply.texts
+    assert sum("does not pass ISMRMRD's schema" in text for text in reply.texts) == 1
+    assert any("with a planning scan" in text for text in reply.texts)
+    for t in range(3):
+        frame = stack_images(reply.images[t * SLICES:(t + 1) * SLICES])
+        assert _relative(frame.data, case["reference_raw"].data[..., t]) <= 1e-5
 
 
 def _raw_items(case):

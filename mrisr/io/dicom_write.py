@@ -3,11 +3,22 @@
 Written with pydicom as classic MR Image Storage, one file per slice and frame: every PACS and
 viewer reads that layout, while enhanced multi-frame MR (highdicom's strength) is still refused by
 some archives and cannot be written frame by frame without holding the whole series. Each file
-carries ImageType ``DERIVED\\SECONDARY``, a new SeriesInstanceUID, a SeriesDescription naming mrisr
-and its version, its slice's position and orientation, and (for a series) TemporalPositionIdentifier,
-AcquisitionNumber and the frame's time. When the input was DICOM its patient, study and
-frame-of-reference modules are copied, so the result files into the same study; a NIfTI input gets
-a new study and an ImageComments note that the series is not for clinical use.
+carries ImageType ``DERIVED\\SECONDARY\\OTHER`` (Value 3 of the MR Image Module names what kind of
+MR image it is; ``OTHER`` is its Defined Term for an image that is none of the maps, projections or
+subtractions it lists, and readers such as python-ismrmrd-server's dicom2mrd.py need a third value),
+a new SeriesInstanceUID, a SeriesDescription naming mrisr and its version, its slice's position and
+orientation, and (for a series) TemporalPositionIdentifier, AcquisitionNumber and the frame's time.
+When the input was DICOM its patient, study and frame-of-reference modules are copied, so the
+result files into the same study, and so are the acquisition parameters it names
+(:data:`ACQUISITION_TAGS`: RepetitionTime, EchoTime, FlipAngle, ImagingFrequency; read from an
+enhanced input's functional groups where they live there); what the input does not name stays
+empty (the Type 2 RepetitionTime and EchoTime) or absent, never guessed. A NIfTI input gets a new
+study and an ImageComments note that the series is not for clinical use.
+
+SeriesNumber: a DICOM input's SeriesNumber plus 1000 (the derived series sorts next to its
+source); otherwise, or when the input has none, a number in 1000..9999 derived from ``uid_seed``
+(:func:`derived_series_number`), so the same inputs and options give the same number and results
+of different inputs get different ones (a tie is a 1-in-9000 chance).
 
 Voxel values are stored as signed 16-bit integers with one RescaleSlope per frame (the largest
 magnitude of the frame maps to 32767), so the float result comes back to about 1 part in 30 000.
@@ -27,7 +38,8 @@ from mrisr.io.errors import MrisrInputError
 from mrisr.io.guard import check_target, is_stale_partial, write_errors
 from mrisr.io.volume import Volume
 
-__all__ = ["DicomSeriesWriter", "check_dicom_target", "dicom_geometry", "export_dicom"]
+__all__ = ["ACQUISITION_TAGS", "IMAGE_TYPE", "DicomSeriesWriter", "check_dicom_target", "derived_series_number",
+           "dicom_geometry", "export_dicom"]
 
 #: copied from the input's header when it was DICOM (patient, study, frame of reference, equipment position)
 COPIED_TAGS = (
@@ -37,6 +49,17 @@ COPIED_TAGS = (
     "StudyDescription", "FrameOfReferenceUID", "PositionReferenceIndicator", "PatientPosition",
     "InstitutionName", "BodyPartExamined", "MagneticFieldStrength",
 )
+#: acquisition parameters copied from a DICOM input: keyword -> (functional group sequence, keyword in its
+#: item) where an enhanced MR file keeps it (``None``: top level only)
+ACQUISITION_TAGS = {
+    "RepetitionTime": ("MRTimingAndRelatedParametersSequence", "RepetitionTime"),
+    "EchoTime": ("MREchoSequence", "EffectiveEchoTime"),
+    "FlipAngle": ("MRTimingAndRelatedParametersSequence", "FlipAngle"),
+    "ImagingFrequency": None,
+}
+#: Type 2 in the MR Image Module: present, empty when the input does not name them
+_TYPE2_ACQUISITION = ("RepetitionTime", "EchoTime")
+IMAGE_TYPE = ("DERIVED", "SECONDARY", "OTHER")
 NOT_CLINICAL = "mrisr research output; not for clinical use"
 INT16_MAX = 32767
 
@@ -81,6 +104,48 @@ def dicom_geometry(affine: np.ndarray) -> tuple[list[float], list[float], np.nda
         )
     orientation = [*unit[:, 0], *unit[:, 1]]
     return orientation, [float(zooms[1]), float(zooms[0])], lps[:, 3], columns[:, 2], float(zooms[2])
+
+
+def derived_series_number(seed: str, source: int | None = None) -> int:
+    """The SeriesNumber of a derived series: ``source + 1000`` when the input series has a number,
+    else a stable number in 1000..9999 from ``seed`` (the same seed, the same number)."""
+    import hashlib
+
+    if source is not None and source >= 0:
+        return int(source) + 1000
+    return 1000 + int.from_bytes(hashlib.sha256(seed.encode("utf-8")).digest()[:8], "big") % 9000
+
+
+def _acquisition_value(template, keyword: str):
+    """``keyword``'s value in ``template``: top level, else (enhanced MR) the shared, then the first
+    per-frame functional group; ``None`` when absent or empty."""
+    value = template.get(keyword)
+    if value not in (None, ""):
+        return value
+    place = ACQUISITION_TAGS.get(keyword)
+    if place is None:
+        return None
+    sequence, inner = place
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        items = template.get(groups) or []
+        if not items:
+            continue
+        nested = items[0].get(sequence) or []
+        if nested and nested[0].get(inner) not in (None, ""):
+            return nested[0].get(inner)
+    return None
+
+
+def _acquisition_text(template, keyword: str) -> str | None:
+    """``keyword``'s value as DICOM decimal text (an enhanced file stores some as binary floats, FD)."""
+    value = _acquisition_value(template, keyword)
+    if value is None:
+        return None
+    try:
+        number = float(value[0] if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue" else value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return _ds(number) if np.isfinite(number) else None
 
 
 def _tm(seconds: float) -> str:
@@ -170,7 +235,11 @@ class DicomSeriesWriter:
             for tag in COPIED_TAGS:
                 if tag in template:
                     setattr(ds, tag, template.get(tag))
-            ds.SeriesNumber = int(template.get("SeriesNumber") or 0) + 1000
+            try:
+                source = int(template.get("SeriesNumber"))
+            except (TypeError, ValueError):
+                source = None
+            ds.SeriesNumber = derived_series_number(self._seed, source)
             base_time = template.get("AcquisitionTime") or template.get("SeriesTime") or ""
         else:
             ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "MRISR^RESEARCH", "MRISR", "", ""
@@ -179,7 +248,7 @@ class DicomSeriesWriter:
             ds.StudyDate = ds.StudyTime = ds.ReferringPhysicianName = ds.AccessionNumber = ""
             ds.StudyID, ds.PositionReferenceIndicator = "MRISR", ""
             ds.StudyDescription = "mrisr research output (not for clinical use)"
-            ds.SeriesNumber = 1000
+            ds.SeriesNumber = derived_series_number(self._seed)
             base_time = ""
         for key in ("StudyInstanceUID", "FrameOfReferenceUID"):
             if not ds.get(key):
@@ -187,14 +256,20 @@ class DicomSeriesWriter:
         ds.Modality = "MR"
         ds.SeriesInstanceUID = self.series_uid
         ds.SeriesDescription = self.description
-        ds.ImageType = ["DERIVED", "SECONDARY"]
+        ds.ImageType = list(IMAGE_TYPE)
         ds.Manufacturer = "mrisr"
         ds.SoftwareVersions = self.version
         ds.DerivationDescription = f"prior-guided super-resolution by mrisr {self.version}"
         ds.ImageComments = self.note
         ds.BurnedInAnnotation = "NO"
         ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "RM", "NONE", "", "2D"
-        ds.EchoTime = ds.EchoTrainLength = ds.RepetitionTime = ""
+        ds.EchoTrainLength = ""
+        for keyword in ACQUISITION_TAGS:
+            value = _acquisition_text(template, keyword) if template is not None else None
+            if value is not None:
+                setattr(ds, keyword, value)
+            elif keyword in _TYPE2_ACQUISITION:
+                setattr(ds, keyword, "")
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.Columns, ds.Rows = self.spatial_shape[0], self.spatial_shape[1]

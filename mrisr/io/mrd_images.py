@@ -23,6 +23,14 @@ it exactly when told, and :func:`images_like` then writes the SR grid's first vo
 (the field of view stays the input's, which keeps python-ismrmrd-server's ``mrd2dicom.py`` right).
 :func:`looks_like_dicom2mrd` tells such images by the DICOM header ``dicom2mrd.py`` keeps in the meta.
 
+Pixel values: an image whose meta carries ``RescaleSlope`` / ``RescaleIntercept`` (as plain meta
+keys, or inside the DICOM header ``dicom2mrd.py`` keeps as ``DicomJson``) is read as ``stored *
+slope + intercept`` in float32, image by image, as the DICOM reader of :mod:`mrisr.io` reads the
+same files: ``dicom2mrd.py`` sends the stored integers, and each DICOM image may have its own slope.
+Plain meta keys win over ``DicomJson`` (as python-ismrmrd-server's ``mrd2dicom.py`` reads them);
+:func:`images_like` then writes ``RescaleSlope = 1`` and ``RescaleIntercept = 0`` into the output
+meta, so ``mrd2dicom.py`` does not scale the result a second time.
+
 Pixel layout: ``Image.data`` is ``(channels, z, y, x)``; a volume here is ``(X, Y, Z)``. Complex
 images are read as their magnitude; images of more than one channel are refused.
 """
@@ -36,13 +44,15 @@ import numpy as np
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.mrd_geometry import LPS_TO_RAS
 
-__all__ = ["GEOMETRIES", "ImageStack", "images_like", "looks_like_dicom2mrd", "raw_stack", "stack_images",
-           "volume_to_images"]
+__all__ = ["GEOMETRIES", "ImageStack", "images_like", "looks_like_dicom2mrd", "raw_stack", "rescale_of",
+           "stack_images", "volume_to_images"]
 
 #: ``ImageProcessingHistory`` entry added to every image mrisr sends
 HISTORY_ENTRY = "MRISR"
 #: how ``position`` and ``field_of_view`` are read: ISMRMRD's definition, or dicom2mrd.py's layout
 GEOMETRIES = ("mrd", "dicom2mrd")
+#: DICOM tags (group, element as DICOM JSON keys) of RescaleIntercept and RescaleSlope
+_INTERCEPT_TAG, _SLOPE_TAG = "00281052", "00281053"
 
 
 @dataclass
@@ -57,6 +67,7 @@ class ImageStack:
         attributes: the attribute (meta) string of each header.
         three_d: whether the input was one 3-D image.
         geometry: the layout the headers were read in (one of :data:`GEOMETRIES`).
+        rescaled: whether any image's pixels were rescaled by the slope / intercept in its meta.
     """
 
     data: np.ndarray
@@ -65,6 +76,7 @@ class ImageStack:
     attributes: list[str] = field(default_factory=list)
     three_d: bool = False
     geometry: str = "mrd"
+    rescaled: bool = False
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -75,15 +87,76 @@ def _vector(values) -> np.ndarray:
     return np.array([float(v) for v in values], dtype=np.float64)
 
 
-def _pixels(image, name: str) -> np.ndarray:
-    """``(X, Y, Z)`` float32 of one image (magnitude of complex data)."""
+def _attribute_text(image) -> str:
+    value = image.attribute_string
+    return value if isinstance(value, str) else bytes(value).decode("utf-8", "replace")
+
+
+def _meta_number(value) -> float | None:
+    """A number from a meta value (text, a one-item list) or a DICOM JSON element (``{"Value": [...]}``)."""
+    if isinstance(value, dict):
+        value = value.get("Value")
+    if isinstance(value, list | tuple):
+        value = value[0] if len(value) == 1 else None
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def rescale_of(attributes: str, name: str = "stream") -> tuple[float, float] | None:
+    """The ``(slope, intercept)`` an image's meta asks for, or ``None`` when it names neither.
+
+    Plain ``RescaleSlope`` / ``RescaleIntercept`` meta keys are read first, then the DICOM header
+    ``dicom2mrd.py`` keeps as ``DicomJson`` (base64 JSON); a missing slope is 1, a missing intercept 0.
+
+    Raises:
+        MrisrInputError: a slope of 0 or a value that is not finite.
+    """
+    if "Rescale" not in attributes and "DicomJson" not in attributes:
+        return None  # the usual case, without parsing the meta
+    import base64
+    import json
+
+    import ismrmrd
+
+    try:
+        meta = ismrmrd.Meta.deserialize(attributes)
+    except Exception:  # noqa: BLE001 - ElementTree raises several kinds; such meta carries no rescale
+        return None
+    slope, intercept = _meta_number(meta.get("RescaleSlope")), _meta_number(meta.get("RescaleIntercept"))
+    if slope is None and intercept is None and meta.get("DicomJson"):
+        try:
+            header = json.loads(base64.b64decode(meta["DicomJson"]))
+        except (TypeError, ValueError):
+            header = {}
+        if isinstance(header, dict):
+            slope, intercept = _meta_number(header.get(_SLOPE_TAG)), _meta_number(header.get(_INTERCEPT_TAG))
+    if slope is None and intercept is None:
+        return None
+    slope = 1.0 if slope is None else slope
+    intercept = 0.0 if intercept is None else intercept
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
+        raise MrisrInputError(f"{name}: image meta names RescaleSlope {slope:g} and RescaleIntercept {intercept:g}; "
+                              "send a finite, non-zero slope (or leave both out)")
+    return slope, intercept
+
+
+def _pixels(image, name: str, rescale: tuple[float, float] | None = None) -> np.ndarray:
+    """``(X, Y, Z)`` float32 of one image (magnitude of complex data), times ``rescale``'s slope plus
+    its intercept (in float32, as :mod:`mrisr.io.dicom_read` rescales DICOM pixels)."""
     data = np.asarray(image.data)
     if data.shape[0] != 1:
         raise MrisrInputError(f"{name}: image {int(image.image_index)} has {data.shape[0]} channels; "
                               "send coil-combined images (one channel)")
     data = data[0]
     data = np.abs(data) if np.iscomplexobj(data) else data
-    return np.ascontiguousarray(data.transpose(2, 1, 0), dtype=np.float32)
+    data = np.ascontiguousarray(data.transpose(2, 1, 0), dtype=np.float32)
+    if rescale is not None and rescale != (1.0, 0.0):
+        data = data * np.float32(rescale[0]) + np.float32(rescale[1])
+    return data
 
 
 def _directions(head, name: str) -> np.ndarray:
@@ -98,7 +171,7 @@ def _directions(head, name: str) -> np.ndarray:
     return np.stack(dirs, axis=1)
 
 
-def stack_images(images: list, name: str = "stream", geometry: str = "mrd") -> ImageStack:
+def stack_images(images: list, name: str = "stream", geometry: str = "mrd", rescale: bool = True) -> ImageStack:
     """The images of one frame as one volume with its affine.
 
     Args:
@@ -108,13 +181,16 @@ def stack_images(images: list, name: str = "stream", geometry: str = "mrd") -> I
             ``field_of_view / matrix``) or ``dicom2mrd`` (2-D slices as dicom2mrd.py writes them:
             ``position`` is voxel ``(0, 0)``, the voxel size ``(field_of_view[0] / Y,
             field_of_view[1] / X)``; see the module docstring).
+        rescale: apply each image's ``RescaleSlope`` / ``RescaleIntercept`` meta (see
+            :func:`rescale_of`).
 
     Returns:
         :class:`ImageStack`; 2-D slices are ordered by their position along the slice direction.
 
     Raises:
         MrisrInputError: no images, several 3-D images, images of different matrices, fields of
-            view or orientations, two images of one slice, slices not equally spaced.
+            view or orientations, two images of one slice, slices not equally spaced, a rescale
+            slope of 0.
     """
     if geometry not in GEOMETRIES:
         raise ValueError(f"geometry {geometry!r} is not one of {', '.join(GEOMETRIES)}")
@@ -144,12 +220,12 @@ def stack_images(images: list, name: str = "stream", geometry: str = "mrd") -> I
     # the voxel whose world point ``position`` names
     anchor = np.zeros(3) if corner else np.array([nx // 2, ny // 2, nz // 2], dtype=float)
     columns = dirs * spacing[None, :]
-    attributes = [image.attribute_string if isinstance(image.attribute_string, str)
-                  else bytes(image.attribute_string).decode("utf-8") for image in images]
+    attributes = [_attribute_text(image) for image in images]
+    rescales = [rescale_of(text, name) if rescale else None for text in attributes]
     if nz > 1 or len(images) == 1:
         if len(images) > 1:
             raise MrisrInputError(f"{name}: {len(images)} 3-D images in one frame; send one 3-D image per frame")
-        data = _pixels(images[0], name)
+        data = _pixels(images[0], name, rescales[0])
         origin = _vector(first.position) - columns @ anchor
         three_d = nz > 1
         order = [0]
@@ -167,14 +243,15 @@ def stack_images(images: list, name: str = "stream", geometry: str = "mrd") -> I
             raise MrisrInputError(f"{name}: slices are not equally spaced (steps {', '.join(f'{g:g}' for g in gaps[:6])} "
                                   "mm); send equally spaced slice groups as separate series")
         columns[:, 2] = step
-        data = np.stack([_pixels(images[i], name)[:, :, 0] for i in order], axis=2)
+        data = np.stack([_pixels(images[i], name, rescales[i])[:, :, 0] for i in order], axis=2)
         origin = positions[order[0]] - columns @ np.array([anchor[0], anchor[1], 0.0])
         three_d = False
     affine = np.eye(4)
     affine[:3, :3] = columns
     affine[:3, 3] = origin
     return ImageStack(data=data, affine=LPS_TO_RAS @ affine, heads=[heads[i] for i in order],
-                      attributes=[attributes[i] for i in order], three_d=three_d, geometry=geometry)
+                      attributes=[attributes[i] for i in order], three_d=three_d, geometry=geometry,
+                      rescaled=any(r is not None and r != (1.0, 0.0) for r in rescales))
 
 
 def looks_like_dicom2mrd(image) -> bool:
@@ -186,8 +263,7 @@ def looks_like_dicom2mrd(image) -> bool:
 
     import ismrmrd
 
-    attributes = image.attribute_string if isinstance(image.attribute_string, str) \
-        else bytes(image.attribute_string).decode("utf-8", "replace")
+    attributes = _attribute_text(image)
     if "DicomJson" not in attributes:
         return False
     try:
@@ -202,6 +278,9 @@ def _meta_with_history(attributes: str, extra: dict | None):
     import ismrmrd
 
     meta = ismrmrd.Meta.deserialize(attributes) if attributes.strip() else ismrmrd.Meta()
+    if rescale_of(attributes) is not None:
+        # the pixels sent back are already rescaled; these keys override DicomJson's in mrd2dicom.py
+        meta["RescaleSlope"], meta["RescaleIntercept"] = "1", "0"
     history = meta.get("ImageProcessingHistory")
     if history is None:
         history = [HISTORY_ENTRY]
@@ -229,7 +308,8 @@ def images_like(stack: ImageStack, data: np.ndarray, series_index: int, meta: di
         ``ismrmrd.Image`` float32 magnitude images: one per input slice (2-D) or one (3-D). Each
         header is the input's with ``matrix_size``, ``data_type``, ``channels``, ``image_type`` and
         ``image_series_index`` set; the meta gains ``Keep_image_geometry = 1`` and an
-        ``ImageProcessingHistory`` entry. With ``stack.geometry == "dicom2mrd"`` the ``position``
+        ``ImageProcessingHistory`` entry (and ``RescaleSlope = 1``, ``RescaleIntercept = 0`` where
+        the input's meta named a rescale, which :func:`stack_images` applied). With ``stack.geometry == "dicom2mrd"`` the ``position``
         is the first voxel of the finer grid (voxel ``(X // 2, Y // 2)`` keeps its world point, as
         in :mod:`mrisr.io.geometry`), so the result lines up when read in that layout.
     """

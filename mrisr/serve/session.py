@@ -35,6 +35,7 @@ from mrisr.io.errors import MrisrInputError
 from mrisr.io.load import check_frame
 from mrisr.io.mrd_images import GEOMETRIES, ImageStack, images_like, looks_like_dicom2mrd, raw_stack, stack_images
 from mrisr.io.volume import Volume
+from mrisr.serve.header import LenientHeader, parse_header
 from mrisr.serve.protocol import ProtocolError
 from mrisr.serve.store import PriorStore, describe_key, prior_key
 
@@ -162,24 +163,6 @@ def parse_request(config, defaults: dict | None = None, role: str | None = None)
                         geometry=geometry)
 
 
-def parse_header(metadata):
-    """The parsed ISMRMRD header (``ismrmrd.xsd.ismrmrdHeader``) from XML text or an already parsed one.
-
-    Raises:
-        MrisrInputError: XML that is not an ISMRMRD header.
-    """
-    if not isinstance(metadata, str | bytes):
-        return metadata
-    import ismrmrd
-
-    text = metadata.decode("utf-8", "replace") if isinstance(metadata, bytes) else metadata
-    try:
-        return ismrmrd.xsd.CreateFromDocument(text)
-    except Exception as exc:  # xsdata raises several kinds on damaged XML
-        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise MrisrInputError(f"the XML header is not an ISMRMRD header ({first}); send the header the scan wrote") from None
-
-
 def _counter(item) -> tuple[int, int]:
     return int(item.repetition if hasattr(item, "repetition") and not hasattr(item, "idx") else item.idx.repetition), \
         int(item.phase if not hasattr(item, "idx") else item.idx.phase)
@@ -279,6 +262,7 @@ class _Session:
         self.state = None
         self.reference: tuple | None = None
         self.planning: ImageStack | None = None
+        self.rescale_noted = False
 
     def _series_name(self) -> str:
         protocol = getattr(getattr(self.header, "measurementInformation", None), "protocolName", None)
@@ -295,6 +279,9 @@ class _Session:
     def run(self) -> None:
         import ismrmrd
 
+        if isinstance(self.header, LenientHeader):
+            self.note("WARNING", f"the XML header does not pass ISMRMRD's schema ({self.header.reason}); read only the "
+                                 "study, frame of reference, patient ID, protocol name and encoding fields mrisr uses")
         grouper = FrameGrouper(_image_slice_limit(self.header))
         skipped = 0
         for item in self.connection:
@@ -340,7 +327,13 @@ class _Session:
                                      "as python-ismrmrd-server's dicom2mrd.py writes it; read as the image centre here. "
                                      'Send {"parameters": {"geometry": "dicom2mrd"}} with this series and its '
                                      "planning series so they line up")
-            return stack_images(items, self.name, self.request.geometry)
+            stack = stack_images(items, self.name, self.request.geometry)
+            if stack.rescaled and not self.rescale_noted:
+                self.rescale_noted = True
+                self.note("INFO", f"{self.name}: pixels rescaled by each image's RescaleSlope / RescaleIntercept "
+                                  "(image meta or its DicomJson); the SR images carry RescaleSlope 1, "
+                                  "RescaleIntercept 0")
+            return stack
         from mrisr.io.mrd import frame_from_acquisitions
 
         image, affine, layout = frame_from_acquisitions(items, self.header, self.name)
