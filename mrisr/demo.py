@@ -59,7 +59,9 @@ def run_demo(
     from mrisr.workflow import reconstruct_file
 
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from mrisr.io.guard import make_folder
+
+    make_folder(out)
     log(f"1/5 dynamic phantom: {frames} frames at {keep}% of k-space from the bundled Colin27 slab, "
         "a needle entering the tissue (not in the planning scan)")
     phantom = make_dynamic(load_sample(), frames=frames, keep=keep, seed=seed, insert="needle")

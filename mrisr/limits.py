@@ -11,7 +11,7 @@ import math
 import os
 from collections.abc import Sequence
 
-from mrisr.io.errors import MrisrInputError
+from mrisr.io.errors import MrisrInputError, UsageError
 
 #: the largest in-plane matrix accepted for an HR grid (scanners stop well below)
 MAX_MATRIX = 4096
@@ -37,7 +37,7 @@ def check_threads(threads: int | None, option: str = "--threads") -> None:
         return
     cores = cpu_count()
     if not 1 <= int(threads) <= cores:
-        raise MrisrInputError(
+        raise UsageError(
             f"{option} {threads}: must be between 1 and the {cores} CPU core(s) of this machine, e.g. {option} {cores}"
         )
 
@@ -46,28 +46,28 @@ def check_minutes(minutes: float | None, option: str = "--minutes") -> None:
     if minutes is None:
         return
     if not (math.isfinite(minutes) and 0 < minutes <= MAX_MINUTES):
-        raise MrisrInputError(f"{option} {minutes}: must be a number of minutes in (0, {MAX_MINUTES}], e.g. {option} 5")
+        raise UsageError(f"{option} {minutes}: must be a number of minutes in (0, {MAX_MINUTES}], e.g. {option} 5")
 
 
 def check_steps(steps: int | None, option: str = "--steps") -> None:
     if steps is not None and not 1 <= steps <= MAX_STEPS:
-        raise MrisrInputError(f"{option} {steps}: must be an integer in 1..{MAX_STEPS}, e.g. {option} 200")
+        raise UsageError(f"{option} {steps}: must be an integer in 1..{MAX_STEPS}, e.g. {option} 200")
 
 
 def check_lr(lr: float, option: str = "--lr") -> None:
     if not (math.isfinite(lr) and 0 < lr <= 1):
-        raise MrisrInputError(f"{option} {lr}: the learning rate must be a number in (0, 1], e.g. {option} 2e-5")
+        raise UsageError(f"{option} {lr}: the learning rate must be a number in (0, 1], e.g. {option} 2e-5")
 
 
 def check_frames(frames: int, option: str = "--frames") -> None:
     if not 1 <= frames <= MAX_FRAMES:
-        raise MrisrInputError(f"{option} {frames}: must be an integer in 1..{MAX_FRAMES}, e.g. {option} 20")
+        raise UsageError(f"{option} {frames}: must be an integer in 1..{MAX_FRAMES}, e.g. {option} 20")
 
 
 def check_keep(keep: float, option: str = "--keep", inplane: Sequence[int] | None = None) -> None:
     """``keep`` percent of k-space: in (0, 100] and, given the in-plane matrix, leaving at least 4x4 samples."""
     if not (math.isfinite(keep) and 0 < keep <= 100):
-        raise MrisrInputError(f"{option} {keep:g}: must be a percentage of k-space in (0, 100], e.g. {option} 6.25")
+        raise UsageError(f"{option} {keep:g}: must be a percentage of k-space in (0, 100], e.g. {option} 6.25")
     if inplane is not None:
         from mrisr.kspace.functional import center_keep_shape
 

@@ -38,10 +38,12 @@ __all__ = [
     "WriteScope",
     "check_target",
     "is_stale_partial",
+    "make_folder",
     "partial_file",
     "pid_alive",
     "register_input",
     "release_input",
+    "remove_created_folders",
     "remove_own_partials",
     "remove_stale_partials",
     "write_errors",
@@ -76,6 +78,8 @@ class WriteScope:
 
     inputs: list[_Input] = field(default_factory=list)
     confine_to: Path | None = None
+    #: folders :func:`make_folder` created in this scope, outermost first
+    created: list[Path] = field(default_factory=list)
 
     def add(self, path: str | Path) -> None:
         described = _describe(path)
@@ -100,6 +104,7 @@ def write_scope(inputs: Iterable[str | Path | None] = (), confine_to: str | Path
     scope = WriteScope(
         inputs=list(parent.inputs) if parent else [],
         confine_to=Path(confine_to) if confine_to is not None else (parent.confine_to if parent else None),
+        created=parent.created if parent else [],
     )
     for path in inputs:
         if path is not None:
@@ -109,6 +114,38 @@ def write_scope(inputs: Iterable[str | Path | None] = (), confine_to: str | Path
         yield scope
     finally:
         _SCOPE.reset(token)
+
+
+def make_folder(folder: str | Path) -> Path:
+    """Create ``folder`` and its missing parents, remembering (in the current scope) which ones were
+    new, so that a failed command can remove them again (:func:`remove_created_folders`).
+
+    Raises:
+        OSError: the folder cannot be created.
+    """
+    folder = Path(folder) if str(folder) else Path(".")
+    missing = [p for p in (folder, *folder.parents) if not os.path.lexists(p)]
+    folder.mkdir(parents=True, exist_ok=True)
+    scope = _SCOPE.get()
+    if scope is not None:
+        for made in reversed(missing):
+            if made not in scope.created:
+                scope.created.append(made)
+    return folder
+
+
+def remove_created_folders(scope: WriteScope) -> list[Path]:
+    """Remove the folders :func:`make_folder` created in ``scope`` that are empty, deepest first.
+
+    A folder that holds anything (another process's file, a kept result) stays. Returns the removed folders.
+    """
+    removed = []
+    for folder in reversed(scope.created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+            removed.append(folder)
+    scope.created.clear()
+    return removed
 
 
 def register_input(path: str | Path) -> None:

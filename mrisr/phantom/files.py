@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mrisr.io.errors import MrisrInputError
-from mrisr.io.guard import check_target
+from mrisr.io.guard import check_target, make_folder
 from mrisr.io.jsonio import write_json_atomic
 from mrisr.io.save import save_like
 from mrisr.io.volume import Volume
@@ -56,7 +56,7 @@ def write_phantom(
     """
     directory = Path(directory)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_folder(directory)
     except OSError as exc:
         raise MrisrInputError(
             f"{directory}: cannot create output folder ({exc.strerror}); choose a writable location"
