@@ -37,6 +37,7 @@ from mrisr.io.errors import MrisrInputError, one_line
 __all__ = [
     "WriteScope",
     "check_target",
+    "folder_lock",
     "is_stale_partial",
     "make_folder",
     "partial_file",
@@ -114,6 +115,37 @@ def write_scope(inputs: Iterable[str | Path | None] = (), confine_to: str | Path
         yield scope
     finally:
         _SCOPE.reset(token)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` while a command writes its set of files there.
+
+    A second writer of the same folder (another ``mrisr phantom -o`` on it) is refused at once
+    instead of interleaving its files with the first's. The lock is the kernel's ``flock`` on the
+    folder itself: nothing is left in the folder, and it is released when the process ends however
+    it ends. Where ``flock`` does not exist (Windows) nothing is locked.
+
+    Raises:
+        MrisrInputError: another process holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MrisrInputError(
+                f"{folder}: another process is writing {what} into this folder right now; wait for it to finish "
+                "or choose another output folder"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def make_folder(folder: str | Path) -> Path:
