@@ -19,6 +19,10 @@ MAX_MATRIX = 4096
 MAX_MINUTES = 24 * 60
 MAX_STEPS = 1_000_000
 MAX_FRAMES = 10_000
+#: the demo keeps about eight HR series of its phantom in memory (truth, baselines, reconstructions)
+MAX_DEMO_FRAMES = 200
+#: series the demo holds at once, for its memory check
+DEMO_SERIES_HELD = 8
 #: the smallest LR matrix a k-space fraction may leave, per in-plane axis
 MIN_LR_MATRIX = 4
 #: smallest sliding-window tile: in-plane (the network's stride multiple) and slices

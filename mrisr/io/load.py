@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,20 @@ def is_nifti(path: str | Path) -> bool:
 
 
 def _check_exists(path: Path) -> None:
-    if not path.exists():
-        raise MrisrInputError(f"{path}: file not found; check the path")
+    """The input exists and is a regular file or a folder: a FIFO would block the read forever, a
+    device (``/dev/zero``) never ends, a symbolic-link loop has no target."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise MrisrInputError(f"{path}: file not found; check the path") from None
+    except OSError as exc:  # ELOOP (a symbolic-link loop), EACCES, ENAMETOOLONG
+        raise MrisrInputError(f"{path}: cannot be opened ({exc.strerror or exc}); check the path") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise MrisrInputError(
+            f"{path}: not a regular file (a FIFO, device or socket); give an image file or a DICOM folder"
+        )
 
 
 def _nifti_volume(path: Path, lazy: bool) -> Volume:
