@@ -95,8 +95,8 @@ def output_location_problem(output_dir: str | Path, cohort: Cohort) -> str | Non
                     roots[root] = None
     for root in roots:
         if out.is_relative_to(root) and not out.is_relative_to(root / "derivatives"):
-            return (f"{output_dir}: lies in the raw BIDS dataset {root}; writing there would overwrite or mix with "
-                    f"raw files; use {root / 'derivatives' / 'mrisr'}")
+            return (f"{output_dir}: lies in the raw BIDS dataset {root}; writing there would mix raw and derived "
+                    f"files (or overwrite raw ones); use {root / 'derivatives' / 'mrisr'}")
     for folder in folders:
         if folder.is_relative_to(out):
             return (f"{output_dir}: holds the input folder {folder}; results go into a folder of their own, "
