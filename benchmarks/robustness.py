@@ -82,7 +82,9 @@ def refused(proc: subprocess.CompletedProcess, code: int = 1) -> Outcome:
         return Outcome(False, proc.stderr)
     if traceback_in(proc.stderr):
         return Outcome(False, f"rc {proc.returncode}, traceback: {last_line(proc.stderr)}")
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    # mrisr's one-line "error: ..."; click's own usage errors (exit 2) say "Error: ..."
+    errors = [line for line in proc.stderr.splitlines()
+              if line.startswith("error:") or (code == 2 and line.startswith("Error:"))]
     ok = proc.returncode == code and len(errors) >= 1
     return Outcome(ok, f"rc {proc.returncode}: {last_line(proc.stderr) or last_line(proc.stdout)}")
 
@@ -226,7 +228,7 @@ def tiny_bids(root: Path, subjects=("01",)) -> Path:
     """A raw BIDS dataset: LR bold series and a T1w planning scan per subject."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "dataset_description.json").write_text(json.dumps({"Name": "raw", "BIDSVersion": "1.8.0"}))
-    hr = phantom_volume((32, 32, 4))
+    hr = phantom_volume((32, 32, 8))  # 8 slices: thick enough to fine-tune on
     for label in subjects:
         anat, func = root / f"sub-{label}" / "anat", root / f"sub-{label}" / "func"
         anat.mkdir(parents=True, exist_ok=True)
