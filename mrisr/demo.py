@@ -53,17 +53,29 @@ def run_demo(
     whether each method keeps what changed (sinc's value is the bar: what the frames measured).
     """
     from mrisr.data import load_sample
+    from mrisr.io.checks import check_fits_memory
+    from mrisr.limits import DEMO_SERIES_HELD, MAX_DEMO_FRAMES, check_frames
     from mrisr.metrics import contrast_recovery, score_frames, summarise
     from mrisr.metrics.frames import SCORE_COLUMNS
     from mrisr.phantom import make_dynamic
     from mrisr.reconstruct import ReconstructOptions
     from mrisr.workflow import NOT_IMPROVED, reconstruct_file
 
+    check_frames(frames)
+    if frames > MAX_DEMO_FRAMES:
+        from mrisr.io.errors import UsageError
+
+        raise UsageError(f"--frames {frames}: the demo takes 1..{MAX_DEMO_FRAMES} frames, e.g. --frames 8")
+    sample = load_sample()
+    check_fits_memory(DEMO_SERIES_HELD * frames * float(np.prod(sample.spatial_shape)) * 4 * 2,
+                      f"the demo with {frames} frames", "pass fewer --frames")
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from mrisr.io.guard import make_folder
+
+    make_folder(out)
     log(f"1/5 dynamic phantom: {frames} frames at {keep}% of k-space from the bundled Colin27 slab, "
         "a needle entering the tissue (not in the planning scan)")
-    phantom = make_dynamic(load_sample(), frames=frames, keep=keep, seed=seed, insert="needle")
+    phantom = make_dynamic(sample, frames=frames, keep=keep, seed=seed, insert="needle")
     paths = phantom.save(out / "phantom")
     lr = load(paths["lr"])
     gt = load(paths["hr"])

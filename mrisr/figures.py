@@ -75,7 +75,9 @@ def comparison_figure(
     from mrisr.io.guard import check_target
 
     check_target(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from mrisr.io.guard import make_folder
+
+    make_folder(path.parent)
     fig.savefig(path)
     plt.close(fig)
     return path

@@ -11,7 +11,7 @@ import math
 import os
 from collections.abc import Sequence
 
-from mrisr.io.errors import MrisrInputError
+from mrisr.io.errors import MrisrInputError, UsageError
 
 #: the largest in-plane matrix accepted for an HR grid (scanners stop well below)
 MAX_MATRIX = 4096
@@ -19,6 +19,10 @@ MAX_MATRIX = 4096
 MAX_MINUTES = 24 * 60
 MAX_STEPS = 1_000_000
 MAX_FRAMES = 10_000
+#: the demo keeps about eight HR series of its phantom in memory (truth, baselines, reconstructions)
+MAX_DEMO_FRAMES = 200
+#: series the demo holds at once, for its memory check
+DEMO_SERIES_HELD = 8
 #: the smallest LR matrix a k-space fraction may leave, per in-plane axis
 MIN_LR_MATRIX = 4
 #: smallest sliding-window tile: in-plane (the network's stride multiple) and slices
@@ -34,23 +38,23 @@ def cpu_count() -> int:
 
 def check_steps(steps: int | None, option: str = "--steps") -> None:
     if steps is not None and not 1 <= steps <= MAX_STEPS:
-        raise MrisrInputError(f"{option} {steps}: must be an integer in 1..{MAX_STEPS}, e.g. {option} 200")
+        raise UsageError(f"{option} {steps}: must be an integer in 1..{MAX_STEPS}, e.g. {option} 200")
 
 
 def check_lr(lr: float, option: str = "--lr") -> None:
     if not (math.isfinite(lr) and 0 < lr <= 1):
-        raise MrisrInputError(f"{option} {lr}: the learning rate must be a number in (0, 1], e.g. {option} 2e-5")
+        raise UsageError(f"{option} {lr}: the learning rate must be a number in (0, 1], e.g. {option} 2e-5")
 
 
 def check_frames(frames: int, option: str = "--frames") -> None:
     if not 1 <= frames <= MAX_FRAMES:
-        raise MrisrInputError(f"{option} {frames}: must be an integer in 1..{MAX_FRAMES}, e.g. {option} 20")
+        raise UsageError(f"{option} {frames}: must be an integer in 1..{MAX_FRAMES}, e.g. {option} 20")
 
 
 def check_keep(keep: float, option: str = "--keep", inplane: Sequence[int] | None = None) -> None:
     """``keep`` percent of k-space: in (0, 100] and, given the in-plane matrix, leaving at least 4x4 samples."""
     if not (math.isfinite(keep) and 0 < keep <= 100):
-        raise MrisrInputError(f"{option} {keep:g}: must be a percentage of k-space in (0, 100], e.g. {option} 6.25")
+        raise UsageError(f"{option} {keep:g}: must be a percentage of k-space in (0, 100], e.g. {option} 6.25")
     if inplane is not None:
         from mrisr.kspace.functional import center_keep_shape
 

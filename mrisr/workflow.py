@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from mrisr.io.errors import MrisrInputError
+from mrisr.io.errors import MrisrInputError, UsageError
 from mrisr.io.guard import check_target
 from mrisr.io.hashing import file_sha256
 from mrisr.io.volume import Volume
@@ -56,7 +56,7 @@ def finetune_model(state: ReconstructionState, minutes: float, steps: int | None
     from mrisr.training.finetune import finetune
 
     if state.prior is None:
-        raise MrisrInputError(f"{state.name}: fine-tuning needs the planning scan; pass --prior")
+        raise UsageError(f"{state.name}: fine-tuning needs the planning scan; pass --prior")
     if state.model is None:
         raise MrisrInputError(f"{state.name}: --method {state.options.method} has no model to fine-tune")
     zooms = tuple(float(v) for v in voxel_sizes(state.grid.hr_affine))

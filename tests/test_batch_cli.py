@@ -341,7 +341,7 @@ def test_validation_reports_every_problem_before_any_work(cohort, tmp_path):
         "--device",
         "cpu",
     )
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     message = result.stderr
     assert message.startswith(f"error: {manifest}: 5 problems found, nothing was run")
     for expected in (
@@ -357,5 +357,5 @@ def test_validation_reports_every_problem_before_any_work(cohort, tmp_path):
 
 def test_output_inside_the_source_dataset_is_refused(cohort):
     result = batch(cohort["bids"], cohort["bids"], "--model", cohort["model"])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "would mix raw and derived files" in result.stderr and "derivatives" in result.stderr

@@ -95,7 +95,7 @@ def test_a_subject_folder_linked_out_of_the_output_folder_is_refused(cohort, tmp
     (out / "sub-01").symlink_to(elsewhere, target_is_directory=True)
     result = runner.invoke(app, ["batch", str(cohort["bids"]), str(out), "--model", str(cohort["model"]),
                                  "--device", "cpu", "--quiet"])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     assert str(out / "sub-01") in result.stderr and "outside the output folder" in result.stderr
     assert "Traceback" not in result.output
     assert [p.name for p in elsewhere.iterdir()] == [decoy.name]  # nothing written there, nothing deleted
@@ -107,7 +107,7 @@ def test_a_device_in_the_manifest_is_refused(cohort, tmp_path):
     manifest.write_text(f"subject,dynamic,planning\n01,/dev/zero,{planning}\n")
     result = runner.invoke(app, ["batch", str(manifest), str(tmp_path / "out"), "--model", str(cohort["model"]),
                                  "--device", "cpu", "--quiet"])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     assert "/dev/zero is not a regular file" in result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -125,7 +125,7 @@ def test_a_second_run_on_the_same_subjects_says_who_holds_them(cohort, tmp_path)
         assert holder.stdout.readline().strip() == "held"
         args = ["batch", str(cohort["bids"]), str(out), "--model", str(cohort["model"]), "--device", "cpu", "--quiet"]
         result = runner.invoke(app, args)
-        assert result.exit_code == 2, result.output
+        assert result.exit_code == 1, result.output
         errors = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(errors) == 1, result.stderr
         assert f"pid {holder.pid} on " in errors[0] and "sub-01" in errors[0] and "started" in errors[0]

@@ -118,7 +118,7 @@ def test_evaluate_masks(tmp_path, files, tiny_series):
 
     wrong = save_like(tmp_path / "wrong_mask.nii.gz", mask[:30], tiny_series, dtype=np.uint8)
     result = runner.invoke(app, ["evaluate", str(files["pred"]), str(files["gt"]), "--mask", str(wrong)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert (
         "wrong_mask.nii.gz: grid 30x28x12 differs" in result.stderr
         and "mask drawn on the ground truth" in result.stderr
@@ -129,7 +129,7 @@ def test_evaluate_rejects_mismatched_grids(tmp_path, files, tiny_series):
     out = tmp_path / "never.csv"
     small = save_like(tmp_path / "small.nii.gz", tiny_series.data[:, :26], tiny_series)
     result = runner.invoke(app, ["evaluate", str(small), str(files["gt"]), "-o", str(out)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert "small.nii.gz: grid 32x26x12 differs from" in lines[0] and "gt.nii.gz grid 32x28x12" in lines[0]
@@ -139,21 +139,21 @@ def test_evaluate_rejects_mismatched_grids(tmp_path, files, tiny_series):
     moved[:3, 3] += 0.5
     shifted = save_like(tmp_path / "shifted.nii.gz", tiny_series.data, tiny_series, affine=moved)
     result = runner.invoke(app, ["evaluate", str(files["pred"]), str(files["gt"]), "--baseline", str(shifted)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "shifted.nii.gz: affine differs from" in result.stderr and "SR grid" in result.stderr
 
     one_frame = save_like(tmp_path / "frame0.nii.gz", tiny_series.data[..., 0], tiny_series)
     result = runner.invoke(app, ["evaluate", str(one_frame), str(files["gt"])])
-    assert result.exit_code == 2 and "1 frame(s) but" in result.stderr
+    assert result.exit_code == 1 and "1 frame(s) but" in result.stderr
 
 
 def test_evaluate_missing_file_and_bad_output(tmp_path, files):
     result = runner.invoke(app, ["evaluate", str(tmp_path / "nope.nii.gz"), str(files["gt"])])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "nope.nii.gz: file not found" in result.stderr
 
     result = runner.invoke(app, ["evaluate", str(files["pred"]), str(files["gt"]), "-o", str(tmp_path / "m.txt")])
-    assert result.exit_code == 2 and "ending in .csv" in result.stderr
+    assert result.exit_code == 1 and "ending in .csv" in result.stderr
     assert not (tmp_path / "m.txt").exists()
 
 
@@ -294,7 +294,7 @@ def test_evaluate_leak_reference_from_the_option_or_phantom_json(tmp_path, fidel
     out = tmp_path / "never.csv"
     result = runner.invoke(app, ["evaluate", str(f["leaky"]), str(f["gt"]), "--leak-mask", str(moved),
                                  "-o", str(out)])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "site.nii.gz" in lines[0] and "planning_insert_contrast" in lines[0] and "--leak-reference" in lines[0]
@@ -303,7 +303,7 @@ def test_evaluate_leak_reference_from_the_option_or_phantom_json(tmp_path, fidel
     # a phantom.json without the contrast (a phantom made without --planning-insert): the same error
     (alone / "phantom.json").write_text(json.dumps({"keep_actual": 6.25}))
     result = runner.invoke(app, ["evaluate", str(f["leaky"]), str(f["gt"]), "--leak-mask", str(moved)])
-    assert result.exit_code == 2 and "--leak-reference" in result.stderr
+    assert result.exit_code == 1 and "--leak-reference" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
@@ -326,7 +326,7 @@ def test_evaluate_fidelity_masks_must_be_on_the_ground_truths_grid(tmp_path, fid
     small = save_like(tmp_path / "masks" / "small.nii.gz", f["core_array"][:30].astype(np.uint8), tiny_series,
                       dtype=np.uint8)
     result = runner.invoke(app, ["evaluate", str(f["shows"]), str(f["gt"]), "--insert-mask", str(small)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "small.nii.gz: grid 30x28x12 differs" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -346,7 +346,7 @@ def test_evaluate_insert_mask_where_the_truth_shows_nothing_fails_in_one_line(tm
     flat_gt = save_like(tmp_path / "flat.nii.gz", np.full(tiny_series.data.shape, 100.0, np.float32), tiny_series)
     result = runner.invoke(app, ["evaluate", str(flat_gt), str(flat_gt), "--insert-mask", str(f["core"])])
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1, result.output
     assert "insert_mask.nii.gz" in result.stderr
 
 

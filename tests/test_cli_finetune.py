@@ -122,6 +122,6 @@ def test_bad_keep_output_and_planning(case, tmp_path):
     assert "must be a .safetensors file" in _error_line(result)
     series = shutil.copy(case["hr"], tmp_path / "series.nii.gz")
     result = _invoke("--planning", series, "--keep", 25, "--model", case["tiny"], "-o", tmp_path / "m.safetensors")
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "series.nii.gz: the planning scan is 4-D" in _error_line(result)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["series.nii.gz"]

@@ -73,7 +73,7 @@ def test_bad_options_fail_without_output(tmp_path, nifti_3d, extra, message):
 def test_missing_source_fails_without_output(tmp_path):
     out = tmp_path / "never"
     result = _run("--source", tmp_path / "nope.nii.gz", "-o", out, "--frames", 2)
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "nope.nii.gz" in result.output and "not found" in result.output
     assert not out.exists()
 
@@ -81,7 +81,7 @@ def test_missing_source_fails_without_output(tmp_path):
 def test_4d_source_fails_without_output(tmp_path, nifti_4d):
     out = tmp_path / "never"
     result = _run("--source", nifti_4d, "-o", out, "--frames", 2)
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "4-D" in result.output and nifti_4d.name in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not out.exists()

@@ -156,6 +156,6 @@ def test_real_console_script(tmp_path, nifti_4d):
         [str(exe), "simulate", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "x.nii.gz")],
         capture_output=True, text=True, env=env, timeout=120,
     )
-    assert bad.returncode == 2
+    assert bad.returncode == 1
     assert bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.nii.gz'}: file not found; check the path"]
     assert not (tmp_path / "x.nii.gz").exists()

@@ -64,7 +64,7 @@ def test_invalid_override_is_a_one_line_error(tmp_path):
     recipe.write_text(RECIPE)
     out = tmp_path / "never.safetensors"
     result = runner.invoke(app, ["train", str(recipe), "-o", str(out), "--set", "simulation.keep_range=[30, 10]"])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     errors = _errors(result)
     assert len(errors) == 1
     assert str(recipe) in errors[0] and "simulation.keep_range = [30, 10]" in errors[0]
@@ -75,11 +75,11 @@ def test_unknown_key_in_recipe_is_a_one_line_error(tmp_path):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text(RECIPE.replace("  patch: [32, 32, 8]", "  patch: [32, 32, 8]\n  augment: true"))
     result = runner.invoke(app, ["train", str(recipe), "-o", str(tmp_path / "m.safetensors")])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert _errors(result) == [f"error: {recipe}: data.augment = True is invalid: Extra inputs are not permitted"]
 
 
 def test_missing_recipe(tmp_path):
     result = runner.invoke(app, ["train", str(tmp_path / "nope.yaml")])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "config not found" in _errors(result)[0]

@@ -24,7 +24,7 @@ def case(phantom_files):
 
 
 def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]

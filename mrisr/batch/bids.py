@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mrisr.batch.cohort import LABEL_RE, Cohort, SeriesInputs, SubjectInputs, select_labels
 from mrisr.batch.config import BatchConfig
+from mrisr.io.errors import MrisrInputError
 
 __all__ = ["BIDS_DATATYPES", "INPUT_EXTENSIONS", "NIFTI_EXTENSIONS", "discover_bids", "parse_bids_name"]
 
@@ -159,12 +160,14 @@ def discover_bids(root: Path, config: BatchConfig, labels: list[str] | None, pro
     name = root.name
     description = root / "dataset_description.json"
     if description.is_file():
-        import json
+        from mrisr.io.configfile import load_json_file
 
         try:
-            name = str(json.loads(description.read_text()).get("Name") or name)
-        except (ValueError, AttributeError):
-            problems.append(f"{description}: not valid JSON; fix the file (BIDS needs at least Name and BIDSVersion)")
+            name = str(load_json_file(description, "dataset description").get("Name") or name)[:200]
+        except (MrisrInputError, AttributeError) as exc:
+            reason = f" ({exc})" if isinstance(exc, MrisrInputError) else ""
+            problems.append(f"{description}: not valid JSON{reason}; fix the file (BIDS needs at least Name and "
+                            "BIDSVersion)")
     if not subject_dirs:
         problems.append(
             f"{root}: no sub-<label> folders; pass a BIDS dataset folder (with sub-01/, sub-02/, ...) "

@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from mrisr.io.errors import MrisrInputError, OptionError
+from mrisr.io.configfile import load_yaml_file
+from mrisr.io.errors import MrisrInputError, OptionError, quote
 from mrisr.reconstruct.options import check_rules, option_fields
 
 __all__ = ["RECIPE_OPTIONS", "BatchConfig", "BidsMatching", "ManifestNaming", "ReconstructSettings", "load_batch_config"]
@@ -134,10 +134,7 @@ def load_batch_config(path: str | Path | None = None) -> BatchConfig:
     path = Path(path)
     if not path.is_file():
         raise MrisrInputError(f"{path}: batch config not found; see configs/batch.yaml for an example")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise MrisrInputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = load_yaml_file(path, "batch config") or {}
     if not isinstance(raw, dict):
         raise MrisrInputError(f"{path}: expected a mapping of settings at the top level, see configs/batch.yaml")
     try:
@@ -148,7 +145,10 @@ def load_batch_config(path: str | Path | None = None) -> BatchConfig:
             key = ".".join(str(p) for p in err["loc"])
             cause = (err.get("ctx") or {}).get("error")
             if isinstance(cause, OptionError):  # a rule between options: name the option it blames
-                problems.append(f"{key}.{cause.option} = {cause.value!r}: {cause.rule}")
+                problems.append(f"{key[:80]}.{cause.option} = {quote(cause.value)}: {cause.rule}")
             else:
-                problems.append(f"{key} = {err.get('input')!r}: {err['msg']}")
+                problems.append(f"{key[:80]} = {quote(err.get('input'))}: {err['msg'][:200]}")
+            if len(problems) == 10:  # a file of a thousand bad keys is not a thousand-line message
+                problems.append(f"... and {len(exc.errors()) - 10} more")
+                break
         raise MrisrInputError(f"{path}: invalid batch config: " + "; ".join(problems)) from None

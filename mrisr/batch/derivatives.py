@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from mrisr.batch.cohort import Cohort, SeriesInputs
+from mrisr.io.errors import MrisrInputError
 from mrisr.io.jsonio import write_json_atomic, write_text_atomic
 
 __all__ = [
@@ -59,6 +59,8 @@ __all__ = [
 ]
 
 BIDS_VERSION = "1.10.0"
+#: sidecars and status files larger than this are not read (a sidecar is a few kB)
+MAX_SIDECAR_BYTES = 16 << 20
 #: key of the batch provenance block inside each sidecar
 BATCH_KEY = "MrisrBatch"
 #: tissue (object mask) first; whole-volume SSIM is mostly background; the largest data-consistency
@@ -141,9 +143,11 @@ def status_path(output_dir: str | Path, label: str) -> Path:
 
 def read_json(path: str | Path) -> dict | None:
     """The JSON object in ``path``, or ``None`` if it is missing or unreadable."""
+    from mrisr.io.configfile import load_json_file
+
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = load_json_file(path, "JSON file", limit=MAX_SIDECAR_BYTES)
+    except MrisrInputError:
         return None
     return data if isinstance(data, dict) else None
 

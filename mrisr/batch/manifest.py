@@ -7,6 +7,7 @@ subject (per subject and session); relative paths are relative to the manifest's
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from mrisr.batch.bids import BIDS_DATATYPES, parse_bids_name
@@ -20,6 +21,8 @@ from mrisr.batch.cohort import (
     select_labels,
 )
 from mrisr.batch.config import BatchConfig
+from mrisr.io.configfile import read_config_text
+from mrisr.io.errors import MrisrInputError
 
 __all__ = ["MANIFEST_COLUMNS", "discover_manifest"]
 
@@ -28,17 +31,44 @@ MANIFEST_OPTIONAL = ("ground_truth", "session")
 MANIFEST_COLUMNS = MANIFEST_REQUIRED + MANIFEST_OPTIONAL
 
 
+#: the largest manifest read (a row is a few hundred bytes: tens of thousands of subjects)
+MAX_MANIFEST_BYTES = 64 << 20
+
+
+def _parse_rows(path: Path, text: str, delimiter: str, problems: list[str]) -> list[tuple[int, list[str]]]:
+    """Rows of the whole text parsed as CSV (quotes may span lines), each with the line it starts on;
+    blank rows and ``#`` comment rows are left out. A field holding a line break is a problem: no
+    path or label has one, and splitting it would turn one row into another subject."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    rows: list[tuple[int, list[str]]] = []
+    start = 1
+    try:
+        for row in reader:
+            line, start = start, reader.line_num + 1
+            if not any(field.strip() for field in row) or row[0].lstrip().startswith("#"):
+                continue
+            if any("\n" in field or "\r" in field for field in row):
+                problems.append(
+                    f"{path}: line {line}: a quoted field holds a line break (lines {line}-{reader.line_num}); "
+                    "close the quote on the same line (one row per subject)"
+                )
+                continue
+            rows.append((line, row))
+    except csv.Error as exc:
+        problems.append(f"{path}: line {reader.line_num}: not valid CSV ({exc}); check the quotes")
+        return []
+    return rows
+
+
 def _read_manifest(path: Path, problems: list[str]) -> tuple[list[str], list[dict[str, str]]]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(f"{path}: cannot read the manifest ({exc}); pass a UTF-8 .csv or .tsv file")
+        text = read_config_text(path, "manifest", limit=MAX_MANIFEST_BYTES)
+    except MrisrInputError as exc:
+        problems.append(f"{exc}; pass a UTF-8 .csv or .tsv file")
         return [], []
-    reader = csv.reader(
-        [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")], delimiter=delimiter
-    )
-    rows = list(reader)
+    numbered = _parse_rows(path, text, delimiter, problems)
+    rows = [row for _, row in numbered]
     if not rows:
         problems.append(f"{path}: manifest is empty; it needs a header row 'subject,dynamic,planning[,ground_truth]'")
         return [], []
@@ -51,7 +81,7 @@ def _read_manifest(path: Path, problems: list[str]) -> tuple[list[str], list[dic
     if len(rows) == 1:
         problems.append(f"{path}: manifest has a header but no rows; add one row per subject")
     records = []
-    for number, row in enumerate(rows[1:], start=2):
+    for number, row in numbered[1:]:
         if len(row) != len(header):
             problems.append(f"{path}: line {number} has {len(row)} fields, the header has {len(header)}; fix the row")
             continue

@@ -21,7 +21,8 @@ from mrisr.batch.lock import lock_subjects
 from mrisr.batch.resume import SubjectPlan, plan_subject, up_to_date
 from mrisr.batch.subject import failed_before_start, process_subject
 from mrisr.batch.summary import SubjectResult, collect_summary, result_from_blocks, write_collected_summary
-from mrisr.batch.validation import RunSettings, validate_batch
+from mrisr.batch.validation import RunSettings, output_location_problem, validate_batch
+from mrisr.io.errors import MrisrInputError
 from mrisr.io.guard import write_scope
 
 __all__ = [
@@ -89,9 +90,13 @@ def run_batch(
 
     Raises:
         OSError: the derivatives folder itself cannot be written.
+        MrisrInputError: the output folder lies in a raw dataset or holds an input folder.
         KeyboardInterrupt: passed on after the outputs in progress were removed.
     """
     output_dir = Path(output_dir)
+    problem = output_location_problem(output_dir, cohort)  # also for callers that skipped validate_batch
+    if problem is not None:
+        raise MrisrInputError(problem)
     output_dir.mkdir(parents=True, exist_ok=True)
     reporter = reporter or _SilentReporter()
     # nothing is written outside the output folder, and no other run works on these subjects meanwhile

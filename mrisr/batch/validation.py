@@ -17,7 +17,7 @@ from mrisr.batch.derivatives import series_outputs, subject_log_path
 from mrisr.batch.discovery import discover
 from mrisr.io.errors import MrisrInputError, one_line
 
-__all__ = ["RunSettings", "validate_batch"]
+__all__ = ["RunSettings", "output_location_problem", "validate_batch"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,52 @@ class RunSettings:
 
 
 
+def _raw_bids_root(folder: Path) -> Path | None:
+    """The raw BIDS dataset ``folder`` lies in (the nearest folder up with a ``dataset_description.json``
+    that does not say ``DatasetType: derivative``), or ``None``."""
+    from mrisr.io.configfile import load_json_file
+
+    for candidate in (folder, *folder.parents):
+        description = candidate / "dataset_description.json"
+        if description.is_file():
+            try:
+                kind = load_json_file(description, "dataset description").get("DatasetType", "raw")
+            except (MrisrInputError, AttributeError):
+                kind = "raw"
+            return candidate if str(kind).lower() != "derivative" else None
+    return None
+
+
+def output_location_problem(output_dir: str | Path, cohort: Cohort) -> str | None:
+    """The one output-location rule of a batch run, the same for every input form (BIDS folder,
+    manifest, the single files a manifest names): the output folder may not be, or lie inside, a raw
+    BIDS dataset any input belongs to (its ``derivatives/`` folder excepted), nor be or contain the
+    folder of an input file. ``None`` when the location is fine, else the problem.
+    """
+    out = Path(output_dir).expanduser().resolve()
+    roots: dict[Path, None] = {}
+    folders: dict[Path, None] = {}
+    if cohort.kind == "bids" and cohort.root.is_dir():
+        roots[cohort.root.resolve()] = None
+    for subject in cohort.subjects.values():
+        for series in subject.series:
+            for file in series.files().values():
+                folder = file.resolve().parent if not file.is_dir() else file.resolve()
+                folders[folder] = None
+                root = _raw_bids_root(folder)
+                if root is not None:
+                    roots[root] = None
+    for root in roots:
+        if out.is_relative_to(root) and not out.is_relative_to(root / "derivatives"):
+            return (f"{output_dir}: lies in the raw BIDS dataset {root}; writing there would mix raw and derived "
+                    f"files (or overwrite raw ones); use {root / 'derivatives' / 'mrisr'}")
+    for folder in folders:
+        if folder.is_relative_to(out):
+            return (f"{output_dir}: holds the input folder {folder}; results go into a folder of their own, "
+                    f"e.g. {out / 'derivatives' / 'mrisr' if folder == out else out.parent / 'mrisr-derivatives'}")
+    return None
+
+
 def _check_output_dir(output_dir: Path, cohort: Cohort, problems: list[str]) -> list[Path]:
     """Problems with the output folder; returns the folders it had to create (to undo on failure)."""
     out = output_dir.expanduser().resolve()
@@ -68,15 +114,10 @@ def _check_output_dir(output_dir: Path, cohort: Cohort, problems: list[str]) -> 
             f"{output_dir}: exists and is not a folder; OUTPUT_DIR is the derivatives folder, e.g. derivatives/mrisr"
         )
         return []
-    if cohort.kind == "bids" and cohort.root.is_dir():
-        root = cohort.root.resolve()
-        inside = out.relative_to(root).parts if out.is_relative_to(root) else None
-        if inside is not None and (not inside or inside[0].startswith("sub-")):
-            problems.append(
-                f"{output_dir}: writing into the source dataset (or one of its subjects) would mix raw and "
-                f"derived files; use {root / 'derivatives' / 'mrisr'}"
-            )
-            return []
+    problem = output_location_problem(output_dir, cohort)
+    if problem is not None:
+        problems.append(problem)
+        return []
     missing = [folder for folder in (out, *out.parents) if not folder.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)

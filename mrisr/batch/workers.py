@@ -5,8 +5,9 @@ and the fork server lives as long as any worker (each holds its "alive" pipe), s
 signal alone cannot tell a worker that the run is gone: each worker also watches the run's
 process (a pidfd on Linux, else polling) and sends itself SIGTERM when it exits, SIGKILL
 included; ``prctl(PR_SET_PDEATHSIG)`` covers the fork server dying first. An interrupted run stops
-its workers itself. A worker treats SIGTERM like Ctrl-C: the outputs in progress are removed while
-the interruption unwinds, and it takes no further subject.
+its workers itself. A worker ignores SIGINT (Ctrl-C reaches the whole process group; the run
+stops its workers) and treats SIGTERM like Ctrl-C: the outputs in progress are removed while the
+interruption unwinds, and it takes no further subject; an idle worker leaves quietly.
 """
 
 from __future__ import annotations
@@ -68,8 +69,17 @@ def die_with_parent(sig: int = signal.SIGTERM) -> bool:
         return False
 
 
+#: whether this worker is processing a subject (then SIGTERM unwinds it so its partial outputs go)
+_BUSY = False
+
+
 def _terminate_as_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+    """SIGTERM in a worker: unwind the subject in progress like Ctrl-C (its partial outputs are removed),
+    or, between subjects, leave at once and quietly (an interruption raised inside the pool's queue
+    would be printed as a traceback)."""
+    if _BUSY:
+        raise KeyboardInterrupt
+    os._exit(128 + signum)
 
 
 def _watch_run(run_pid: int) -> None:
@@ -88,6 +98,9 @@ def _watch_run(run_pid: int) -> None:
 
 
 def _init_worker(threads: int, run_pid: int) -> None:
+    # Ctrl-C reaches the whole process group: the run catches it and stops its workers with SIGTERM,
+    # so a worker ignores SIGINT itself (else it would die in the pool's queue, printing a traceback)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     die_with_parent(signal.SIGTERM)
     threading.Thread(target=_watch_run, args=(run_pid,), name="mrisr-watch-run", daemon=True).start()
@@ -98,11 +111,15 @@ def _init_worker(threads: int, run_pid: int) -> None:
 
 
 def _process_in_worker(plan: SubjectPlan, settings: RunSettings, cohort_root: Path | None) -> SubjectResult:
+    global _BUSY
+    _BUSY = True
     try:
         return process_subject(plan, settings, None, cohort_root)
     except KeyboardInterrupt:
         # the outputs in progress were removed while the interruption unwound; take no further subject
         os._exit(130)
+    finally:
+        _BUSY = False
 
 
 def _stop_workers(processes: list) -> None:

@@ -126,7 +126,7 @@ def batch(
 ) -> None:
     """Super-resolve every subject of a cohort into a BIDS derivatives dataset.
 
-    Resumable: a subject whose outputs exist and whose sidecar records the same input hashes, model and options is skipped; a changed input or option reruns it. A failing subject is logged and marked failed in summary.tsv while the others go on (exit code 1). Inputs are validated up front and every problem is reported at once (exit code 2).
+    Resumable: a subject whose outputs exist and whose sidecar records the same input hashes, model and options is skipped; a changed input or option reruns it. A failing subject is logged and marked failed in summary.tsv while the others go on (exit code 1). Inputs are validated up front and every problem is reported at once (exit code 1; nothing is written). The output folder may not be, or lie inside, a raw BIDS dataset of the inputs (derivatives/ excepted), nor hold an input folder.
     """
     from mrisr.batch.derivatives import write_dataset_description
     from mrisr.batch.runner import run_batch, validate_batch, write_collected_summary

@@ -14,11 +14,20 @@ from typing import Any
 
 import typer
 
-from mrisr.io.errors import MrisrInputError, OptionError
+from mrisr.io.errors import MrisrInputError, OptionError, UsageError
+
+#: exit codes, the same for every command (docs/cli.md, "Exit codes"): a bad command line (unknown
+#: option, a value outside its rule; typer/click use 2 too), a run that failed (an input or output
+#: problem, a failed subject), Ctrl-C and SIGTERM (128 + the signal number, as shells report them)
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
-def fail(message: str, code: int = 2) -> None:
-    """Print a one-line error to stderr and exit non-zero."""
+def fail(message: str, code: int = EXIT_USAGE) -> None:
+    """Print a one-line error to stderr and exit: by default a usage error (a bad command line);
+    ``code=EXIT_FAILED`` for a run that failed."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -60,41 +69,51 @@ def _one_line_warnings() -> Iterator[None]:
 
 @contextlib.contextmanager
 def user_errors(interrupted: str = "no output was written", flags: dict[str, str] | None = None) -> Iterator[None]:
-    """Turn :class:`MrisrInputError` (and Ctrl-C, SIGTERM) into a one-line message and a non-zero exit;
-    a bad option value (:class:`OptionError`) is worded with its command-line flag.
+    """Turn :class:`MrisrInputError` (and Ctrl-C, SIGTERM) into a one-line message and the exit code
+    of its kind, in this one place: a bad option value (:class:`UsageError`, :class:`OptionError`,
+    worded with its command-line flag) exits :data:`EXIT_USAGE`, a failed run (any other
+    :class:`MrisrInputError`, a failed read or write) :data:`EXIT_FAILED`, Ctrl-C
+    :data:`EXIT_INTERRUPTED`, SIGTERM :data:`EXIT_TERMINATED`.
 
     The block is one write scope (:func:`mrisr.io.guard.write_scope`): no file it reads can be written
-    over. Python and nibabel warnings become one ``warning:`` line each on stderr (never stdout).
+    over, and the folders it created for its outputs are removed again (when empty) if it does not
+    end normally. Python and nibabel warnings become one ``warning:`` line each on stderr (never stdout).
 
     Args:
         interrupted: what the interruption message says was kept or removed.
         flags: option fields this command spells differently (``{"finetune_minutes": "minutes"}``
             words a bad ``finetune_minutes`` as ``--minutes``).
     """
-    from mrisr.io.guard import write_scope
+    from mrisr.io.guard import remove_created_folders, write_scope
 
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        with write_scope(), _one_line_warnings():
-            yield
+        with write_scope() as scope, _one_line_warnings():
+            try:
+                yield
+            except BaseException:
+                remove_created_folders(scope)  # a failed run leaves no empty folders it made for -o
+                raise
     except OptionError as exc:
         if flags and exc.option in flags:
             exc = OptionError(exc.owner, flags[exc.option], exc.value, exc.rule)
-        fail(exc.cli_message())
+        fail(exc.cli_message(), EXIT_USAGE)
+    except UsageError as exc:
+        fail(str(exc), EXIT_USAGE)
     except MrisrInputError as exc:
-        fail(str(exc))
+        fail(str(exc), EXIT_FAILED)
     except OSError as exc:
         # a failed read or write (disk full, permissions): one line naming the file, not a traceback
-        fail(f"{exc.filename or 'file'}: {exc.strerror or exc}")
+        fail(f"{exc.filename or 'file'}: {exc.strerror or exc}", EXIT_FAILED)
     except KeyboardInterrupt as exc:
         from mrisr.io.guard import remove_own_partials
 
         remove_own_partials()  # one created just before the signal, outside its writer's try
         terminated = isinstance(exc, Terminated)
         typer.echo(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: {interrupted}", err=True)
-        raise typer.Exit(143 if terminated else 130) from None
+        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

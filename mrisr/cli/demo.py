@@ -8,12 +8,14 @@ import typer
 
 from mrisr.cli.app import app
 from mrisr.cli.common import user_errors
+from mrisr.limits import MAX_DEMO_FRAMES
 
 
 @app.command(short_help="Phantom, reconstruction, metrics and a figure from the sample.")
 def demo(
     output: Path = typer.Option(Path("demo_output"), "-o", "--output", help="Folder for the NIfTI files and demo.png."),
-    frames: int = typer.Option(8, "--frames", min=1, help="Frames of the dynamic phantom."),
+    frames: int = typer.Option(8, "--frames", min=1, max=MAX_DEMO_FRAMES,
+                               help=f"Frames of the dynamic phantom (1..{MAX_DEMO_FRAMES})."),
     keep: float = typer.Option(6.25, "--keep", help="Percentage of k-space acquired per frame."),
     finetune_minutes: float = typer.Option(1.0, "--finetune-minutes", help="Fine-tuning budget (0 skips it)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the phantom (motion, contrast region)."),

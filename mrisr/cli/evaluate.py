@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 from pathlib import Path
 
@@ -23,12 +22,12 @@ def _check_csv_output(path: Path, inputs: tuple[Path, ...]) -> Path:
         raise MrisrInputError(f"{path}: output path is a folder; give a file name such as {path / 'metrics.csv'}")
     if path.suffix.lower() != ".csv":
         raise MrisrInputError(f"{path}: metrics are written as CSV; give a file name ending in .csv")
-    from mrisr.io.guard import check_target
+    from mrisr.io.guard import check_target, make_folder
 
     check_target(path, inputs)
     parent = path.parent if str(path.parent) else Path(".")
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        make_folder(parent)
     except OSError as exc:
         raise MrisrInputError(
             f"{path}: cannot create output folder ({exc.strerror}); choose a writable location"
@@ -124,9 +123,11 @@ def _leak_reference(leak_mask: Path, given: float | None) -> float:
     if given is not None:
         return float(given)
     meta = leak_mask.parent / "phantom.json"
+    from mrisr.io.configfile import load_json_file
+
     try:
-        value = json.loads(meta.read_text()).get("planning_insert_contrast")
-    except (OSError, ValueError):
+        value = load_json_file(meta, "phantom metadata").get("planning_insert_contrast")
+    except (MrisrInputError, AttributeError):
         value = None
     if value is None:
         raise MrisrInputError(
@@ -173,7 +174,7 @@ def evaluate(
     from rich.progress import Progress
 
     from mrisr.cli.common import progress_bar
-    from mrisr.io import load
+    from mrisr.io import MrisrInputError, load
     from mrisr.metrics import check_same_grid, contrast_recovery, leakage, object_mask, score_frame, summarise
 
     del auto_mask  # the object mask is the default
@@ -215,8 +216,9 @@ def evaluate(
                 if "mask" in side:
                     frame_mask = side_frame("mask")
                     if not frame_mask.any():
-                        fail(f"{mask}: mask is empty{f' in frame {t}' if side['mask'].is_4d else ''}; pass a mask "
-                             "covering the object, or no --mask")
+                        raise MrisrInputError(
+                            f"{mask}: mask is empty{f' in frame {t}' if side['mask'].is_4d else ''}; pass a mask "
+                            "covering the object, or no --mask")
                 else:
                     frame_mask = object_mask(gt_frame)
                 core = side_frame("insert") if "insert" in side else None
@@ -229,8 +231,9 @@ def evaluate(
                             row["recovery"] = (contrast_recovery(pred_frame, gt_frame, core) if core.any()
                                                else float("nan"))
                         except ValueError as exc:
-                            fail(f"{insert_mask}: frame {t}: {exc}; check that the mask marks a structure of the "
-                                 "ground truth")
+                            raise MrisrInputError(
+                                f"{insert_mask}: frame {t}: {exc}; check that the mask marks a structure of the "
+                                "ground truth") from None
                     if site is not None:
                         row["leakage"] = leakage(pred_frame, site, reference) if site.any() else float("nan")
                     per_input[i].append(row)

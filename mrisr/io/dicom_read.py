@@ -258,14 +258,17 @@ def read_dicom(path: str | Path, series: str | None = None, lazy: bool = False) 
     Raises:
         MrisrInputError: see :func:`dicom_grid` and :func:`mrisr.io.dicom_series.choose_series`.
     """
-    from mrisr.io.checks import check_fits_memory
+    from mrisr.io.checks import Declared, check_declared
 
     path = Path(path)
     chosen = choose_series(path, find_series(path), series)
     grid = dicom_grid(path, chosen)
-    frame_bytes = int(np.prod(grid.shape)) * 4
-    check_fits_memory(2 * frame_bytes * (1 if lazy else grid.n_frames),
-                      f"{path} ({'x'.join(map(str, grid.shape))}x{grid.n_frames} voxels)", "crop or split the series first")
+    # the one header check every format goes through (size against memory, voxel size, position),
+    # on the grid the headers declare; float32 is what the frames are decoded to
+    check_declared(Declared(path=path, shape=(*grid.shape, grid.n_frames), dtype=np.dtype(np.float32), components=1,
+                            spacing=tuple(float(v) for v in np.linalg.norm(grid.affine[:3, :3], axis=0)),
+                            origin=tuple(float(v) for v in grid.affine[:3, 3]),
+                            data_files=tuple(chosen.files), offset=0, compressed=True), lazy=lazy)
     proxy = DicomFrames(grid, path)
     if grid.n_frames == 1:
         data = proxy.frame(0)

@@ -37,11 +37,14 @@ from mrisr.io.errors import MrisrInputError, one_line
 __all__ = [
     "WriteScope",
     "check_target",
+    "folder_lock",
     "is_stale_partial",
+    "make_folder",
     "partial_file",
     "pid_alive",
     "register_input",
     "release_input",
+    "remove_created_folders",
     "remove_own_partials",
     "remove_stale_partials",
     "write_errors",
@@ -76,6 +79,8 @@ class WriteScope:
 
     inputs: list[_Input] = field(default_factory=list)
     confine_to: Path | None = None
+    #: folders :func:`make_folder` created in this scope, outermost first
+    created: list[Path] = field(default_factory=list)
 
     def add(self, path: str | Path) -> None:
         described = _describe(path)
@@ -100,6 +105,7 @@ def write_scope(inputs: Iterable[str | Path | None] = (), confine_to: str | Path
     scope = WriteScope(
         inputs=list(parent.inputs) if parent else [],
         confine_to=Path(confine_to) if confine_to is not None else (parent.confine_to if parent else None),
+        created=parent.created if parent else [],
     )
     for path in inputs:
         if path is not None:
@@ -109,6 +115,69 @@ def write_scope(inputs: Iterable[str | Path | None] = (), confine_to: str | Path
         yield scope
     finally:
         _SCOPE.reset(token)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` while a command writes its set of files there.
+
+    A second writer of the same folder (another ``mrisr phantom -o`` on it) is refused at once
+    instead of interleaving its files with the first's. The lock is the kernel's ``flock`` on the
+    folder itself: nothing is left in the folder, and it is released when the process ends however
+    it ends. Where ``flock`` does not exist (Windows) nothing is locked.
+
+    Raises:
+        MrisrInputError: another process holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MrisrInputError(
+                f"{folder}: another process is writing {what} into this folder right now; wait for it to finish "
+                "or choose another output folder"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def make_folder(folder: str | Path) -> Path:
+    """Create ``folder`` and its missing parents, remembering (in the current scope) which ones were
+    new, so that a failed command can remove them again (:func:`remove_created_folders`).
+
+    Raises:
+        OSError: the folder cannot be created.
+    """
+    folder = Path(folder) if str(folder) else Path(".")
+    missing = [p for p in (folder, *folder.parents) if not os.path.lexists(p)]
+    folder.mkdir(parents=True, exist_ok=True)
+    scope = _SCOPE.get()
+    if scope is not None:
+        for made in reversed(missing):
+            if made not in scope.created:
+                scope.created.append(made)
+    return folder
+
+
+def remove_created_folders(scope: WriteScope) -> list[Path]:
+    """Remove the folders :func:`make_folder` created in ``scope`` that are empty, deepest first.
+
+    A folder that holds anything (another process's file, a kept result) stays. Returns the removed folders.
+    """
+    removed = []
+    for folder in reversed(scope.created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+            removed.append(folder)
+    scope.created.clear()
+    return removed
 
 
 def register_input(path: str | Path) -> None:

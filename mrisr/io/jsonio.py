@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mrisr.io.guard import partial_file, write_errors
+from mrisr.io.guard import make_folder, partial_file, write_errors
 
 __all__ = ["jsonable", "write_json_atomic", "write_text_atomic"]
 
@@ -25,7 +25,7 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
             written (disk full, permissions); nothing is left behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     tmp = partial_file(path)
     try:
         with write_errors(path), open(tmp, "w", encoding="utf-8", newline="") as handle:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
-from mrisr.io.checks import check_gzip, check_nifti_header
+from mrisr.io.checks import Declared, check_gzip, check_image_header
 from mrisr.io.errors import MrisrInputError
 from mrisr.io.guard import register_input
 from mrisr.io.mrd_header import RAW_SUFFIXES, is_raw
@@ -34,15 +35,27 @@ def is_nifti(path: str | Path) -> bool:
 
 
 def _check_exists(path: Path) -> None:
-    if not path.exists():
-        raise MrisrInputError(f"{path}: file not found; check the path")
+    """The input exists and is a regular file or a folder: a FIFO would block the read forever, a
+    device (``/dev/zero``) never ends, a symbolic-link loop has no target."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise MrisrInputError(f"{path}: file not found; check the path") from None
+    except OSError as exc:  # ELOOP (a symbolic-link loop), EACCES, ENAMETOOLONG
+        raise MrisrInputError(f"{path}: cannot be opened ({exc.strerror or exc}); check the path") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise MrisrInputError(
+            f"{path}: not a regular file (a FIFO, device or socket); give an image file or a DICOM folder"
+        )
 
 
 def _nifti_volume(path: Path, lazy: bool) -> Volume:
     import nibabel as nib
 
     # sizes, voxel type and geometry from the header as stored, before anything is allocated
-    check_nifti_header(path, lazy=lazy)
+    check_image_header(path, lazy=lazy)
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many kinds
@@ -104,9 +117,13 @@ def _check_ndim(path: Path, shape: tuple[int, ...]) -> None:
         )
 
 
-def _sitk_volume(path: Path) -> Volume:
+def _sitk_volume(path: Path, lazy: bool = False) -> Volume:
     import SimpleITK as sitk
 
+    # sizes, voxel type, geometry and detached data files from the header, before anything is read
+    declared = check_image_header(path, lazy=lazy)
+    if lazy and declared is not None and declared.plain and len(declared.shape) == 4 and declared.shape[3] > 1:
+        return _raw_series_volume(path, declared)
     try:
         if path.is_dir():
             reader = sitk.ImageSeriesReader()
@@ -116,7 +133,6 @@ def _sitk_volume(path: Path) -> Volume:
             reader.SetFileNames(names)
             image = reader.Execute()
         else:
-            _check_sitk_size(path)
             image = sitk.ReadImage(str(path))
     except MrisrInputError:
         raise
@@ -126,24 +142,32 @@ def _sitk_volume(path: Path) -> Volume:
     return sitk_to_volume(image, source=path)
 
 
-def _check_sitk_size(path: Path) -> None:
-    """Declared size against memory (and, for single-file MetaImage, the file's size) before reading."""
+def _raw_series_volume(path: Path, declared: Declared) -> Volume:
+    """A 4-D MetaImage or NRRD series stored uncompressed, its frames read on demand (streaming)."""
     import SimpleITK as sitk
 
-    from mrisr.io.checks import MAX_DEFLATE_RATIO, check_fits_memory, gib
+    from mrisr.io.stream import RawFrames
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
-    voxels = float(np.prod(reader.GetSize(), dtype=np.float64)) * reader.GetNumberOfComponents()
-    nbytes = voxels * 8  # the widest voxel type: a bound, not an estimate
-    if path.name.lower().endswith(".mha") and voxels > path.stat().st_size * MAX_DEFLATE_RATIO + 1024:
-        raise MrisrInputError(
-            f"{path}: header declares {'x'.join(str(n) for n in reader.GetSize())} voxels ({gib(nbytes)}) but the "
-            f"file holds only {path.stat().st_size} bytes; the file is truncated or its header is wrong"
-        )
-    check_fits_memory(2 * nbytes, f"{path} ({'x'.join(str(n) for n in reader.GetSize())} voxels)",
-                      "crop or split the image first")
+    dtype = declared.dtype.newbyteorder(">" if declared.big_endian else "<")
+    data = RawFrames(declared.data_files[0], declared.offset, declared.shape, dtype)
+    _check_ndim(path, data.shape)
+    affine = _lps_to_ras_affine(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), 4)
+    return Volume(data=data, affine=affine, tr=float(reader.GetSpacing()[3]), source=path)
+
+
+def _lps_to_ras_affine(spacing, origin, direction, dim: int) -> np.ndarray:
+    """The RAS voxel-to-world matrix of an ITK (LPS) image's spacing, origin and direction."""
+    spacing = np.array(spacing[:3], dtype=np.float64)
+    origin = np.array(origin[:3], dtype=np.float64)
+    direction = np.array(direction, dtype=np.float64).reshape(dim, dim)[:3, :3]
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    affine = np.eye(4)
+    affine[:3, :3] = lps_to_ras @ direction @ np.diag(spacing)
+    affine[:3, 3] = lps_to_ras @ origin
+    return affine
 
 
 def sitk_to_volume(image, source: Path | None = None) -> Volume:
@@ -159,13 +183,7 @@ def sitk_to_volume(image, source: Path | None = None) -> Volume:
     if np.iscomplexobj(arr):
         raise MrisrInputError(f"{source}: voxels are complex; mrisr needs magnitude images; save the magnitude (abs) first")
     data = np.transpose(arr, tuple(range(arr.ndim - 1, -1, -1)))
-    spacing = np.array(image.GetSpacing()[:3])
-    origin = np.array(image.GetOrigin()[:3])
-    direction = np.array(image.GetDirection()).reshape(dim, dim)[:3, :3]
-    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
-    affine = np.eye(4)
-    affine[:3, :3] = lps_to_ras @ direction @ np.diag(spacing)
-    affine[:3, 3] = lps_to_ras @ origin
+    affine = _lps_to_ras_affine(image.GetSpacing(), image.GetOrigin(), image.GetDirection(), dim)
     tr = float(image.GetSpacing()[3]) if dim == 4 else None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -240,9 +258,11 @@ def load(path: str | Path, validate: bool = True, lazy: bool = False, series: st
     Args:
         path: image file or DICOM folder.
         validate: reject NaN/Inf and all-zero data (not done when ``lazy``).
-        lazy: for NIfTI and DICOM, keep the data as a proxy so frames are read on demand
-            (streaming); ``Volume.frame(t)`` then reads only frame ``t``. For raw data, a
-            multi-frame series is reconstructed one frame at a time when read.
+        lazy: keep the data on disk so frames are read on demand (streaming): a nibabel array
+            proxy for NIfTI, a frame reader for DICOM, :class:`mrisr.io.stream.RawFrames` for a 4-D
+            MetaImage or NRRD series stored uncompressed; ``Volume.frame(t)`` then reads only frame
+            ``t``. Compressed MetaImage/NRRD series are read whole (their size was checked against
+            memory). For raw data, a multi-frame series is reconstructed one frame at a time when read.
         series: for a DICOM folder holding several series, the one to read (SeriesInstanceUID,
             SeriesNumber or SeriesDescription); a folder with several and none chosen is refused.
 
@@ -266,7 +286,7 @@ def load(path: str | Path, validate: bool = True, lazy: bool = False, series: st
 
         volume = read_dicom(path, series=series, lazy=lazy)
     else:
-        volume = _sitk_volume(path)
+        volume = _sitk_volume(path, lazy=lazy)
     if validate and not lazy:
         validate_values(volume)
     return volume

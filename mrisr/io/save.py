@@ -9,7 +9,7 @@ from typing import BinaryIO
 import numpy as np
 
 from mrisr.io.errors import MrisrInputError, one_line
-from mrisr.io.guard import check_target, partial_file, write_errors
+from mrisr.io.guard import check_target, make_folder, partial_file, write_errors
 from mrisr.io.load import is_nifti
 from mrisr.io.volume import Volume
 
@@ -52,7 +52,7 @@ def check_writable(path: str | Path, inputs: tuple[str | Path, ...] = ()) -> Pat
         raise MrisrInputError(f"{path}: unsupported output extension; use .nii.gz, .nii, .nrrd or .mha")
     parent = path.parent if str(path.parent) else Path(".")
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        make_folder(parent)
     except OSError as exc:
         raise MrisrInputError(
             f"{path}: cannot create output folder {parent} ({exc.strerror}); choose a writable location with -o"

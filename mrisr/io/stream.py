@@ -1,14 +1,57 @@
-"""Read a NIfTI series one frame at a time, in order, with memory bounded by one frame."""
+"""Read a series one frame at a time, in order, with memory bounded by one frame: NIfTI
+(:func:`iter_frames`) and uncompressed MetaImage/NRRD series (:class:`RawFrames`)."""
 
 from __future__ import annotations
 
 import gzip
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
 from mrisr.io.errors import MrisrInputError, one_line
 from mrisr.io.volume import Volume
+
+
+class RawFrames:
+    """A 4-D series ``(X, Y, Z, T)`` stored uncompressed (X fastest, T slowest) in one file from byte
+    ``offset``: an array-like whose frames are read from disk on demand, one at a time.
+
+    ``series[..., t]`` reads frame ``t``; ``numpy.asarray(series)`` reads everything.
+    """
+
+    def __init__(self, path: str | Path, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path = Path(path)
+        self.offset = int(offset)
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.frame_voxels = int(np.prod(self.shape[:3]))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def frame(self, t: int) -> np.ndarray:
+        """Frame ``t`` as stored (``(X, Y, Z)``, the file's voxel type)."""
+        n_frames = self.shape[3]
+        if not 0 <= t < n_frames:
+            raise IndexError(f"{self.path}: frame {t} of a {n_frames}-frame series")
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset + t * self.frame_voxels * self.dtype.itemsize)
+            raw = np.fromfile(handle, dtype=self.dtype, count=self.frame_voxels)
+        if raw.size != self.frame_voxels:
+            raise MrisrInputError(f"{self.path}: file ends in frame {t} of {n_frames}; the file is truncated")
+        return raw.reshape(self.shape[:3], order="F")
+
+    def __getitem__(self, key):
+        if (isinstance(key, tuple) and len(key) == 2 and key[0] is Ellipsis
+                and isinstance(key[1], int | np.integer)):
+            return self.frame(int(key[1]) % self.shape[3])
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        data = np.stack([self.frame(t) for t in range(self.shape[3])], axis=-1)
+        return data if dtype is None else data.astype(dtype)
 
 
 def iter_frames(volume: Volume) -> Iterator[np.ndarray]:

@@ -11,13 +11,14 @@ Metadata (in the safetensors header, key ``mrisr``) is a JSON object with at lea
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mrisr.io.errors import MrisrInputError, one_line
+from mrisr.io.errors import MrisrInputError, one_line, quote
 from mrisr.io.hashing import file_sha256 as file_sha256  # re-exported for mrisr.models' callers
 
 FORMAT = "mrisr-checkpoint"
@@ -31,7 +32,9 @@ def save_checkpoint(network: nn.Module, path: str | Path, meta: dict) -> Path:
     import mrisr
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from mrisr.io.guard import make_folder
+
+    make_folder(path.parent)
     full = {"format": FORMAT, "format_version": FORMAT_VERSION, "mrisr_version": mrisr.__version__, **meta}
     for key in ("architecture", "arguments"):
         if key not in full:
@@ -88,16 +91,18 @@ def read_metadata(path: str | Path) -> dict:
             f"{path}: a safetensors file without mrisr metadata, expected an mrisr checkpoint; "
             "train one with `mrisr train` or use --model default"
         )
+    from mrisr.io.configfile import parse_json
+
     try:
-        meta = json.loads(raw)
-    except ValueError as exc:
-        raise MrisrInputError(f"{path}: mrisr metadata is not valid JSON ({exc}); the checkpoint is damaged") from None
+        meta = parse_json(raw, f"{path}: mrisr metadata")
+    except MrisrInputError as exc:
+        raise MrisrInputError(f"{exc}; the checkpoint is damaged") from None
     if not isinstance(meta, dict):
         raise MrisrInputError(
             f"{path}: mrisr metadata is a {type(meta).__name__}, expected a JSON object; the checkpoint is damaged"
         )
     if meta.get("format") != FORMAT:
-        raise MrisrInputError(f"{path}: metadata format {meta.get('format')!r}, expected {FORMAT!r}")
+        raise MrisrInputError(f"{path}: metadata format {quote(meta.get('format'))}, expected {FORMAT!r}")
     validate_metadata(path, meta)
     return meta
 
@@ -119,12 +124,28 @@ def _is_int(value) -> bool:
 def validate_metadata(path: str | Path, meta: dict) -> None:
     """Check a checkpoint's metadata against the format and sane limits, before any network is built.
 
+    Every key a reader of the metadata looks into (``training.steps``, ``training.config.loss.tissue``,
+    ``normalisation.percentile``, ...) is checked here for its type, so that no consumer meets a
+    list where it expects an object; anything else wrong in the nesting is one line too.
+
     Raises:
         MrisrInputError: naming the file, the key, the bad value and the limit.
     """
+    try:
+        _validate_metadata(path, meta)
+    except MrisrInputError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+        raise MrisrInputError(
+            f"{path}: checkpoint metadata is malformed ({one_line(exc)[:80]}); the checkpoint is damaged or not made "
+            "by mrisr"
+        ) from None
+
+
+def _validate_metadata(path: str | Path, meta: dict) -> None:
     def bad(key: str, value, rule: str) -> MrisrInputError:
         return MrisrInputError(
-            f"{path}: checkpoint metadata {key} = {json.dumps(value)[:120]} is invalid ({rule}); "
+            f"{path}: checkpoint metadata {key} = {json.dumps(value)[:80]} is invalid ({rule}); "
             "the checkpoint is damaged or not made by mrisr"
         )
 
@@ -134,7 +155,7 @@ def validate_metadata(path: str | Path, meta: dict) -> None:
         if key not in meta:
             raise MrisrInputError(f"{path}: checkpoint metadata lacks {key!r}; the checkpoint is damaged or not made by mrisr")
     architecture = meta["architecture"]
-    if architecture not in ARCHITECTURES:
+    if not isinstance(architecture, str) or architecture not in ARCHITECTURES:
         raise MrisrInputError(
             f"{path}: cannot build architecture {architecture!r} (unknown; known: {', '.join(ARCHITECTURES)})"
         )
@@ -165,10 +186,12 @@ def validate_metadata(path: str | Path, meta: dict) -> None:
     from mrisr.models.network import PRIOR_INPUTS
 
     prior_input = args.get("prior_input", "prior")
-    if prior_input not in PRIOR_INPUTS or (prior_input != "prior" and not use_prior):
+    if not isinstance(prior_input, str) or prior_input not in PRIOR_INPUTS or (prior_input != "prior" and not use_prior):
         raise bad("arguments.prior_input", prior_input, f"one of {', '.join(PRIOR_INPUTS)} (not prior: with use_prior)")
     normalisation = meta.get("normalisation", {})
-    percentile = normalisation.get("percentile", 99.5) if isinstance(normalisation, dict) else normalisation
+    if not isinstance(normalisation, dict):
+        raise bad("normalisation", normalisation, "a JSON object such as {\"percentile\": 99.5}")
+    percentile = normalisation.get("percentile", 99.5)
     if not (isinstance(percentile, (int, float)) and not isinstance(percentile, bool) and 0 < percentile <= 100):
         raise bad("normalisation.percentile", percentile, "a number in (0, 100]")
     keep_range = meta.get("keep_range")
@@ -178,6 +201,21 @@ def validate_metadata(path: str | Path, meta: dict) -> None:
         and 0 < keep_range[0] <= keep_range[1] <= 100
     ):
         raise bad("keep_range", keep_range, "[low, high] percentages with 0 < low <= high <= 100")
+    if "sha256" in meta and not isinstance(meta["sha256"], str):
+        raise bad("sha256", meta["sha256"], "a hexadecimal digest")
+    training = meta.get("training", {})
+    if not isinstance(training, dict):
+        raise bad("training", training, "a JSON object")
+    if "steps" in training and not (_is_int(training["steps"]) and training["steps"] >= 0):
+        raise bad("training.steps", training["steps"], "a whole number >= 0")
+    section = training
+    for key in ("config", "loss"):  # training.config.loss.tissue is read when fine-tuning
+        section = section.get(key, {}) if isinstance(section, dict) else section
+        if not isinstance(section, dict):
+            raise bad(f"training.{'config.loss' if key == 'loss' else key}", section, "a JSON object")
+    tissue = section.get("tissue", 0.0)
+    if not (isinstance(tissue, (int, float)) and not isinstance(tissue, bool) and math.isfinite(tissue)):
+        raise bad("training.config.loss.tissue", tissue, "a finite number")
 
 
 def load_network(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:

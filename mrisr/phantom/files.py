@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mrisr.io.errors import MrisrInputError
-from mrisr.io.guard import check_target
+from mrisr.io.guard import check_target, folder_lock, make_folder
 from mrisr.io.jsonio import write_json_atomic
 from mrisr.io.save import save_like
 from mrisr.io.volume import Volume
@@ -56,14 +56,25 @@ def write_phantom(
     """
     directory = Path(directory)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_folder(directory)
     except OSError as exc:
         raise MrisrInputError(
             f"{directory}: cannot create output folder ({exc.strerror}); choose a writable location"
         ) from None
+    with folder_lock(directory, "a phantom"):  # two runs on one folder must not mix their files
+        return _write_locked(directory, planning, hr, lr, tr, insert_mask, planning_insert_mask, metadata)
+
+
+def _write_locked(directory: Path, planning: Volume, hr: Volume, lr: Volume, tr: float,
+                  insert_mask: np.ndarray | None, planning_insert_mask: np.ndarray | None,
+                  metadata: dict) -> dict[str, Path]:
     paths = phantom_paths(directory, insert_mask is not None, planning_insert_mask is not None)
     for path in paths.values():
         check_target(path)  # all of them before the first is written
+    # a mask an earlier phantom in this folder wrote and this one has not would pair with the wrong series
+    stale = [path for key, path in phantom_paths(directory, True, True).items() if key not in paths]
+    for path in stale:
+        check_target(path)
     written: list[Path] = []
     try:
         save_like(paths["planning"], planning.data, planning)
@@ -81,6 +92,8 @@ def write_phantom(
             written.append(paths["planning_insert_mask"])
         files = {key: path.name for key, path in paths.items() if key != "metadata"}
         write_json_atomic(paths["metadata"], {"files": files, **metadata})
+        for path in stale:
+            path.unlink(missing_ok=True)
     except BaseException:
         # a phantom is its files together: none is left when one cannot be written (disk full)
         for path in written:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mrisr.io.checks import check_fits_memory
-from mrisr.io.errors import MrisrInputError
+from mrisr.io.errors import MrisrInputError, UsageError
 from mrisr.io.load import check_frame
 from mrisr.io.stream import iter_frames
 from mrisr.io.volume import Volume
@@ -168,7 +168,7 @@ def prepare_state(dynamic: Volume, prior: Volume | None, options: ReconstructOpt
         torch.set_num_threads(int(options.threads))
     is_keyhole = options.method != "network"
     if is_keyhole and prior is None:
-        raise MrisrInputError(f"{dynamic.name}: --method {options.method} needs the planning scan; pass --prior")
+        raise UsageError(f"{dynamic.name}: --method {options.method} needs the planning scan; pass --prior")
     if not is_keyhole and model is None:
         model = load_model_for(options, prior is not None)
     model = None if is_keyhole else model

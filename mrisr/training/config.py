@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mrisr.io.errors import MrisrInputError
+from mrisr.io.errors import MrisrInputError, quote
 
 
 class _Strict(BaseModel):
@@ -179,23 +178,25 @@ class TrainConfig(_Strict):
         return self
 
 
-def _parse_value(text: str):
-    return yaml.safe_load(text)
+def _parse_value(item: str, text: str):
+    from mrisr.io.configfile import parse_yaml
+
+    return parse_yaml(text, f"--set {quote(item)}")
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict."""
     for item in overrides:
         if "=" not in item:
-            raise MrisrInputError(f"--set {item}: expected key=value, e.g. --set optim.steps=200")
+            raise MrisrInputError(f"--set {quote(item)}: expected key=value, e.g. --set optim.steps=200")
         key, value = item.split("=", 1)
         node = raw
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise MrisrInputError(f"--set {item}: {part} is not a section")
-        node[parts[-1]] = _parse_value(value)
+                raise MrisrInputError(f"--set {quote(item)}: {part[:80]} is not a section")
+        node[parts[-1]] = _parse_value(item, value)
     return raw
 
 
@@ -203,7 +204,7 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"])
     value = err.get("input")
-    return f"{source}: {key} = {value!r} is invalid: {err['msg']}"
+    return f"{source}: {key[:80]} = {quote(value)} is invalid: {err['msg'][:200]}"
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
@@ -214,10 +215,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         p = Path(path)
         if not p.exists():
             raise MrisrInputError(f"{p}: config not found; see configs/default.yaml for an example")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise MrisrInputError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        from mrisr.io.configfile import load_yaml_file
+
+        raw = load_yaml_file(p, "training config") or {}
         if not isinstance(raw, dict):
             raise MrisrInputError(f"{p}: expected a mapping of settings at the top level")
     raw = apply_overrides(raw, overrides or [])

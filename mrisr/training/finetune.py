@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mrisr.io.errors import MrisrInputError
 from mrisr.models.predictor import SRModel
-from mrisr.training.losses import SRLoss
+from mrisr.training.losses import SSIM_WINDOW, SRLoss
 from mrisr.training.pairs import PairGenerator, PairSettings
 from mrisr.training.sources import SlabVolume
 
@@ -50,6 +51,10 @@ class FinetuneReport:
 def _batch(samples, device):
     stack = lambda key: torch.stack([getattr(s, key) for s in samples])[:, None].to(device)  # noqa: E731
     return stack("sinc"), stack("prior"), stack("target")
+
+
+#: the thinnest planning scan fine-tuning can cut training patches from (patches have an even depth)
+MIN_FINETUNE_SLICES = SSIM_WINDOW + 1
 
 
 def _planning_pairs(planning_hr: np.ndarray, zooms: tuple[float, float, float], keep: float, prior_input: str,
@@ -154,6 +159,12 @@ def finetune(
     """
     if minutes is None and steps is None:
         raise ValueError("give minutes or steps")
+    depth = int(np.shape(planning_hr)[2]) if np.ndim(planning_hr) >= 3 else 1
+    if depth < MIN_FINETUNE_SLICES:
+        raise MrisrInputError(
+            f"planning scan: {depth} slice(s); fine-tuning needs at least {MIN_FINETUNE_SLICES} (its SSIM loss looks "
+            f"at {SSIM_WINDOW} slices at once); pass a thicker planning scan or run without fine-tuning"
+        )
     device = model.device
     net = copy.deepcopy(model.network).to(device)
     net.train()

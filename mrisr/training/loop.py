@@ -287,7 +287,9 @@ def train(
     intermediate checkpoint plus optimiser state (``<output>.state.pt``) allows ``resume``.
     """
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    from mrisr.io.guard import make_folder
+
+    make_folder(output.parent)
     log_path = Path(log_path) if log_path else output.with_suffix(".log.csv")
     device = resolve_device(cfg.device)
     if cfg.threads:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: the SSIM loss window (voxels along each axis, slices included)
+SSIM_WINDOW = 7
+
 #: normalised intensity above which a target voxel counts as tissue for the weighted L1
 TISSUE_LEVEL = 0.1
 
@@ -30,7 +33,7 @@ class SRLoss(nn.Module):
 
         self.w_l1, self.w_ssim, self.w_perc = float(l1), float(ssim), float(perceptual)
         self.w_tissue, self.w_sites = float(tissue), float(sites)
-        self.ssim = SSIMLoss(spatial_dims=3, data_range=data_range, kernel_type="gaussian", win_size=7)
+        self.ssim = SSIMLoss(spatial_dims=3, data_range=data_range, kernel_type="gaussian", win_size=SSIM_WINDOW)
         self.perceptual = None
         if self.w_perc > 0:
             from monai.losses import PerceptualLoss
