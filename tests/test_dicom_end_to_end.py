@@ -144,7 +144,7 @@ def test_writer_refuses_a_full_folder_and_a_sheared_grid(tmp_path, scans):
     (tmp_path / "full" / "x.txt").write_text("x")
     result = runner.invoke(app, ["reconstruct", str(scans["lr"]), "-o", str(tmp_path / "full"),
                                  "--output-format", "dicom", "--quiet"])
-    assert result.exit_code == 2 and "output folder is not empty" in result.output
+    assert result.exit_code == 1 and "output folder is not empty" in result.output
     sheared = np.eye(4)
     sheared[0, 1] = 0.3
     from mrisr.io import MrisrInputError
