@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,16 +51,12 @@ def run_demo(
     when it improved on the base model (otherwise its output would repeat the base model's).
 
     The phantom's needle is absent from the planning scan, so the table's ``recovery`` column shows
-    whether each method keeps what changed (sinc's value is the bar: what the frames measured).
+    whether each method keeps what changed (sinc's value is the bar: what the frames measured). A
+    demo that fails or is interrupted removes what it wrote; files that were in the folder before stay.
     """
     from mrisr.data import load_sample
     from mrisr.io.checks import check_fits_memory
     from mrisr.limits import DEMO_SERIES_HELD, MAX_DEMO_FRAMES, check_frames
-    from mrisr.metrics import contrast_recovery, score_frames, summarise
-    from mrisr.metrics.frames import SCORE_COLUMNS
-    from mrisr.phantom import make_dynamic
-    from mrisr.reconstruct import ReconstructOptions
-    from mrisr.workflow import NOT_IMPROVED, reconstruct_file
 
     check_frames(frames)
     if frames > MAX_DEMO_FRAMES:
@@ -73,6 +70,36 @@ def run_demo(
     from mrisr.io.guard import make_folder
 
     make_folder(out)
+    before = _files_under(out)
+    try:
+        return _run_steps(out, sample, frames, keep, finetune_minutes, seed, model, log)
+    except BaseException:
+        # a failed or interrupted demo leaves no partial results: what this run wrote is removed
+        _remove_new(out, before)
+        raise
+
+
+def _files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*")} if folder.is_dir() else set()
+
+
+def _remove_new(folder: Path, before: set[Path]) -> None:
+    """Remove what appeared under ``folder`` since ``before`` was taken: files, then empty folders."""
+    new = sorted(_files_under(folder) - before, key=lambda p: len(p.parts), reverse=True)
+    for path in new:
+        with contextlib.suppress(OSError):
+            path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def _run_steps(out: Path, sample, frames: int, keep: float, finetune_minutes: float, seed: int, model: str,
+               log: Callable[[str], None]) -> DemoResult:
+    """The demo's five steps, writing into ``out``."""
+    from mrisr.metrics import contrast_recovery, score_frames, summarise
+    from mrisr.metrics.frames import SCORE_COLUMNS
+    from mrisr.phantom import make_dynamic
+    from mrisr.reconstruct import ReconstructOptions
+    from mrisr.workflow import NOT_IMPROVED, reconstruct_file
+
     log(f"1/5 dynamic phantom: {frames} frames at {keep}% of k-space from the bundled Colin27 slab, "
         "a needle entering the tissue (not in the planning scan)")
     phantom = make_dynamic(sample, frames=frames, keep=keep, seed=seed, insert="needle")

@@ -98,3 +98,21 @@ def test_trilinear_baseline_follows_the_kspace_grid_convention():
     # index N//2 of the LR grid sits at index M//2 of the HR grid (the zero-fill convention)
     assert hr[16, 12, 1] == pytest.approx(lr[4, 3, 1])
     np.testing.assert_allclose(np.diff(hr[8:24, 0, 0]), 0.25, atol=1e-6)
+
+
+def test_an_interrupted_demo_removes_what_it_wrote(tmp_path):
+    """Ctrl-C in the middle (here at step 3/5, after the phantom and the keyholes were written): the
+    files this run wrote are removed, a file that was in the folder before stays."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    tiny = make_tiny_checkpoint(tmp_path / "tiny.safetensors", prior=True)
+
+    def log(message: str) -> None:
+        if message.startswith("3/5"):
+            assert (out / "keyhole.nii.gz").is_file()  # the run did write before it was stopped
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(out, frames=2, finetune_minutes=0, model=str(tiny), log=log)
+    assert sorted(p.name for p in out.rglob("*")) == ["notes.txt"]
