@@ -687,10 +687,16 @@ def case_usage_error_exit_2(tmp: Path) -> Outcome:
     return Outcome(proc.returncode == 2 and not traceback_in(proc.stderr), f"rc {proc.returncode}")
 
 
+def _terminal_sigint() -> None:
+    """In the child: SIGINT as a terminal's foreground job gets it. A probe started in the background
+    by a shell inherits SIGINT ignored (shells do that to background jobs), and so would the CLI."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def case_ctrl_c_exit_130(tmp: Path) -> Outcome:
     run = subprocess.Popen([*MRISR, "demo", "-o", str(tmp / "demo"), "--frames", "3"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
-                           start_new_session=True)
+                           start_new_session=True, preexec_fn=_terminal_sigint)
     time.sleep(8)
     os.killpg(run.pid, signal.SIGINT)
     try:
@@ -698,7 +704,9 @@ def case_ctrl_c_exit_130(tmp: Path) -> Outcome:
     except subprocess.TimeoutExpired:
         os.killpg(run.pid, signal.SIGKILL)
         return Outcome(False, "did not stop within 60 s of Ctrl-C")
-    return Outcome(run.returncode == 130 and not traceback_in(err), f"rc {run.returncode}: {last_line(err)}")
+    left = sorted(p.name for p in (tmp / "demo").rglob("*")) if (tmp / "demo").exists() else []
+    return Outcome(run.returncode == 130 and not traceback_in(err) and not left,
+                   f"rc {run.returncode}: {last_line(err)}; left {left}")
 
 
 def case_ctrl_c_batch_jobs2(tmp: Path) -> Outcome:
@@ -708,7 +716,7 @@ def case_ctrl_c_batch_jobs2(tmp: Path) -> Outcome:
     run = subprocess.Popen([*MRISR, "batch", str(root), str(root / "derivatives" / "mrisr"),
                             "--jobs", "2", "--config", str(config), "-q"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
-                           start_new_session=True)
+                           start_new_session=True, preexec_fn=_terminal_sigint)
     # wait until both workers hold a subject (each writes its log), then Ctrl-C the whole group
     logs = root / "derivatives" / "mrisr"
     deadline = time.monotonic() + 120
