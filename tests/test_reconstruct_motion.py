@@ -266,3 +266,25 @@ def test_histogram_matching_ignores_a_noise_floor_in_the_air():
     loose = match_histogram(noisy, fixed, foreground=0.0)  # the air's floor counted as object
     error, loose_error = (float(np.mean(np.abs(m[tissue] - fixed[tissue]))) for m in (matched, loose))
     assert error < 5.0 and loose_error > 2 * error
+
+
+def test_histogram_matching_maps_a_brighter_air_to_the_frames():
+    """With ``background`` (the tracker's default), the Rician floor in the air of a planning scan
+    with noise of its own is mapped to the frame's darker air instead of staying bright; an air as
+    dark as the frame's is left as without it."""
+    from mrisr.reconstruct.demons import match_histogram
+
+    rng = np.random.default_rng(1)
+    fixed = np.zeros((48, 48, 4), np.float32)
+    fixed[12:36, 12:36] = np.linspace(50, 100, 24, dtype=np.float32)[:, None, None]
+    noisy = np.abs(fixed + rng.normal(0, 8.0, fixed.shape) + 1j * rng.normal(0, 8.0, fixed.shape)).astype(np.float32)
+    air = fixed == 0
+    plain = match_histogram(noisy, fixed, foreground=0.25)
+    mapped = match_histogram(noisy, fixed, foreground=0.25, background=True)
+    assert float(np.median(plain[air])) > 5.0  # the floor (about 10) survives the 0 -> 0 map
+    assert float(np.median(mapped[air])) < 0.5  # mapped to the frame's air
+    tissue = fixed > 0
+    assert float(np.mean(np.abs(mapped[tissue] - fixed[tissue]))) < 7.0
+    np.testing.assert_array_equal(match_histogram(fixed, noisy, foreground=0.25, background=True),
+                                  match_histogram(fixed, noisy, foreground=0.25))
+    assert TrackingSettings().histogram_background

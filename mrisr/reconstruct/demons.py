@@ -133,20 +133,45 @@ def warp_rows(volume: torch.Tensor, disp: torch.Tensor, x0: int, rows_view: torc
     return torch.lerp(out[0], out[1], wz)
 
 
-def match_histogram(moving: np.ndarray, fixed: np.ndarray, points: int = 15, foreground: float = 0.05) -> np.ndarray:
+def _background_level(image: np.ndarray, threshold: float) -> float:
+    """Median of the voxels at or below ``threshold`` (the air's level; 0 without air)."""
+    background = image.ravel()[image.ravel() <= threshold]
+    return float(np.median(background)) if background.size else 0.0
+
+
+def match_histogram(moving: np.ndarray, fixed: np.ndarray, points: int = 15, foreground: float = 0.05,
+                    background: bool = False) -> np.ndarray:
     """Map ``moving``'s intensities so its quantiles above ``foreground`` times its 99.5th percentile
-    (the object, not the air) match ``fixed``'s above the same fraction of ``fixed``'s."""
+    (the object, not the air) match ``fixed``'s above the same fraction of ``fixed``'s.
+
+    Below the lowest quantile the map runs linearly to 0 -> 0. With ``background``, when the air of
+    ``moving`` lies higher than ``fixed``'s (median of the voxels below the foreground threshold), the
+    map runs to ``moving``'s air level -> ``fixed``'s instead, and below it linearly to 0: a planning
+    scan with noise of its own has a Rician floor in the air (its band-limited magnitude keeps it)
+    that the frame lacks, and an air brighter than the frame's pulls the registration at every edge
+    of the object (benchmarks/RESULTS.md, 'Registration on noisy planning scans').
+    """
+    def threshold(a):
+        return foreground * np.percentile(a, 99.5)
+
     def fg(a):
         v = a.ravel()
-        return v[v > foreground * np.percentile(v, 99.5)]
+        return v[v > threshold(a)]
 
     q = np.linspace(0.02, 0.98, points)
     moving_fg, fixed_fg = fg(moving), fg(fixed)
     if moving_fg.size == 0 or fixed_fg.size == 0:
         return np.asarray(moving, dtype=np.float32)  # an image without signal has no histogram to match
     src, dst = np.quantile(moving_fg, q), np.quantile(fixed_fg, q)
+    low_src, low_dst = 0.0, 0.0
+    if background:
+        moving_air, fixed_air = _background_level(moving, threshold(moving)), _background_level(fixed, threshold(fixed))
+        if moving_air > fixed_air and moving_air < src[0]:
+            low_src, low_dst = moving_air, min(fixed_air, float(dst[0]))
     src = np.maximum.accumulate(src + np.arange(points) * 1e-6 * max(float(src[-1]), 1e-6))
-    return np.interp(moving, np.concatenate([[0.0], src]), np.concatenate([[0.0], dst])).astype(np.float32)
+    anchors_src, anchors_dst = ([0.0, low_src], [0.0, low_dst]) if low_src > 0 else ([0.0], [0.0])
+    out = np.interp(moving, np.concatenate([anchors_src, src]), np.concatenate([anchors_dst, dst]))
+    return out.astype(np.float32)
 
 
 def demons(fixed: torch.Tensor, moving: torch.Tensor, iterations: int, sigma: float,

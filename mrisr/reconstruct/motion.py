@@ -47,6 +47,11 @@ class TrackingSettings:
             noise of its own counts as object while a frame's air does not, and the mismatched
             intensities pull the registration off. 0.25 was chosen on MNI152 and confirmed on the
             held-out real scan (benchmarks/RESULTS.md, 'Design decisions and their measurements').
+        histogram_background: where the planning scan's air lies higher than the frame's (the
+            Rician floor of a planning scan with noise of its own), map its air level to the frame's
+            (:func:`mrisr.reconstruct.demons.match_histogram`). Chosen on MNI152 phantoms with
+            independent noise; it changes nothing where the planning scan's air is as dark as the
+            frame's (benchmarks/RESULTS.md, 'Registration on noisy planning scans').
         max_inplane: largest in-plane registration matrix; a larger LR matrix is registered on a
             coarser one (a further central k-space crop of both images, same convention). That is
             cheaper but less accurate: at 25 % of a 128x144 grid, registering on 32x36 instead of
@@ -64,6 +69,7 @@ class TrackingSettings:
     smoothing_voxels: float = 3.0
     histogram_match: bool = True
     histogram_foreground: float = 0.25
+    histogram_background: bool = True
     max_inplane: int = 128
     interpolation: str = "linear"
 
@@ -121,7 +127,8 @@ class MotionTracker:
         if self.reg_shape[:2] != self.lr_shape[:2]:
             fixed_np = lr_band(fixed_np, self.reg_shape[:2])
         planning = self._planning_reg
-        moving_np = (match_histogram(planning, fixed_np, foreground=self.settings.histogram_foreground)
+        moving_np = (match_histogram(planning, fixed_np, foreground=self.settings.histogram_foreground,
+                                     background=self.settings.histogram_background)
                      if self.settings.histogram_match else planning)
         fixed = torch.from_numpy(np.ascontiguousarray(fixed_np)).to(self.device)
         moving = torch.from_numpy(np.ascontiguousarray(moving_np)).to(self.device)
