@@ -70,7 +70,6 @@ def finetune(
             lr_shape = (lr_xy[0], lr_xy[1], plan.spatial_shape[2])
             dynamic = Volume(data=np.zeros(lr_shape, np.float32), affine=coarsen_affine(plan.affine, plan.spatial_shape, lr_shape),
                              source=Path(f"<keep {keep}%>"))
-        check_target(output)  # before any work
         # frame 0 only, streamed: a long series is never read whole
         first = next(iter_frames(dynamic)) if like is not None else None
         if first is None:
@@ -78,6 +77,9 @@ def finetune(
 
             first = center_crop_lowres(plan.frame(0), keep)
         rec = prepare_state(dynamic, plan, opts, first)
+        # against the planning scan, the dynamic and the base model (all registered as inputs by now),
+        # before any fine-tuning
+        check_target(output)
 
         def show(step, seconds, info):
             if not quiet:
