@@ -66,8 +66,8 @@ def test_phantom_simulate_and_finetune_twice_are_byte_identical(source, tmp_path
         for suffix in (".nii.gz", ".nii", ".nrrd", ".mha"):
             invoke("simulate", source["static"], "-o", folder / f"lr{suffix}", "--keep", "25", "--mode", "random")
         invoke("finetune", "--planning", folder / "phantom" / "planning.nii.gz", "--like",
-               folder / "phantom" / "dynamic_lr.nii.gz", "--model", source["model"], "--steps", "2",
-               "--minutes", "5", "-o", folder / "tuned.safetensors", "--quiet")
+               folder / "phantom" / "dynamic_lr.nii.gz", "--model", source["model"], "--steps", "10",
+               "--lr", "1e-3", "--minutes", "5", "-o", folder / "tuned.safetensors", "--quiet")
         recipe = tmp_path / "tiny.yaml"
         recipe.write_text(RECIPE.replace("SAMPLE", str(sample_path())))
         invoke("train", recipe, "-o", folder / "trained.safetensors", "--set", "optim.steps=2", "--quiet")
