@@ -3,7 +3,7 @@
 :func:`prepare_state` builds, once per series, everything that does not change from frame to frame
 (the HR grid, the model, the planning scan on that grid, the motion tracker);
 :func:`reconstruct_frame` then runs the steps of one frame in order. File streaming
-(:func:`mrisr.reconstruct.run.reconstruct_file`), in-memory series (:func:`iter_reconstruct`), the
+(:func:`mrisr.reconstruct.run.run_file_job`), in-memory series (:func:`iter_reconstruct`), the
 napari plugin and the coming inline server all call these two functions, so every face
 reconstructs a frame the same way.
 """
@@ -88,10 +88,6 @@ class ReconstructionState:
     index: int = 0
     previous: np.ndarray | None = None
     fft_backend: str = "torch"
-
-    @property
-    def method(self) -> str:
-        return self.options.method
 
 
 def choose_model_name(options: ReconstructOptions, has_prior: bool) -> str:

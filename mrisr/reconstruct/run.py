@@ -254,36 +254,3 @@ def _model_hash(state: ReconstructionState, tuning: Tuning | None) -> str:
         return ""
     path = getattr(model, "path", None)
     return model.meta.get("sha256") or (file_sha256(path) if path else "")
-
-
-def reconstruct_file(dynamic_path: str | Path, output: str | Path | None = None, prior_path: str | Path | None = None,
-                     options: ReconstructOptions | None = None, on_frame: Callable[[FrameResult], None] | None = None,
-                     on_status: Callable[[str], None] | None = None,
-                     maps_output: dict[str, Path] | None = None, *, series: str | None = None,
-                     prior_series: str | None = None, output_format: str = "nifti") -> ReconstructionReport:
-    """Reconstruct a dynamic series file into ``output`` (default ``<stem>_sr.nii.gz``), streaming.
-
-    Without fine-tuning; :func:`mrisr.workflow.reconstruct_file`, which every face calls, adds it.
-
-    Args:
-        dynamic_path: the LR series ``(X, Y, Z[, T])`` (NIfTI, NRRD, MHA, DICOM folder).
-        output: ``.nii.gz``/``.nii`` to write; default ``<input>_sr.nii.gz`` next to the input.
-        prior_path: the static HR planning scan (3-D), or ``None``.
-        options: :class:`ReconstructOptions` (default: all defaults; ``finetune`` must be off).
-        on_frame: called with each :class:`FrameResult` after it is written (progress).
-        on_status: called with one-line messages (warnings).
-        maps_output: with ``options.maps``, where to write the maps (``{"disagreement": path,
-            "unmeasured": path}``); default ``<output stem>_disagreement.nii.gz`` and
-            ``<output stem>_unmeasured.nii.gz`` next to the output.
-
-    Returns:
-        :class:`ReconstructionReport`.
-
-    Raises:
-        MrisrInputError: see :func:`open_file_job`; ``options.finetune`` on.
-    """
-    if options is not None and options.finetune:
-        raise MrisrInputError(f"{dynamic_path}: fine-tuning runs in mrisr.workflow.reconstruct_file, which every "
-                              "face calls; call that instead")
-    return run_file_job(open_file_job(dynamic_path, output, prior_path, options, on_status, maps_output,
-                                      series=series, prior_series=prior_series, output_format=output_format), on_frame)
