@@ -28,6 +28,10 @@ def finetune(
         "match_contrast", "--match-contrast/--no-match-contrast",
         help=f"{option_help('match_contrast')} With --like, before tuning on the planning scan, as mrisr reconstruct "
         "does; recorded in the checkpoint."),
+    denoise_prior: bool = schema_option(
+        "denoise_prior", "--denoise-prior/--no-denoise-prior",
+        help=f"{option_help('denoise_prior')} The tuning target is the filtered planning scan, as mrisr reconstruct "
+        "--finetune tunes on it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Fine-tune a model on one subject's planning scan (LR simulated like the dynamic)."""
@@ -54,7 +58,7 @@ def finetune(
             check_keep(keep)
         # model, device, threads and the time budget are checked by the option schema, as in reconstruct
         opts = ReconstructOptions(model=model, device=device, threads=threads, match_contrast=match_contrast,
-                                  finetune=True, finetune_minutes=minutes)
+                                  denoise_prior=denoise_prior, finetune=True, finetune_minutes=minutes)
         check_steps(steps)
         check_lr(lr)
         plan = load(planning)

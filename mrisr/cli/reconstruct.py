@@ -40,6 +40,7 @@ def reconstruct(
     precision: str = schema_option("precision"),
     sparse_changes: bool = schema_option("sparse_changes", "--sparse-changes/--no-sparse-changes"),
     match_contrast: bool = schema_option("match_contrast", "--match-contrast/--no-match-contrast"),
+    denoise_prior: bool = schema_option("denoise_prior", "--denoise-prior/--no-denoise-prior"),
     maps: bool = schema_option("maps", "--maps"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -81,6 +82,7 @@ def reconstruct(
             precision=precision,
             sparse_changes=sparse_changes,
             match_contrast=match_contrast,
+            denoise_prior=denoise_prior,
         )
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 

@@ -98,6 +98,8 @@ class ReconstructWidget(Container):
                                        **schema("sparse_changes"))
         self.match_contrast = CheckBox(text="match contrast: map a planning scan of another contrast",
                                        **schema("match_contrast"))
+        self.denoise_prior = CheckBox(text="denoise prior: shrink the planning scan's own noise",
+                                      **schema("denoise_prior"))
         self.follow = CheckBox(text="show each new frame", value=True)
         self.maps = CheckBox(text="maps: disagreement with the prior, unmeasured detail", **schema("maps"))
         self.run_button = PushButton(text="Reconstruct")
@@ -106,7 +108,7 @@ class ReconstructWidget(Container):
         self.status = Label(value="")
         self.extend([self.dynamic, self.prior, self.method, self.model, self.model_file, self.prior_mode, self.factor,
                      self.data_consistency, self.finetune, self.finetune_minutes, self.device, self.precision,
-                     self.sparse_changes, self.match_contrast, self.follow,
+                     self.sparse_changes, self.match_contrast, self.denoise_prior, self.follow,
                      self.maps, self.run_button, self.cancel_button, self.progress, self.status])
         self.model.changed.connect(lambda value: setattr(self.model_file, "visible", value == MODEL_FILE))
         self.method.changed.connect(self._method_changed)
@@ -143,6 +145,7 @@ class ReconstructWidget(Container):
                                   precision=str(self.precision.value),
                                   sparse_changes=bool(self.sparse_changes.value),
                                   match_contrast=bool(self.match_contrast.value),
+                                  denoise_prior=bool(self.denoise_prior.value),
                                   finetune=bool(self.finetune.value),
                                   finetune_minutes=float(self.finetune_minutes.value))
 
@@ -249,6 +252,7 @@ class ReconstructWidget(Container):
         # the gate (and so the sparse change before it) runs in keyhole-gated and the network
         self.sparse_changes.enabled = value in ("network", "keyhole-gated")
         self.match_contrast.enabled = value in ("network", "keyhole-gated")
+        self.denoise_prior.enabled = value in ("network", "keyhole-gated")
 
     def _create_layer(self, first: Any, name: str | None = None, role: str = "sr", **layer_kwargs: Any) -> Any:
         shape = first.sr.shape

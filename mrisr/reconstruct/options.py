@@ -128,6 +128,12 @@ class ReconstructOptions(BaseModel):
             before registering it (:mod:`mrisr.reconstruct.contrast`; fitted once, on frame 0, and
             used only when it fits clearly better than one global scale). Used by the network and
             by ``keyhole-gated``; the classical ``keyhole`` and ``keyhole-registered`` ignore it.
+        denoise_prior: shrink the planning scan's own noise (a separate acquisition: the frames
+            never share it, yet a keyhole copies it into each of them as detail) once, by an
+            in-plane Wiener filter whose noise power is read in the planning scan's outermost
+            k-space (:mod:`mrisr.reconstruct.denoise`); a planning scan with little noise is left
+            as it is. Used by the network and by ``keyhole-gated`` (the tracker then registers the
+            filtered scan); the classical ``keyhole`` and ``keyhole-registered`` ignore it.
 
     Raises:
         OptionError: (a :class:`~mrisr.io.MrisrInputError`) on construction, naming the field,
@@ -207,6 +213,12 @@ class ReconstructOptions(BaseModel):
         True,
         description="Map a planning scan of another contrast to the dynamic's intensities (fitted on frame 0, used "
         "only when it fits clearly better than one global scale; default on; keyhole-gated and the network).",
+    )
+    denoise_prior: bool = Field(
+        True,
+        description="Shrink the planning scan's own noise (which the frames do not share) by a Wiener filter "
+        "measured in its outermost k-space; a planning scan with little noise is left as it is (default on; "
+        "keyhole-gated and the network).",
     )
 
     def __init__(self, **values: Any) -> None:

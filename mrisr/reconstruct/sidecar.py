@@ -66,6 +66,8 @@ def build_sidecar(job, *, model_hash: str, tuning, map_summaries: list[dict], fr
                                              "intensity_factor": prior.intensity_factor,
                                              "correlation": round(prior.correlation, 4),
                                              "contrast": None if prior.contrast is None else prior.contrast.describe(),
+                                             "denoise": None if state.prior_denoise is None
+                                             else state.prior_denoise.describe(),
                                              "tracking": None if state.tracker is None else state.tracker.describe()},
         "finetune": None if tuning is None else tuning.report,
         "maps": None if not job.map_paths else {
