@@ -52,12 +52,12 @@ def sitk_registered_keyhole(lr_frame: np.ndarray, planning: np.ndarray) -> tuple
 
     from mrisr.kspace.functional import zero_fill
     from mrisr.reconstruct.keyhole import keyhole
-    from mrisr.reconstruct.prior import lowpass_like
+    from mrisr.kspace.band import measured_band
 
     hr_inplane = planning.shape[:2]
     sinc = np.asarray(zero_fill(np.asarray(lr_frame, dtype=np.float32), hr_inplane), dtype=np.float32)
     fixed = _image(sinc)
-    moving = _image(lowpass_like(planning, lr_frame.shape[:2]))
+    moving = _image(measured_band(planning, lr_frame.shape[:2]))
     moving = sitk.HistogramMatching(moving, fixed, numberOfHistogramLevels=HISTOGRAM_LEVELS,
                                     numberOfMatchPoints=MATCH_POINTS, thresholdAtMeanIntensity=True)
     demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
