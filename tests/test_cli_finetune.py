@@ -86,7 +86,7 @@ def test_finetune_on_a_planning_scan_of_another_contrast(case, tmp_path):
     swapped = save_like(tmp_path / "swapped.nii.gz", swap_contrast(np.asarray(planning.data)), planning)
     for flags, expected in (([], True), (["--no-match-contrast"], None)):
         out = tmp_path / f"subject_{expected}.safetensors"
-        result = _invoke("--planning", swapped, "--like", case["lr"], "--steps", 10, "--lr", 1e-3, "--model",
+        result = _invoke("--planning", swapped, "--like", case["lr"], "--steps", 30, "--lr", 1e-3, "--model",
                          case["tiny"], "-o", out, *flags)
         assert result.exit_code == 0, result.output
         contrast = read_metadata(out)["planning_contrast"]

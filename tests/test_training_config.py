@@ -122,6 +122,9 @@ def test_stage4_options_reach_the_pair_generator():
 
     sites = pair_settings(load_config(CONFIGS / "default-sites.yaml", []))
     assert sites.sites and sites.prior_noise_probability == 0.3 and sites.prior_noise_snr == (15.0, 100.0)
+    noise = pair_settings(load_config(CONFIGS / "default-noise.yaml", []))
+    assert not noise.sites and noise.prior_noise_probability == 0.5 and noise.prior_noise_snr == (10.0, 60.0)
+    assert noise.noise_probability == 0.8 and noise.prior_input == "gated-keyhole"
     for name in ("default.yaml", "default-recurrent.yaml", "default-gated.yaml", "default-noprior.yaml"):
         other = pair_settings(load_config(CONFIGS / name, []))
         assert not other.sites and other.prior_noise_probability == 0.0, name

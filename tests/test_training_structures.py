@@ -233,3 +233,34 @@ def test_site_weighted_loss_weighs_errors_at_sites():
     # with both, an error at a site costs 1 + 8 times one elsewhere
     ratio = float(weighted(at_site, target, sites)[0]) / float(weighted(elsewhere, target, sites)[0])
     assert ratio == pytest.approx(9.0, rel=1e-5)
+
+
+def test_a_gated_pair_filters_its_noisy_prior_as_reconstruction_does(monkeypatch):
+    """With a gated-keyhole prior channel, a prior given noise of its own goes through the same
+    Wiener filter reconstruction applies to a noisy planning scan (option ``denoise_prior``)
+    before the gate; a clean prior does not."""
+    import mrisr.training.pairs as pairs
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    original = pairs.denoised_prior
+
+    def spy(prior):
+        out = original(prior)
+        seen.append((prior, out))
+        return out
+
+    monkeypatch.setattr(pairs, "denoised_prior", spy)
+    bank = [SlabVolume(np.ascontiguousarray(load_sample().data[:, :, :8], dtype=np.float32), (1.5, 1.5, 3.0), "s", "axial")]
+    base = dict(patch=(64, 64, 8), prior_input="gated-keyhole", perturb_probability=0.0, noise_probability=0.0)
+    PairGenerator(bank, PairSettings(**base), seed=1).draw_group(1)
+    assert seen == []
+    PairGenerator(bank, PairSettings(**base, prior_noise_probability=1.0, prior_noise_snr=(10.0, 10.0)),
+                  seed=1).draw_group(1)
+    assert len(seen) == 1
+    noisy, filtered = seen[0]
+    # the filter took out most of the noise's power at the highest spatial frequencies
+    def high(volume):
+        spectrum = torch.fft.fft2(volume, dim=(0, 1))
+        n = volume.shape[0] // 4
+        return float(spectrum[volume.shape[0] // 2 - n: volume.shape[0] // 2 + n].abs().square().mean())
+    assert high(filtered) < 0.5 * high(noisy)

@@ -34,7 +34,7 @@ def _run(case, out, finetune, lr=None, monkeypatch=None):
     messages: list[str] = []
     if lr is not None:
         monkeypatch.setattr(mrisr.workflow, "FINETUNE_LR", lr)
-    options = ReconstructOptions(model=str(case["tiny"]), device="cpu", finetune=finetune, finetune_minutes=0.02)
+    options = ReconstructOptions(model=str(case["tiny"]), device="cpu", finetune=finetune, finetune_minutes=0.1)
     report = reconstruct_file(case["lr"], out, case["planning"], options, on_status=messages.append)
     return report, messages, json.loads(report.sidecar.read_text())
 

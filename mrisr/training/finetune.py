@@ -1,7 +1,10 @@
 """Subject-specific fine-tuning on the static HR planning scan.
 
-Training pairs come from the planning scan alone (deformed as in training, LR simulated at the
-dynamic's k-space fraction on its HR grid). The learning rate is set explicitly *after* any
+Training pairs come from the planning scan alone, made to look like the subject's frames at
+inference (:data:`FRAME_LIKE`): deformed as in training, LR simulated at the dynamic's k-space
+fraction on its HR grid with noise of its own, the prior with noise of its own and filtered,
+structures in the frame or the prior only, priors of another contrast; for a gated-keyhole model
+the prior channel is formed by the same function as at inference. The learning rate is set explicitly *after* any
 optimiser state would be restored (the anchor restores state after setting it, which silently
 brings the old rate back). Early stopping watches a fixed set of held-out patches.
 """
@@ -21,6 +24,7 @@ from mrisr.models.predictor import SRModel
 from mrisr.training.losses import SSIM_WINDOW, SRLoss
 from mrisr.training.pairs import PairGenerator, PairSettings
 from mrisr.training.sources import SlabVolume
+from mrisr.training.structures import StructureSettings
 
 
 @dataclass
@@ -57,6 +61,22 @@ def _batch(samples, device):
 MIN_FINETUNE_SLICES = SSIM_WINDOW + 1
 
 
+#: what makes a fine-tuning pair look like a frame of the subject's series at inference: the frame
+#: with acquisition noise of its own, the prior with noise of its own (then filtered as
+#: reconstruction filters a noisy planning scan), structures in the frame only or the prior only,
+#: and priors of another contrast. Without them, the pairs' prior and target shared one noise
+#: realisation and one set of structures, and tuning taught the network to copy its prior
+#: (benchmarks/RESULTS.md, 'Fine-tuning pairs like inference').
+FRAME_LIKE = {
+    "noise_probability": 0.7,
+    "noise_snr": (15.0, 100.0),
+    "prior_noise_probability": 0.5,
+    "prior_noise_snr": (10.0, 60.0),
+    "structures": StructureSettings(target_probability=0.4, prior_probability=0.35, remap_probability=0.15,
+                                    max_count=3),
+}
+
+
 def _planning_pairs(planning_hr: np.ndarray, zooms: tuple[float, float, float], keep: float, prior_input: str,
                     seed: int) -> tuple[PairGenerator, list]:
     """The generator of training pairs from the planning scan alone (normalised to its 99.5th
@@ -67,8 +87,8 @@ def _planning_pairs(planning_hr: np.ndarray, zooms: tuple[float, float, float], 
     inplane = [int(min(64, (n // 16) * 16)) for n in data.shape[:2]]
     patch = (max(16, inplane[0]), max(16, inplane[1]), max(2, depth))
     settings = PairSettings(patch=patch, keep_range=(keep * 0.9, min(keep * 1.1, 100.0)), target_motion_mm=4.0,
-                            previous_motion_mm=(0.0, 2.5), planning_probability=0.3, noise_probability=0.0,
-                            gamma_range=(0.9, 1.1), prior_input=prior_input)
+                            previous_motion_mm=(0.0, 2.5), planning_probability=0.3, gamma_range=(0.9, 1.1),
+                            prior_input=prior_input, **FRAME_LIKE)
     bank = [SlabVolume(data, tuple(float(z) for z in zooms), "planning", "as-acquired")]
     train_gen = PairGenerator(bank, settings, seed)
     held_out = PairGenerator(bank, settings, seed + 99991).draw_group(4) + PairGenerator(bank, settings, seed + 7).draw_group(4)

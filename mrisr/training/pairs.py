@@ -158,6 +158,17 @@ def degrade_prior(prior: torch.Tensor, rng: np.random.Generator) -> torch.Tensor
     return out.clamp_min(0)
 
 
+def denoised_prior(prior: torch.Tensor) -> torch.Tensor:
+    """``prior`` (the whole field of view) through the Wiener filter reconstruction applies to a
+    planning scan with noise of its own (:func:`mrisr.reconstruct.denoise.denoise_planning`, the
+    noise read in the prior's own spectrum corners), so the network trains on the input it gets."""
+    from mrisr.reconstruct.denoise import denoise_planning, planning_noise_power
+
+    data = prior.numpy()
+    filtered, _ = denoise_planning(data, planning_noise_power(data), tuple(prior.shape[:2]))
+    return prior if filtered is data else torch.from_numpy(filtered)
+
+
 def _crop(volume: torch.Tensor, start, size) -> torch.Tensor:
     pads = []
     for n, s in zip(reversed(volume.shape), reversed(size)):
@@ -287,6 +298,9 @@ class PairGenerator:
         noise_rng = self.prior_noise_rng
         if not self_prior and s.prior_noise_probability > 0 and noise_rng.uniform() < s.prior_noise_probability:
             prior_gt = rician(prior_gt, noise_rng.uniform(*s.prior_noise_snr), noise_rng)
+            if gated:
+                # as reconstruction does to a planning scan with noise of its own (option denoise_prior)
+                prior_gt = denoised_prior(prior_gt)
         prev_prior_full = None
         if self_prior:
             f_before = f_prior + random_field(shape, zooms, self.rng.uniform(*s.previous_motion_mm), self.rng,
