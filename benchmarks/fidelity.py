@@ -47,7 +47,7 @@ from sitk_keyhole import sitk_registered_keyhole  # noqa: E402
 
 from mrisr.io import Volume  # noqa: E402
 from mrisr.kspace.functional import zero_fill  # noqa: E402
-from mrisr.metrics import contrast_recovery, leakage, object_mask, registration_error_mm, score_frame  # noqa: E402
+from mrisr.metrics import contrast_recovery, core_continuity, leakage, object_mask, registration_error_mm, score_frame  # noqa: E402
 
 #: scenario name -> make_dynamic keyword arguments (on top of frames, keep, seed)
 SCENARIOS = {
@@ -162,6 +162,8 @@ def score(phantom, frames: list[np.ndarray]) -> dict[str, float]:
     if phantom.insert_mask is not None:
         result["recovery"] = float(np.mean([contrast_recovery(f, gt[..., t], phantom.insert_mask[..., t])
                                             for t, f in enumerate(frames) if phantom.insert_mask[..., t].any()]))
+        result["continuity"] = float(np.mean([core_continuity(f, gt[..., t], phantom.insert_mask[..., t])
+                                              for t, f in enumerate(frames) if phantom.insert_mask[..., t].any()]))
     if phantom.planning_insert_mask is not None:
         result["leakage"] = float(np.mean([leakage(f, phantom.planning_insert_mask[..., t],
                                                    phantom.planning_insert_contrast)
@@ -271,6 +273,8 @@ def main() -> None:
                         help="only the independent-noise tables (the headline), not the shared-noise ones")
     parser.add_argument("--skip-headline", action="store_true",
                         help="only the shared-noise tables (after a separate --headline-only run)")
+    parser.add_argument("--finetune-only", action="store_true",
+                        help="only the fine-tuning table on the independent-noise phantoms (--finetune-minutes each)")
     parser.add_argument("--truth-figure", default=None, metavar="PNG",
                         help="save source, denoised truth and their difference (middle slice per subject) here")
     args = parser.parse_args()
@@ -318,12 +322,17 @@ def main() -> None:
     if missing:
         raise SystemExit(f"--scenarios must include {', '.join(sorted(missing))} (the table's recovery and leakage)")
     chosen = subjects(names)
-    from fidelity_noise import run_headline
+    from fidelity_noise import run_finetune_table, run_headline
+
+    if args.finetune_only:
+        run_finetune_table(chosen, keeps, frames, prior_model, minutes, score,
+                           snrs=(20.0,) if is_quick else (20.0, None), write=not args.no_write)
+        return
 
     if not args.skip_headline:
         run_headline(chosen, keeps, frames, prior_model, noprior_model, score,
                      snrs=(20.0, None) if is_quick else PLANNING_SNRS, write=not args.no_write,
-                     truth_figure=args.truth_figure)
+                     truth_figure=args.truth_figure, extra_models=extra)
     if args.headline_only:
         return
     started = time.time()

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mrisr.metrics import contrast_recovery, leakage, registration_error_mm, ring_mask, structure_contrast
+from mrisr.metrics import (
+    contrast_recovery,
+    core_continuity,
+    leakage,
+    registration_error_mm,
+    ring_mask,
+    structure_contrast,
+)
 from mrisr.metrics.fidelity import RING
 
 SHAPE = (24, 24, 12)
@@ -224,3 +231,36 @@ def test_registration_error_rejects_bad_shapes():
         registration_error_mm(field[:2], field[:2], ZOOMS)
     with pytest.raises(ValueError, match=r"\(3, X, Y, Z\)"):
         registration_error_mm(field, field[:, :-1], ZOOMS)
+
+
+def test_core_continuity_tells_a_dotted_needle_from_a_faint_continuous_one():
+    core = _needle_core()
+    tissue = np.full(SHAPE, 100.0, dtype=np.float32)
+    truth = np.where(core, 0.0, tissue)  # a complete signal void
+    assert core_continuity(truth, truth, core) == 1.0
+    # every voxel keeps 60 % of its depth: continuous, though its mean contrast is only 0.6
+    faint = np.where(core, 40.0, tissue)
+    assert core_continuity(faint, truth, core) == 1.0
+    assert contrast_recovery(faint, truth, core) == pytest.approx(0.6)
+    # every second voxel along the rod keeps all of its depth, the others none: dotted
+    dotted = truth.copy()
+    dotted[6:18:2, 11:13, 5:7] = 100.0
+    assert core_continuity(dotted, truth, core) == pytest.approx(0.5)
+    assert contrast_recovery(dotted, truth, core) == pytest.approx(0.5)
+    assert core_continuity(tissue, truth, core) == 0.0
+    # a bright structure: depth of the other sign
+    bright = np.where(core, 200.0, tissue)
+    assert core_continuity(bright, bright, core) == 1.0 and core_continuity(tissue, bright, core) == 0.0
+    # the share asked for
+    assert core_continuity(faint, truth, core, share=0.7) == 0.0
+
+
+def test_core_continuity_refuses_what_it_cannot_measure():
+    core = _needle_core()
+    tissue = np.full(SHAPE, 100.0, dtype=np.float32)
+    with pytest.raises(ValueError, match="no core voxel has a depth"):
+        core_continuity(tissue, tissue, core)
+    with pytest.raises(ValueError, match="share"):
+        core_continuity(tissue, np.where(core, 0.0, tissue), core, share=0.0)
+    with pytest.raises(ValueError, match="empty"):
+        core_continuity(tissue, tissue, np.zeros(SHAPE, dtype=bool))

@@ -29,6 +29,7 @@ Modules: ``quality`` (SSIM, PSNR, NRMSE), ``masks`` (object and foreground masks
 
 from mrisr.metrics.fidelity import (
     contrast_recovery,
+    core_continuity,
     leakage,
     registration_error_mm,
     ring_mask,
@@ -52,6 +53,7 @@ __all__ = [
     "SCORE_COLUMNS",
     "check_same_grid",
     "contrast_recovery",
+    "core_continuity",
     "evaluate_frame",
     "evaluate_frames",
     "foreground_mask",

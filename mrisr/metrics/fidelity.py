@@ -6,6 +6,8 @@ numbers measure that on phantoms whose truth is known (:func:`mrisr.phantom.make
 
 * :func:`contrast_recovery`: a structure that entered during the series (absent from the prior),
   e.g. a needle: the share of its true contrast the output keeps (1 = all of it);
+* :func:`core_continuity`: the share of that structure's core voxels that keep at least half of
+  their true depth (a needle that looks dotted scores low even when its mean contrast is fair);
 * :func:`leakage`: a structure only the prior has (a withdrawn device, tissue that changed):
   the contrast the output shows at its site, relative to its contrast in the planning scan
   (0 = none leaks through);
@@ -100,6 +102,50 @@ def contrast_recovery(output: Any, truth: Any, core: Any) -> float:
     if not np.isfinite(reference) or abs(reference) < 1e-6:
         raise ValueError(f"the structure has no contrast in the ground truth ({reference:.3g}); nothing to recover")
     return structure_contrast(output, core) / reference
+
+
+def core_continuity(output: Any, truth: Any, core: Any, share: float = 0.5) -> float:
+    """Share of a structure's core voxels where ``output`` keeps at least ``share`` of the voxel's
+    true depth: whether an entering needle looks continuous or dotted.
+
+    A voxel's depth is ``(ring mean - voxel) / ring mean`` in each image (the ring of
+    :func:`structure_contrast`); a voxel counts when the output's depth, signed like the truth's,
+    reaches ``share`` of the truth's. :func:`contrast_recovery` averages the core, so a needle
+    half of whose voxels keep all their depth and half none scores 0.5 there and 0.5 here; one
+    whose every voxel keeps 60 % scores 0.6 there and 1.0 here.
+
+    Args:
+        output: reconstructed frame ``(X, Y, Z)``.
+        truth: ground-truth frame ``(X, Y, Z)``.
+        core: boolean core of the structure in this frame.
+        share: the part of the true depth a voxel must keep, in (0, 1].
+
+    Returns:
+        A share in [0, 1] (1: every core voxel keeps at least ``share`` of its depth).
+
+    Raises:
+        ValueError: an empty core, a ring that is empty or of mean 0, or no core voxel with a depth
+            in the truth.
+    """
+    if not 0 < share <= 1:
+        raise ValueError(f"share {share!r} must be in (0, 1]")
+    out = _as_array(output, "output").astype(np.float64, copy=False)
+    ref = _as_array(truth, "truth").astype(np.float64, copy=False)
+    mask = _core(core, ref.shape)
+    if out.shape != ref.shape:
+        raise ValueError(f"output shape {out.shape} != truth shape {ref.shape}")
+    ring = ring_mask(mask)
+    if not ring.any():
+        raise ValueError("the ring around the core is empty (the core fills the image)")
+    out_ring, ref_ring = float(out[ring].mean()), float(ref[ring].mean())
+    if out_ring == 0.0 or ref_ring == 0.0:
+        raise ValueError("the ring around the core has a mean of 0; no depth can be measured")
+    true_depth = (ref_ring - ref[mask]) / ref_ring
+    kept = (out_ring - out[mask]) / out_ring
+    deep = np.abs(true_depth) > 1e-6
+    if not deep.any():
+        raise ValueError("no core voxel has a depth in the ground truth; nothing to keep")
+    return float(np.mean(kept[deep] * np.sign(true_depth[deep]) >= share * np.abs(true_depth[deep])))
 
 
 def leakage(output: Any, site: Any, planning_contrast: float) -> float:
