@@ -50,9 +50,9 @@ def sitk_registered_keyhole(lr_frame: np.ndarray, planning: np.ndarray) -> tuple
     """
     import SimpleITK as sitk
 
+    from mrisr.kspace.band import measured_band
     from mrisr.kspace.functional import zero_fill
     from mrisr.reconstruct.keyhole import keyhole
-    from mrisr.kspace.band import measured_band
 
     hr_inplane = planning.shape[:2]
     sinc = np.asarray(zero_fill(np.asarray(lr_frame, dtype=np.float32), hr_inplane), dtype=np.float32)
