@@ -57,8 +57,10 @@ def run_noisy_methods(phantom, prior_model, noprior_model, methods=METHODS,
     out: dict[str, tuple[list[np.ndarray], float]] = {}
     errors: dict[str, list[dict]] = {"mrisr tracker": [], "SimpleITK demons": []}
 
+    extra_models = extra_models or {}
+
     def timed(name, fn):
-        if name not in methods:
+        if name not in methods and name not in extra_models:
             return
         start = time.perf_counter()
         result = fn()
@@ -90,10 +92,8 @@ def run_noisy_methods(phantom, prior_model, noprior_model, methods=METHODS,
     timed("keyhole-registered", registered_keyhole)
     timed("keyhole-gated", lambda: recon(ReconstructOptions(method="keyhole-gated")))
     timed("network tracked (default)", lambda: recon(ReconstructOptions(prior_mode="tracked"), prior_model))
-    for name, model in (extra_models or {}).items():
-        start = time.perf_counter()
-        result = recon(ReconstructOptions(prior_mode="tracked"), model)
-        out[name] = (result, (time.perf_counter() - start) / len(frames))
+    for name, model in extra_models.items():
+        timed(name, lambda model=model: recon(ReconstructOptions(prior_mode="tracked"), model))
     timed("network previous", lambda: recon(ReconstructOptions(prior_mode="previous"), prior_model))
     timed("no-prior network", lambda: [r.sr for r in iter_reconstruct(lr, None, ReconstructOptions(
         model="default-noprior", matrix=tuple(int(n) for n in hr_xy)), model=noprior_model)])

@@ -648,31 +648,31 @@ def case_resume_mhd_data_changed(tmp: Path) -> Outcome:
 # ---------------------------------------------------------------- cases: leftovers
 
 
-def case_simulate_leftover_folder(tmp: Path) -> Outcome:
-    bad = tmp / "bad.nii.gz"
-    bad.write_bytes(b"not an image at all")
-    target = tmp / "new" / "deeper" / "lr.nii.gz"
-    outcome = refused(cli(["simulate", bad, "-o", target], timeout=60))
+def _no_leftover_folder(tmp: Path, command: list) -> Outcome:
+    """``command`` (its output under ``tmp/new/deeper``) is refused and leaves no ``tmp/new``."""
+    outcome = refused(cli(command, timeout=60))
     left = (tmp / "new").exists()
     return Outcome(outcome.ok and not left, f"{outcome.got}{'; left new/' if left else ''}")
+
+
+def _not_an_image(tmp: Path) -> Path:
+    bad = tmp / "bad.nii.gz"
+    bad.write_bytes(b"not an image at all")
+    return bad
+
+
+def case_simulate_leftover_folder(tmp: Path) -> Outcome:
+    return _no_leftover_folder(tmp, ["simulate", _not_an_image(tmp), "-o", tmp / "new" / "deeper" / "lr.nii.gz"])
 
 
 def case_evaluate_leftover_folder(tmp: Path) -> Outcome:
     a = write_nifti(tmp / "a.nii.gz", phantom_volume((32, 32, 4)))
     b = write_nifti(tmp / "b.nii.gz", phantom_volume((24, 24, 4)))
-    target = tmp / "new" / "deeper" / "m.csv"
-    outcome = refused(cli(["evaluate", a, b, "-o", target], timeout=60))
-    left = (tmp / "new").exists()
-    return Outcome(outcome.ok and not left, f"{outcome.got}{'; left new/' if left else ''}")
+    return _no_leftover_folder(tmp, ["evaluate", a, b, "-o", tmp / "new" / "deeper" / "m.csv"])
 
 
 def case_reconstruct_leftover_folder(tmp: Path) -> Outcome:
-    bad = tmp / "bad.nii.gz"
-    bad.write_bytes(b"not an image at all")
-    target = tmp / "new" / "deeper" / "sr.nii.gz"
-    outcome = refused(cli(["reconstruct", bad, "-o", target], timeout=60))
-    left = (tmp / "new").exists()
-    return Outcome(outcome.ok and not left, f"{outcome.got}{'; left new/' if left else ''}")
+    return _no_leftover_folder(tmp, ["reconstruct", _not_an_image(tmp), "-o", tmp / "new" / "deeper" / "sr.nii.gz"])
 
 
 # ---------------------------------------------------------------- cases: exit codes and signals

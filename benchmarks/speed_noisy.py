@@ -93,10 +93,9 @@ def main() -> None:
     headers = ["keep %", "method", "median frame_seconds", "median frame_wall_seconds", "p95 frame_wall_seconds",
                "frame 0 wall s", "max / median (wall)", f"target (median <= {TARGET_S} s, max <= 2x median)"]
     print_table(headers, rows)
-    lr_xy = "x".join(str(int(round(n * (k / 100) ** 0.5))) for n, k in zip(shape[:2], (6.25, 6.25)))
     body = (markdown_table(headers, rows)
             + f"\n\nHR frames {shape[0]}x{shape[1]}x{shape[2]} (the held-out real scan's non-local-means truth "
-            f"resampled over its field of view); LR {lr_xy}x{shape[2]} at 6.25 %; {frames} frames with complex "
+            f"resampled over its field of view), the LR frame the central keep % of in-plane k-space; {frames} frames with complex "
             f"noise of their own at the scan's SNR ({frame_snr:.1f}); planning scan with noise of its own at SNR "
             f"{PLANNING_SNR:g}; default options (prior denoising, tracked planning scan, sparse change), "
             f"{args.threads} torch threads; through `mrisr.workflow.reconstruct_file` (NIfTI in and out).")

@@ -179,11 +179,12 @@ def test_interrupted_runs_leave_nothing_corrupt_and_resume(cohort, tmp_path):
         assert sidecar(out, label)["MrisrBatch"]["fingerprint"]
 
 
-@pytest.mark.parametrize("field", ["sparse_changes", "match_contrast"])
+@pytest.mark.parametrize("field", ["sparse_changes", "match_contrast", "denoise_prior"])
 def test_recipe_gate_options_reach_the_library(cohort, tmp_path, field):
-    """``reconstruct.sparse_changes: false`` (``match_contrast: false``) in the recipe gives the library's
-    result with that option off, which differs from the default's (the subject's planning scan is
-    given another contrast so that the contrast map applies)."""
+    """``reconstruct.sparse_changes: false`` (``match_contrast: false``, ``denoise_prior: false``) in the
+    recipe gives the library's result with that option off, which differs from the default's (the
+    subject's planning scan is given another contrast so that the contrast map applies, or noise of
+    its own so that the filter does)."""
     from mrisr.inserts import swap_contrast
     from mrisr.reconstruct import ReconstructOptions, reconstruct_volume
 
@@ -193,6 +194,13 @@ def test_recipe_gate_options_reach_the_library(cohort, tmp_path, field):
     if field == "match_contrast":
         planning = load(bids / names["planning"])
         save_like(bids / names["planning"], swap_contrast(np.asarray(planning.data)), planning)
+    if field == "denoise_prior":
+        planning = load(bids / names["planning"])
+        data = np.asarray(planning.data, dtype=np.float32)
+        rng = np.random.default_rng(0)
+        sigma = 0.1 * float(data[data > 0.1 * data.max()].mean())
+        noisy = np.hypot(data + rng.normal(0, sigma, data.shape), rng.normal(0, sigma, data.shape))
+        save_like(bids / names["planning"], noisy.astype(np.float32), planning)
     config = tmp_path / "off.yaml"
     config.write_text(f"reconstruct:\n  method: keyhole-gated\n  {field}: false\n")
     out = tmp_path / "out"

@@ -58,10 +58,10 @@ def test_the_real_resolution_matches_the_predictor():
     assert resolved in {"bfloat16", "float32"}
 
 
-@pytest.mark.parametrize("field", ["sparse_changes", "match_contrast"])
+@pytest.mark.parametrize("field", ["sparse_changes", "match_contrast", "denoise_prior"])
 def test_gate_options_are_recipe_options_that_count(field):
-    """``reconstruct.sparse_changes`` and ``reconstruct.match_contrast`` are in the recipe's options (on
-    by default) and in the fingerprint."""
+    """``reconstruct.sparse_changes``, ``reconstruct.match_contrast`` and ``reconstruct.denoise_prior``
+    are in the recipe's options (on by default) and in the fingerprint."""
     from mrisr.batch.config import ReconstructSettings
 
     on, off = ReconstructSettings().model_dump(), ReconstructSettings(**{field: False}).model_dump()

@@ -84,12 +84,21 @@ def _shell_means(values: torch.Tensor, radius: torch.Tensor, edges: torch.Tensor
     return sums / counts  # 0 / 0 = NaN for an empty shell
 
 
-def planning_noise_power(planning: np.ndarray) -> float:
+def _spectrum(planning: np.ndarray) -> torch.Tensor:
+    """The in-plane spectrum of ``planning`` ``(X, Y, Z)`` (``norm="forward"``, unshifted)."""
+    return torch.fft.fft2(torch.from_numpy(np.asarray(planning, dtype=np.float32)), dim=(0, 1), norm="forward")
+
+
+def planning_noise_power(planning: np.ndarray, spectrum: torch.Tensor | None = None) -> float:
     """The planning scan's noise power per k-space sample (``norm="forward"`` units of
     :mod:`mrisr.kspace`): the median power, averaged over slices, of the in-plane spectrum's
     corners beyond :data:`CORNER` of the Nyquist frequency along both axes, where an anatomy has
-    next to no power of its own and white noise has the same power as everywhere else."""
-    spectrum = torch.fft.fft2(torch.from_numpy(np.asarray(planning, dtype=np.float32)), dim=(0, 1), norm="forward")
+    next to no power of its own and white noise has the same power as everywhere else.
+
+    Args:
+        spectrum: the planning scan's in-plane spectrum when the caller has it already.
+    """
+    spectrum = _spectrum(planning) if spectrum is None else spectrum
     power = spectrum.abs().square().mean(dim=2)
     fx = torch.fft.fftfreq(planning.shape[0]).abs() * 2
     fy = torch.fft.fftfreq(planning.shape[1]).abs() * 2
@@ -97,19 +106,29 @@ def planning_noise_power(planning: np.ndarray) -> float:
     return float(power[corner].median()) if bool(corner.any()) else 0.0
 
 
-def denoise_planning(planning: np.ndarray, noise_power: float, lr_inplane: tuple[int, int]) -> tuple[np.ndarray, PriorDenoise]:
+def shrink_own_noise(planning: np.ndarray, lr_inplane: tuple[int, int]) -> tuple[np.ndarray, PriorDenoise]:
+    """:func:`denoise_planning` at the noise power :func:`planning_noise_power` reads in the
+    planning scan itself, one FFT for both: what reconstruction (option ``denoise_prior``) and
+    the training pairs do to a planning scan."""
+    spectrum = _spectrum(planning)
+    return denoise_planning(planning, planning_noise_power(planning, spectrum), lr_inplane, spectrum)
+
+
+def denoise_planning(planning: np.ndarray, noise_power: float, lr_inplane: tuple[int, int],
+                     spectrum: torch.Tensor | None = None) -> tuple[np.ndarray, PriorDenoise]:
     """The planning scan ``(X, Y, Z)`` filtered in-plane by the Wiener gain for ``noise_power``
     (returned unchanged, not copied, when ``noise_power <= 0`` or the filter is negligible) and the
     record of what was done.
 
     Args:
         lr_inplane: the dynamic's LR matrix (only to report the gain at the band's edge).
+        spectrum: the planning scan's in-plane spectrum when the caller has it already.
     """
     record = PriorDenoise(noise_power=float(noise_power))
     if not noise_power > 0:
         return planning, record
     hr = tuple(planning.shape[:2])
-    spectrum = torch.fft.fft2(torch.from_numpy(np.asarray(planning, dtype=np.float32)), dim=(0, 1), norm="forward")
+    spectrum = _spectrum(planning) if spectrum is None else spectrum
     radius = _radius(hr, hr)
     edges = torch.linspace(0.0, float(radius.max()) * (1 + 1e-9), FILTER_SHELLS + 1, dtype=torch.float64)
     power = _shell_means(spectrum.abs().square().mean(dim=2).double(), radius, edges)

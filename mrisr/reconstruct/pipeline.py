@@ -73,7 +73,7 @@ class ReconstructionState:
         total: frames in the series.
         index: the next frame's index.
         previous: step-wise (``prior_mode="previous"``), what the network was given for the last frame.
-        prior_denoise: what :func:`mrisr.reconstruct.denoise.denoise_planning` measured and did
+        prior_denoise: what :func:`mrisr.reconstruct.denoise.shrink_own_noise` measured and did
             (``None``: not asked for, or no planning scan).
         fft_backend: zero-fill backend of :func:`mrisr.reconstruct.grid.frame_to_grid`
             (``numpy`` only to benchmark against).
@@ -198,10 +198,9 @@ def prepare_state(dynamic: Volume, prior: Volume | None, options: ReconstructOpt
     # the planning scan's own noise shrunk before anything copies or registers it: not for the
     # classical keyhole baselines
     if options.denoise_prior and options.method in ("network", "keyhole-gated"):
-        from mrisr.reconstruct.denoise import denoise_planning, planning_noise_power
+        from mrisr.reconstruct.denoise import shrink_own_noise
 
-        state.prior.data, state.prior_denoise = denoise_planning(
-            state.prior.data, planning_noise_power(state.prior.data), grid.lr_shape[:2])
+        state.prior.data, state.prior_denoise = shrink_own_noise(state.prior.data, grid.lr_shape[:2])
     registered = (options.method in REGISTERED_METHODS if is_keyhole
                   else options.prior_mode in ("tracked", "previous") and model.uses_prior)
     if registered:

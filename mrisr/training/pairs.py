@@ -160,12 +160,12 @@ def degrade_prior(prior: torch.Tensor, rng: np.random.Generator) -> torch.Tensor
 
 def denoised_prior(prior: torch.Tensor) -> torch.Tensor:
     """``prior`` (the whole field of view) through the Wiener filter reconstruction applies to a
-    planning scan with noise of its own (:func:`mrisr.reconstruct.denoise.denoise_planning`, the
-    noise read in the prior's own spectrum corners), so the network trains on the input it gets."""
-    from mrisr.reconstruct.denoise import denoise_planning, planning_noise_power
+    planning scan with noise of its own (:func:`mrisr.reconstruct.denoise.shrink_own_noise`), so
+    the network trains on the input it gets."""
+    from mrisr.reconstruct.denoise import shrink_own_noise
 
     data = prior.numpy()
-    filtered, _ = denoise_planning(data, planning_noise_power(data), tuple(prior.shape[:2]))
+    filtered, _ = shrink_own_noise(data, tuple(prior.shape[:2]))
     return prior if filtered is data else torch.from_numpy(filtered)
 
 
