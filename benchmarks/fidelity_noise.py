@@ -101,7 +101,7 @@ def run_noisy_methods(phantom, prior_model, noprior_model, methods=METHODS,
 
 
 def frame_snr_of(reference) -> float:
-    """SNR of the frames: the held-out real scan's own noise level (:func:`noisy_phantoms.estimate_noise_sigma`)."""
+    """SNR of the frames: the held-out real scan's own noise level (:func:`mrisr.metrics.noise.estimate_noise_sigma`)."""
     data = np.asarray(reference.data, dtype=np.float32)
     return object_mean(data) / estimate_noise_sigma(data)
 

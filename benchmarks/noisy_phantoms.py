@@ -7,7 +7,7 @@ that copies the planning scan's texture. Here:
 - **truth**: the source denoised with scikit-image's non-local means
   (``skimage.restoration.denoise_nl_means``, slice by slice in-plane: the slices are 3-6.5 mm
   thick, so 3-D patches would mix anatomy; patch 5, search distance 6, ``h = 0.8 sigma``,
-  ``fast_mode``), with ``sigma`` the source's own noise level (:func:`estimate_noise_sigma`);
+  ``fast_mode``), with ``sigma`` the source's own noise level (:func:`mrisr.metrics.noise.estimate_noise_sigma`);
   ``python benchmarks/fidelity.py --truth-figure PATH`` saves source, truth and their difference;
 - **frames**: complex Gaussian noise of their own on the full HR acquisition, before the k-space crop
   (``make_dynamic(noise_snr=...)``), at the noise level estimated in the held-out real scan;
@@ -24,25 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mrisr.metrics.noise import estimate_noise_sigma, object_mean
+
 #: the planning scan's SNR sweep (None: noise-free)
 PLANNING_SNRS: tuple[float | None, ...] = (10.0, 20.0, 40.0, None)
-
-
-def estimate_noise_sigma(data: np.ndarray) -> float:
-    """The noise standard deviation of a magnitude image ``(X, Y, Z)``: the median absolute value of
-    its finest diagonal Haar wavelet coefficients in-plane over 0.6745 (Donoho's estimate, what
-    ``skimage.restoration.estimate_sigma`` computes with another wavelet)."""
-    d = np.asarray(data, dtype=np.float64)
-    nx, ny = (d.shape[0] // 2) * 2, (d.shape[1] // 2) * 2
-    d = d[:nx, :ny]
-    diagonal = (d[0::2, 0::2] - d[1::2, 0::2] - d[0::2, 1::2] + d[1::2, 1::2]) / 2
-    return float(np.median(np.abs(diagonal)) / 0.6745)
-
-
-def object_mean(data: np.ndarray) -> float:
-    """The reference level of :func:`mrisr.kspace.functional.add_complex_noise` (mean above 10 % of the 99th percentile)."""
-    d = np.asarray(data, dtype=np.float64)
-    return float(d[d > 0.1 * np.percentile(d, 99)].mean())
 
 
 def denoise(data: np.ndarray, sigma: float) -> np.ndarray:
