@@ -8,7 +8,9 @@ the fidelity benchmark scores every method on it.
 
 Source: ``data/brain1_image.nrrd`` from the PyPI sdist ``pyradiomics-bhklab==3.1.4`` (byte-identical
 to pyradiomics 3.1.0's copy; BSD-3-Clause, Copyright 2017 Harvard Medical School), 256x256x25 at
-0.78x0.78x6.5 mm, int16. Fetched once by this script with ``pip download`` (PyPI only).
+0.78x0.78x6.5 mm, int16. Fetched once by this script from PyPI: with ``pip download`` or, where
+that fails (pip 23 could not generate this sdist's metadata on 2026-12-07), straight from PyPI's
+simple index; either way the archive's sha256 is checked.
 
 Derivation: the in-plane k-space centre 128x128 (1.5625 mm voxels, what a scanner acquiring that
 matrix over the same field of view would reconstruct; noise stays real, just band-limited), the
@@ -34,14 +36,38 @@ OUTPUT = ROOT / "mrisr" / "data" / "heldout_brain1.nii.gz"
 SDIST = "pyradiomics-bhklab==3.1.4"
 MEMBER = "pyradiomics_bhklab-3.1.4/data/brain1_image.nrrd"
 SOURCE_SHA256_PREFIX = "fffdb111"
+SDIST_FILE = "pyradiomics_bhklab-3.1.4.tar.gz"
+SDIST_SHA256 = "a44a087efc4ede91b5dfa5cf0de58ea3596bfaec1ef2484f278504b0a8fd5ffb"
+INDEX = "https://pypi.org/simple/pyradiomics-bhklab/"
 INPLANE = (128, 128)
 SLICES = 20
 
 
+def _download_from_index(folder: Path) -> Path:
+    """The sdist from PyPI's simple index (the link on its project page), its sha256 checked."""
+    import re
+    import urllib.request
+
+    page = urllib.request.urlopen(INDEX, timeout=60).read().decode()
+    match = re.search(r'href="([^"#]*/' + re.escape(SDIST_FILE) + r')(?:#[^"]*)?"', page)
+    if match is None:
+        raise SystemExit(f"{INDEX}: no link to {SDIST_FILE}; pass --source brain1_image.nrrd")
+    payload = urllib.request.urlopen(match.group(1), timeout=300).read()
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest != SDIST_SHA256:
+        raise SystemExit(f"{SDIST_FILE}: sha256 {digest[:8]}... is not the expected {SDIST_SHA256[:8]}...")
+    target = folder / SDIST_FILE
+    target.write_bytes(payload)
+    return target
+
+
 def fetch_source(folder: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST, "-d",
-                    str(folder)], check=True)
-    sdist = next(folder.glob("pyradiomics_bhklab-*.tar.gz"))
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST, "-d",
+                        str(folder)], check=True)
+        sdist = next(folder.glob("pyradiomics_bhklab-*.tar.gz"))
+    except (subprocess.CalledProcessError, StopIteration):
+        sdist = _download_from_index(folder)
     with tarfile.open(sdist) as tar:
         tar.extract(MEMBER, folder, filter="data")
     return folder / MEMBER
@@ -68,7 +94,7 @@ def derive(source: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--source", type=Path, help="brain1_image.nrrd (default: fetched with pip download)")
+    parser.add_argument("--source", type=Path, help="brain1_image.nrrd (default: fetched from PyPI)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
     from mrisr.io import Volume, save_like
