@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 from _common import log, markdown_table, print_table, write_section
-from noisy_phantoms import PLANNING_SNRS, denoised_truth, estimate_noise_sigma, make_noisy_phantom, object_mean
+from noisy_phantoms import PLANNING_SNRS, denoised_truth, make_noisy_phantom
 from sitk_keyhole import sitk_registered_keyhole
 
 from mrisr.kspace.functional import zero_fill
@@ -101,9 +101,10 @@ def run_noisy_methods(phantom, prior_model, noprior_model, methods=METHODS,
 
 
 def frame_snr_of(reference) -> float:
-    """SNR of the frames: the held-out real scan's own noise level (:func:`mrisr.metrics.noise.estimate_noise_sigma`)."""
-    data = np.asarray(reference.data, dtype=np.float32)
-    return object_mean(data) / estimate_noise_sigma(data)
+    """SNR of the frames: the held-out real scan's own (:func:`mrisr.metrics.noise.image_snr`)."""
+    from mrisr.metrics.noise import image_snr
+
+    return image_snr(np.asarray(reference.data, dtype=np.float32))
 
 
 def run_headline(chosen: dict, keeps: list[float], frames: int, prior_model, noprior_model, score,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrisr.data import load_sample
+from mrisr.data import heldout_subject
 from mrisr.metrics.noise import estimate_noise_sigma, image_snr, object_mean
 
 
@@ -33,8 +33,8 @@ def test_clean_anatomy_reads_as_noise_free():
 
 
 def test_real_scan_has_noise_of_its_own():
-    """The bundled real sample is a single acquisition: its SNR is finite and in the range of real scans."""
-    assert 5.0 < image_snr(load_sample().data) < 200.0
+    """The held-out scan is one clinical acquisition: its SNR is finite and in the range of real scans."""
+    assert 5.0 < image_snr(heldout_subject().data) < 200.0
 
 
 def test_object_mean_is_the_mean_above_a_tenth_of_the_99th_percentile():

@@ -28,13 +28,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from mrisr.kspace.band import frame_high, measured_band
 from mrisr.kspace.functional import crop_lowres, fftc, ifftc, pad_kspace
+
+if TYPE_CHECKING:
+    import torch
 
 #: the floor of the local level, as a fraction of the frame's 99th percentile (keeps air from lighting up)
 LEVEL_FLOOR = 0.1
@@ -68,6 +71,8 @@ def _level_operator(n_hr: int, step: int, sigma: float) -> torch.Tensor:
     ``sigma / step`` samples over the ``step``-th samples (scipy's ``gaussian_filter1d``, mode
     ``reflect``, applied to the identity, so it is that filter exactly), then linear interpolation
     back onto every voxel (``align_corners``; beyond the last sample, its value)."""
+    import torch
+
     n_small = len(range(0, n_hr, step))
     gauss = ndimage.gaussian_filter1d(np.eye(n_small, dtype=np.float64), sigma / step, axis=0, mode="reflect")
     last = (n_small - 1) * step
@@ -95,6 +100,8 @@ def local_level(sinc: np.ndarray, lr_inplane: tuple[int, int], high: float | Non
     took 7.9 ms against 24 ms for scipy's filter, torch's interpolation and the copies back
     (2 threads, same values to 5e-7 of the level's maximum).
     """
+    import torch
+
     sinc = np.asarray(sinc, dtype=np.float32)
     sigma = [LEVEL_SIGMA_LR * h / lr for h, lr in zip(sinc.shape[:2], lr_inplane)]
     step = [max(1, int(sg // 4)) for sg in sigma]
@@ -129,6 +136,7 @@ def disagreement_map(prior: np.ndarray | None, sinc: np.ndarray, lr_inplane: tup
         return np.zeros(sinc.shape, dtype=np.float32)
     sinc = np.ascontiguousarray(sinc, dtype=np.float32)
     band = measured_band(prior, lr_inplane) if band is None else band
+    import torch
 
     # element-wise in torch (both cores; numpy's loops run on one), the same float32 operations
     level = torch.from_numpy(local_level(sinc, lr_inplane, high))
