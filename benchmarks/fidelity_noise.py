@@ -225,7 +225,7 @@ def run_finetune_table(chosen: dict, keeps: list[float], frames: int, prior_mode
                        snrs=(20.0, None), write: bool = True) -> list:
     """Fine-tuning on the independent-noise phantoms: the default with the base model against the
     default after ``minutes`` of ``--finetune`` (as ``mrisr reconstruct --finetune`` does it: the
-    tuned model only where it improved on its held-out pairs, else the base model), per subject,
+    tuned model only where its check accepted it, else the base model), per subject,
     keep and planning-scan SNR; writes the ``fidelity_finetune`` section."""
     from mrisr.data import heldout_subject
     from mrisr.reconstruct import ReconstructOptions, iter_reconstruct, prepare_state
@@ -264,8 +264,9 @@ def run_finetune_table(chosen: dict, keeps: list[float], frames: int, prior_mode
         body = (markdown_table(headers, rows)
                 + f"\n\nThe phantoms of the headline (independent noise, seed 11, {frames} frames, frames at the "
                 f"held-out scan's SNR {frame_snr:.1f}). Fine-tuning: `mrisr.workflow.finetune_model` on the prepared "
-                "(filtered) planning scan, as `mrisr reconstruct --finetune` runs it; where its held-out loss never "
-                "improved, the base model is used and the gain is 0 by construction. Tissue SSIM as in the "
+                "(filtered) planning scan, as `mrisr reconstruct --finetune` runs it; where the check "
+                "(`mrisr.training.finetune_check`: held-out pairs whose target noise is independent of the inputs) "
+                "did not accept the tuned model, the base model is used and the gain is 0 by construction. Tissue SSIM as in the "
                 f"headline. Run time {(time.time() - started) / 60:.1f} min.")
         write_section("fidelity_finetune", f"Fine-tuning on the independent-noise phantoms ({minutes:g} min)", body)
     return rows

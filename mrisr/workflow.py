@@ -61,7 +61,7 @@ def finetune_model(state: ReconstructionState, minutes: float, steps: int | None
         raise MrisrInputError(f"{state.name}: --method {state.options.method} has no model to fine-tune")
     zooms = tuple(float(v) for v in voxel_sizes(state.grid.hr_affine))
     return finetune(state.model, state.prior.data, zooms, state.grid.keep, minutes=minutes, steps=steps, lr=lr,
-                    on_progress=on_progress)
+                    on_progress=on_progress, planning_unfiltered=state.prior_unfiltered)
 
 
 def reconstruct_file(
@@ -132,14 +132,14 @@ def _finetune_and_save(state: ReconstructionState, prior_path: Path, tuned_path:
     tuned, report = finetune_model(state, options.finetune_minutes, lr=FINETUNE_LR)
     if not report.improved:
         # no copy of the base weights is written or presented as a tuned model
-        status(f"{NOT_IMPROVED} ({report.steps} steps in {report.seconds:.0f} s)")
+        status(f"{NOT_IMPROVED} ({report.summary()})")
         return Tuning(state.model, None, report.as_dict())
     meta = dict(tuned.meta)
     meta.pop("sha256", None)
     meta.update({"base_model": choose_model_name(options, True), "base_model_sha256": base_sha256,
                  "planning_sha256": file_sha256(prior_path), "finetune": report.as_dict(timings=False)})
     save_checkpoint(tuned.network, tuned_path, meta)
-    status(f"fine-tuned: {report.steps} steps in {report.seconds:.0f} s -> {tuned_path}")
+    status(f"fine-tuned: {report.summary()} -> {tuned_path}")
     return Tuning(tuned, tuned_path, report.as_dict())
 
 
@@ -176,10 +176,10 @@ def finetuned_frames(dynamic: Volume, prior: Volume | None, options: Reconstruct
         except Cancelled:
             return
         if report.improved:
-            yield f"fine-tuned: {report.steps} steps in {report.seconds:.0f} s"
+            yield f"fine-tuned: {report.summary()}"
         else:
             model = None
-            yield f"{NOT_IMPROVED} ({report.steps} steps in {report.seconds:.0f} s)"
+            yield f"{NOT_IMPROVED} ({report.summary()})"
     yield from iter_reconstruct(dynamic, prior, options, cancel=cancel, model=model)
 
 

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mrisr_testdata import make_finetuning_improve
 from test_batch_cohort import tiny_static
 
 pytestmark = pytest.mark.slow
@@ -150,13 +151,20 @@ def test_derivatives_pass_the_bids_validator_and_reruns_are_byte_identical(datas
     assert (moved / "derivatives" / "mrisr" / link).resolve() == moved.resolve()
 
 
-def test_finetuned_derivatives_with_configured_authors_pass_the_validator(dataset, tmp_path):
+def test_finetuned_derivatives_with_configured_authors_pass_the_validator(dataset, tmp_path, monkeypatch):
+    """In-process (typer's runner), so fine-tuning can be made to improve: a few seconds at the
+    bundled rate do not beat the untrained tiny model, and then no subject model is written."""
+    from typer.testing import CliRunner
+
+    from mrisr.cli import app
+
+    make_finetuning_improve(monkeypatch)
     config = tmp_path / "batch.yaml"
-    config.write_text("authors: [C. Scientist, D. Engineer]\nreconstruct:\n  finetune: true\n  finetune_minutes: 0.01\n")
+    config.write_text("authors: [C. Scientist, D. Engineer]\nreconstruct:\n  finetune: true\n  finetune_minutes: 5\n")
     out = tmp_path / "derivatives"
-    result = mrisr("batch", dataset["bids"], out, "--model", dataset["model"], "--device", "cpu", "--config", config,
-                   "--participant-label", "01", "--quiet")
-    assert result.returncode == 0, result.stderr
+    result = CliRunner().invoke(app, ["batch", str(dataset["bids"]), str(out), "--model", str(dataset["model"]), "--device",
+                                      "cpu", "--config", str(config), "--participant-label", "01", "--quiet"])
+    assert result.exit_code == 0, result.output
     assert (out / "sub-01" / "func" / "sub-01_task-breath_desc-finetuned_model.safetensors").is_file()
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["Authors"] == ["C. Scientist", "D. Engineer"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mrisr_testdata import make_finetuning_improve
 from test_batch_cohort import LABELS, bids_names, build_cohort, truncate
 from typer.testing import CliRunner
 
@@ -279,11 +280,9 @@ def test_corrupt_subjects_fail_alone_in_parallel_workers(cohort, tmp_path):
 
 
 def test_finetune_writes_the_subject_model(cohort, tmp_path, monkeypatch):
-    import mrisr.workflow
     from mrisr.models import read_metadata
 
-    # the untrained tiny model improves at once at this rate (the bundled one is tuned at a smaller one)
-    monkeypatch.setattr(mrisr.workflow, "FINETUNE_LR", 1e-3)
+    make_finetuning_improve(monkeypatch)
     out = tmp_path / "out"
     config = tmp_path / "short.yaml"
     config.write_text("reconstruct:\n  finetune_minutes: 0.01\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
@@ -19,11 +20,17 @@ def demo(tmp_path_factory):
     folder = tmp_path_factory.mktemp("demo")
     tiny = make_tiny_checkpoint(folder / "tiny.safetensors", prior=True)
     messages: list[str] = []
-    # the untrained tiny model learns at a larger rate than the bundled one is tuned at: its first
-    # steps lower the held-out loss, so fine-tuning improves and gets its row
+    # the demo's row for an improved fine-tuning, whatever the tiny model's margin: 40 steps (a step
+    # budget, so the outcome does not hang on the machine's speed) at a larger rate than the bundled
+    # model is tuned at lower its check error a little, and any lower mean is accepted here (the
+    # acceptance margin itself is tested in test_training_finetune_check.py)
+    import mrisr.training.finetune_check as check
+
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(mrisr.workflow, "FINETUNE_LR", 1e-3)
-        result = run_demo(folder / "out", frames=2, finetune_minutes=0.05, model=str(tiny), log=messages.append)
+        patch.setattr(mrisr.workflow, "FINETUNE_LR", 3e-3)
+        patch.setattr(mrisr.workflow, "finetune_model", partial(mrisr.workflow.finetune_model, steps=40))
+        patch.setattr(check, "significantly_better", partial(check.significantly_better, standard_errors=0.0))
+        result = run_demo(folder / "out", frames=2, finetune_minutes=5, model=str(tiny), log=messages.append)
     return result, messages, tiny
 
 

@@ -87,14 +87,13 @@ def finetune(
 
         def show(step, seconds, info):
             if not quiet:
-                typer.echo(f"step {step:5d}  {seconds:6.1f} s  held-out loss {info['val_loss']:.5f} (best {info['best']:.5f})",
+                typer.echo(f"step {step:5d}  {seconds:6.1f} s  held-out error {info['val_loss']:.5f} (best {info['best']:.5f})",
                            err=True)
 
         tuned, report = finetune_model(rec, opts.finetune_minutes, steps, lr, on_progress=show)
         if not report.improved:
             # no copy of the base weights is written or presented as a tuned model
-            typer.echo(f"{output}: not written: {NOT_IMPROVED} (held-out loss {report.initial_val_loss:.5f} "
-                       f"never beaten in {report.steps} steps at lr {lr:g})")
+            typer.echo(f"{output}: not written: {NOT_IMPROVED} ({report.summary()}; lr {lr:g})")
             return
         meta = dict(tuned.meta)
         meta.pop("sha256", None)
@@ -104,6 +103,5 @@ def finetune(
                      "planning_contrast": None if rec.prior.contrast is None else rec.prior.contrast.describe()})
         save_checkpoint(tuned.network, output, meta)
     typer.echo(
-        f"{output}: fine-tuned {report.steps} steps in {report.seconds:.0f} s at lr {lr:g} "
-        f"(held-out loss {report.initial_val_loss:.5f} -> {report.best_val_loss:.5f}, keep {rec.grid.keep:.2f}%)"
+        f"{output}: fine-tuned {report.summary()}; lr {lr:g}, keep {rec.grid.keep:.2f}%"
     )

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mrisr.training.pairs import PairGenerator, PairSettings, _crop, contrast_blob, random_field, sinc_lowres, warp
+from mrisr.training.pairs import PairGenerator, PairSettings, contrast_blob, crop_patch, random_field, sinc_lowres, warp
 from mrisr.training.sources import SlabVolume
 
 
@@ -84,9 +84,9 @@ class Chain:
         first = self.t == 0
         self.t += 1
         return {
-            "sinc": _crop(sinc, self.start, patch) / scale,
-            "target": _crop(target, self.start, patch) / scale,
-            "planning": _crop(self.planning_full, self.start, patch) / scale,
+            "sinc": crop_patch(sinc, self.start, patch) / scale,
+            "target": crop_patch(target, self.start, patch) / scale,
+            "planning": crop_patch(self.planning_full, self.start, patch) / scale,
             "scale": scale,
             "id": self.id,
             "use_planning": first or self.planning_mode,

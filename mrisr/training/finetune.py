@@ -6,7 +6,12 @@ fraction on its HR grid with noise of its own, the prior with noise of its own a
 structures in the frame or the prior only, priors of another contrast; for a gated-keyhole model
 the prior channel is formed by the same function as at inference. The learning rate is set explicitly *after* any
 optimiser state would be restored (the anchor restores state after setting it, which silently
-brings the old rate back). Early stopping watches a fixed set of held-out patches.
+brings the old rate back).
+
+Whether tuning helped is judged on held-out pairs whose target noise is independent of the inputs
+(:mod:`mrisr.training.finetune_check`): early stopping picks the best state on one set, a second
+set accepts it only when it beats the base model by more than twice the standard error; else the
+base model is returned and the report says ``improved: false``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,20 @@ from mrisr.training.structures import StructureSettings
 
 @dataclass
 class FinetuneReport:
+    """What fine-tuning did.
+
+    Attributes:
+        steps / seconds: optimisation steps run and the wall-clock time, the check pairs included.
+        best_val_loss / initial_val_loss: mean squared error in tissue on the selection pairs of
+            the best state and of the base model (:mod:`mrisr.training.finetune_check`).
+        best_step: the step of the best state (0: no step beat the base model).
+        lr / stopped_early: the learning rate read back from the optimiser; whether patience ended it.
+        check_base_loss / check_tuned_loss: the same error on the acceptance pairs, base model
+            and best state.
+        improved: whether the best state beat the base model on the acceptance pairs by more than
+            their standard error allows (else the returned model is the base model, weight for weight).
+    """
+
     steps: int
     seconds: float
     best_val_loss: float
@@ -36,17 +55,28 @@ class FinetuneReport:
     best_step: int
     lr: float
     stopped_early: bool
+    check_base_loss: float = float("nan")
+    check_tuned_loss: float = float("nan")
+    improved: bool = False
 
-    @property
-    def improved(self) -> bool:
-        """Whether any validation beat the base model's held-out loss (else the tuned model is the
-        base model, weight for weight)."""
-        return self.best_step > 0 and self.best_val_loss < self.initial_val_loss
+    def summary(self) -> str:
+        """One line on what the check found, for the faces' status messages.
+
+        Example:
+            >>> FinetuneReport(40, 12.0, 0.004, 0.005, 30, 2e-5, False, 0.006, 0.0055, True).summary()
+            '40 steps in 12 s; held-out error 0.00600 -> 0.00550 (best step 30)'
+        """
+        head = f"{self.steps} steps in {self.seconds:.0f} s; "
+        if self.best_step == 0:
+            return head + f"no step lowered the base model's held-out error {self.initial_val_loss:.5f}"
+        verdict = "" if self.improved else ", within the spread of the acceptance pairs"
+        return head + (f"held-out error {self.check_base_loss:.5f} -> {self.check_tuned_loss:.5f} "
+                       f"(best step {self.best_step}{verdict})")
 
     def as_dict(self, timings: bool = True) -> dict:
-        """The report as a dict, with ``improved``; ``timings=False`` leaves out the wall-clock
-        ``seconds`` (checkpoint metadata: the same steps on the same data give a byte-identical checkpoint)."""
-        report = {**self.__dict__, "improved": self.improved}
+        """The report as a dict; ``timings=False`` leaves out the wall-clock ``seconds``
+        (checkpoint metadata: the same steps on the same data give a byte-identical checkpoint)."""
+        report = dict(self.__dict__)
         if not timings:
             report.pop("seconds")
         return report
@@ -78,9 +108,9 @@ FRAME_LIKE = {
 
 
 def _planning_pairs(planning_hr: np.ndarray, zooms: tuple[float, float, float], keep: float, prior_input: str,
-                    seed: int) -> tuple[PairGenerator, list]:
+                    seed: int) -> tuple[PairGenerator, tuple[int, int, int]]:
     """The generator of training pairs from the planning scan alone (normalised to its 99.5th
-    percentile, patches of up to 64x64x16) and a fixed set of eight held-out pairs."""
+    percentile, patches of up to 64x64x16) and that patch size."""
     data = np.asarray(planning_hr, dtype=np.float32)
     data = data / max(float(np.percentile(data, 99.5)), 1e-6)
     depth = int(min(16, data.shape[2] - data.shape[2] % 2))
@@ -90,25 +120,12 @@ def _planning_pairs(planning_hr: np.ndarray, zooms: tuple[float, float, float], 
                             previous_motion_mm=(0.0, 2.5), planning_probability=0.3, gamma_range=(0.9, 1.1),
                             prior_input=prior_input, **FRAME_LIKE)
     bank = [SlabVolume(data, tuple(float(z) for z in zooms), "planning", "as-acquired")]
-    train_gen = PairGenerator(bank, settings, seed)
-    held_out = PairGenerator(bank, settings, seed + 99991).draw_group(4) + PairGenerator(bank, settings, seed + 7).draw_group(4)
-    return train_gen, held_out
+    return PairGenerator(bank, settings, seed), patch
 
 
 def _recipe_tissue(model: SRModel) -> float:
     """The tissue weight of the loss the model was trained with (its recipe's; 0 for older models)."""
     return float(((model.meta.get("training") or {}).get("config") or {}).get("loss", {}).get("tissue", 0.0))
-
-
-def _held_out_loss(net: torch.nn.Module, loss_fn: SRLoss, held_out: list, device: torch.device) -> float:
-    """The loss on the held-out pairs (the network is left in training mode)."""
-    net.eval()
-    with torch.inference_mode():
-        sinc, prior, target = _batch(held_out, device)
-        pred = net(sinc, prior) if net.use_prior else net(sinc)
-        value = float(loss_fn(pred, target)[0])
-    net.train()
-    return value
 
 
 def _train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: SRLoss, samples: list,
@@ -159,24 +176,36 @@ def finetune(
     validate_every: int = 10,
     patience: int = 15,
     on_progress: Callable[[int, float, dict], None] | None = None,
+    planning_unfiltered: np.ndarray | None = None,
 ) -> tuple[SRModel, FinetuneReport]:
     """Fine-tune a copy of ``model`` on one subject's planning scan.
 
     Args:
         model: the base model (left untouched).
-        planning_hr: planning scan on the dynamic's HR grid ``(X', Y', Z)``.
+        planning_hr: planning scan on the dynamic's HR grid ``(X', Y', Z)``, as reconstruction
+            gives it to the frames (filtered when its noise was shrunk).
         zooms: voxel size (mm) of that grid.
         keep: the dynamic's k-space percentage (training pairs use it, +-10 %).
-        minutes / steps: budget; whichever ends first (at least one must be given).
+        minutes / steps: budget of the training; whichever ends first (at least one must be
+            given). Drawing the check pairs comes before it (the report's ``seconds`` include it).
         lr: learning rate (small: the model is already trained).
         patience: stop after this many validations (every ``validate_every`` steps) without a
-            better held-out loss. At the small learning rate the held-out loss improves slowly and
-            noisily, so a short patience stops long before the budget's gain, hence 15
-            (benchmarks/RESULTS.md, 'Design decisions and their measurements').
+            better held-out error. At the small learning rate it improves slowly and noisily, so a
+            short patience stops long before the budget's gain, hence 15 (benchmarks/RESULTS.md,
+            'Design decisions and their measurements').
+        planning_unfiltered: the same planning scan before its noise was shrunk (``None``:
+            ``planning_hr``, not filtered). Its noise is split in two
+            (:func:`mrisr.training.finetune_check.split_noise`): the training pairs' truth is one
+            half (filtered as reconstruction filters it when ``planning_hr`` was), the check pairs'
+            target the other.
 
     Returns:
-        The fine-tuned model (the best state on held-out patches) and a report.
+        The fine-tuned model (the best state on the selection pairs when the acceptance pairs
+        confirm it beats the base model, else the base model's weights) and a report.
     """
+    from mrisr.training.finetune_check import check_errors, recorrupted_pairs, significantly_better, split_noise
+    from mrisr.training.pairs import denoised_prior
+
     if minutes is None and steps is None:
         raise ValueError("give minutes or steps")
     depth = int(np.shape(planning_hr)[2]) if np.ndim(planning_hr) >= 3 else 1
@@ -185,23 +214,34 @@ def finetune(
             f"planning scan: {depth} slice(s); fine-tuning needs at least {MIN_FINETUNE_SLICES} (its SSIM loss looks "
             f"at {SSIM_WINDOW} slices at once); pass a thicker planning scan or run without fine-tuning"
         )
+    started = time.time()
     device = model.device
     net = copy.deepcopy(model.network).to(device)
     net.train()
-    train_gen, held_out = _planning_pairs(planning_hr, zooms, keep, model.prior_input, seed)
+    # training sees one half of the planning scan's noise split, the check pairs' target the other
+    halves = split_noise(planning_hr if planning_unfiltered is None else planning_unfiltered, seed)
+    truth = halves.given
+    if planning_unfiltered is not None and planning_unfiltered is not planning_hr:
+        # filtered as reconstruction filtered the planning scan it was given
+        truth = denoised_prior(torch.from_numpy(halves.given)).numpy()
+    train_gen, patch = _planning_pairs(truth, zooms, keep, model.prior_input, seed)
+    selection, acceptance = (recorrupted_pairs(halves, zooms, keep, model.prior_input, seed + offset, patch=patch)
+                             for offset in (99991, 7))
     loss_fn = SRLoss(tissue=_recipe_tissue(model)).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
     for group in opt.param_groups:  # explicit, after any state restore
         group["lr"] = lr
-    initial = _held_out_loss(net, loss_fn, held_out, device)
+    # the budget is the training's: drawing the check pairs (a few seconds) is not counted against it
+    t0 = time.time()
+    initial = float(check_errors(net, selection, device).mean())
     best = _Best(initial, copy.deepcopy(net.state_dict()))
-    step, stopped, t0 = 0, False, time.time()
+    step, stopped = 0, False
     budget = minutes * 60 if minutes else None
     while not _budget_spent(step, steps, time.time() - t0, budget):
         _train_step(net, opt, loss_fn, train_gen.draw_group(batch_size), device)
         step += 1
         if step % validate_every == 0:
-            current = _held_out_loss(net, loss_fn, held_out, device)
+            current = float(check_errors(net, selection, device).mean())
             best.offer(current, net, step)
             if on_progress:
                 on_progress(step, time.time() - t0, {"val_loss": current, "best": best.loss})
@@ -210,12 +250,19 @@ def finetune(
                 break
     if step % validate_every:
         # the steps since the last check count too (a budget shorter than validate_every kept none)
-        best.offer(_held_out_loss(net, loss_fn, held_out, device), net, step)
-    net.load_state_dict(best.state)
+        best.offer(float(check_errors(net, selection, device).mean()), net, step)
+    base_errors = check_errors(model.network, acceptance, device)
+    tuned_errors = base_errors
+    if best.step > 0:
+        net.load_state_dict(best.state)
+        tuned_errors = check_errors(net, acceptance, device)
+    improved = best.step > 0 and significantly_better(base_errors, tuned_errors)
+    if not improved:
+        net.load_state_dict(model.network.state_dict())
     net.eval()
     tuned = SRModel(net, copy.deepcopy(model.meta), device, source=f"{model.source} (fine-tuned)",
                     precision=getattr(model, "precision", "auto"))
     tuned.tile = model.tile
-    report = FinetuneReport(step, round(time.time() - t0, 2), best.loss, initial, best.step, opt.param_groups[0]["lr"],
-                            stopped)
+    report = FinetuneReport(step, round(time.time() - started, 2), best.loss, initial, best.step, opt.param_groups[0]["lr"],
+                            stopped, float(base_errors.mean()), float(tuned_errors.mean()), bool(improved))
     return tuned, report

@@ -169,7 +169,8 @@ def denoised_prior(prior: torch.Tensor) -> torch.Tensor:
     return prior if filtered is data else torch.from_numpy(filtered)
 
 
-def _crop(volume: torch.Tensor, start, size) -> torch.Tensor:
+def crop_patch(volume: torch.Tensor, start, size) -> torch.Tensor:
+    """``volume[start : start + size]`` per axis, zero-padded (centred) along axes shorter than ``size``."""
     pads = []
     for n, s in zip(reversed(volume.shape), reversed(size)):
         extra = max(0, s - n)
@@ -314,8 +315,8 @@ class PairGenerator:
             sinc = zero_fill_torch(lowres, target.shape[:2])
             scale = float(torch.quantile(sinc.flatten()[:: max(1, sinc.numel() // 200_000)], 0.995).clamp_min(1e-6))
             start = self._patch_start(base)
-            crop = lambda v, start=start, scale=scale: _crop(v, start, s.patch) / scale  # noqa: E731
-            site_patch = None if sites is None else _crop(sites.float(), start, s.patch) > 0.5
+            crop = lambda v, start=start, scale=scale: crop_patch(v, start, s.patch) / scale  # noqa: E731
+            site_patch = None if sites is None else crop_patch(sites.float(), start, s.patch) > 0.5
             if self_prior:
                 prev_sinc = sinc_lowres(prior_gt, keep, snr, self.rng)
                 prev_prior = degrade_prior(crop(prev_prior_full), self.rng)
