@@ -287,37 +287,3 @@ def test_the_guard_copies_unless_asked_to_work_in_place():
     same = keep_measured_change(output, given, sign, in_place=True)
     assert same is output and output[1, 1, 0] == 0.0
     assert keep_measured_change(output.astype(np.float64), given, sign, in_place=True).dtype == np.float32
-
-
-def test_slices_without_a_residual_above_the_threshold_are_skipped_exactly(anatomy, monkeypatch):
-    """A bar on two of six slices: the slices without it keep a change of exactly zero, and the
-    bar's slices get the values iterating every slice gives (the skip is work saved, not an
-    approximation)."""
-    import torch
-
-    import mrisr.reconstruct.changes as changes
-
-    bar = _bar(anatomy.shape)
-    bar[:, :, [0, 1, 3, 5]] = False
-    truth = np.where(bar, 0.05 * anatomy, anatomy).astype(np.float32)
-    _, sinc = _frame(truth)
-    band = measured_band(anatomy, LR)
-    iterated: list[int] = []
-    original = changes._fista
-
-    def counting(r, *args):
-        iterated.append(r.shape[0])
-        return original(r, *args)
-
-    monkeypatch.setattr(changes, "_fista", counting)
-    change, change_band = sparse_change(sinc, band, LR)
-    assert iterated == [2]
-    assert not change[:, :, [0, 1, 3, 5]].any() and not change_band[:, :, [0, 1, 3, 5]].any()
-    assert np.abs(change[:, :, [2, 4]]).max() > 0.1 * float(np.percentile(anatomy, 99))
-    # every slice iterated: the same values
-    monkeypatch.setattr(changes, "_fista", original)
-    monkeypatch.setattr(changes, "_active_slices", lambda r, support, threshold: torch.arange(r.shape[0]))
-    full, full_band = sparse_change(sinc, band, LR)
-    np.testing.assert_allclose(change, full, atol=1e-6)
-    np.testing.assert_allclose(change_band, full_band, atol=1e-6)
-    assert not full[:, :, [0, 1, 3, 5]].any()

@@ -193,6 +193,9 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
     # nothing to change, and unconfined, a misregistered scalp was explained by specks in the air
     # at the field of view's edge (its periodic band-limit reaches there)
     support = (torch.maximum(sinc_t, band_t) > SUPPORT_LEVEL * high).permute(2, 0, 1).contiguous().float()
+    c = torch.zeros_like(r)
+    z = torch.zeros_like(r)
+    t = 1.0
     # continuation: the threshold falls geometrically from the largest residual in the object to
     # its final value at the last iteration, so the largest changes are explained first
     # the largest |residual| in the object (0 without one): |r| >= 0, so masking by multiplication is exact
@@ -200,34 +203,6 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
     ratio = strength * sigma / start
     iterations = int(sparse_iterations(sinc.shape[:2], lr_inplane) if iterations is None else iterations)
     continuation = SPARSE_CONTINUATION if continuation is None else continuation
-    # a slice whose residual stays within the final threshold everywhere in the object keeps c = 0
-    # at every iteration (the first gradient step is the residual itself, and every threshold of the
-    # schedule is at least step x that), so only the other slices are iterated: the same values, less work
-    active = _active_slices(r, support, strength * sigma)
-    if len(active) < r.shape[0]:
-        change, change_band = torch.zeros_like(r), torch.zeros_like(r)
-        if len(active):
-            found = _fista(r[active].contiguous(), support[active].contiguous(), band_limit, iterations, step, start,
-                           ratio, shrink, continuation)
-            change[active], change_band[active] = found, band_limit(found)
-    else:
-        change = _fista(r, support, band_limit, iterations, step, start, ratio, shrink, continuation)
-        change_band = band_limit(change)
-    return change.permute(1, 2, 0).contiguous().numpy(), change_band.permute(1, 2, 0).contiguous().numpy()
-
-
-def _active_slices(r: torch.Tensor, support: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Indices of the slices of ``(Z, X', Y')`` where ``|r|`` exceeds ``threshold`` somewhere in the support."""
-    return torch.nonzero((r.abs() * support).amax(dim=(1, 2)) > threshold)[:, 0]
-
-
-def _fista(r: torch.Tensor, support: torch.Tensor, band_limit: BandLimit, iterations: int, step: float, start: float,
-           ratio: float, shrink: float, continuation: bool) -> torch.Tensor:
-    """FISTA for :func:`sparse_change` on slice-major ``(Z, X', Y')`` residuals; the threshold falls
-    from ``step x start`` by ``ratio`` over the iterations with ``continuation``, else is ``shrink``."""
-    c = torch.zeros_like(r)
-    z = torch.zeros_like(r)
-    t = 1.0
     for k in range(iterations):
         level = step * start * ratio ** ((k + 1) / iterations) if continuation else shrink
         gradient = band_limit(z).sub_(r)
@@ -236,7 +211,8 @@ def _fista(r: torch.Tensor, support: torch.Tensor, band_limit: BandLimit, iterat
         # new + (t - 1) / t_next * (new - c), into z's memory (z is spent)
         torch.lerp(c, new, 1.0 + (t - 1.0) / t_next, out=z)
         c, t = new, t_next
-    return c
+    return (c.permute(1, 2, 0).contiguous().numpy(),
+            band_limit(c).permute(1, 2, 0).contiguous().numpy())
 
 
 def apply_sparse_change(reference: np.ndarray, band: np.ndarray, sinc: np.ndarray, lr_inplane: tuple[int, int],
