@@ -285,7 +285,7 @@ def test_finetune_writes_the_subject_model(cohort, tmp_path, monkeypatch):
     make_finetuning_improve(monkeypatch)
     out = tmp_path / "out"
     config = tmp_path / "short.yaml"
-    config.write_text("reconstruct:\n  finetune_minutes: 0.01\n")
+    config.write_text("reconstruct:\n  finetune_minutes: 5\n")  # make_finetuning_improve: 60 steps end it
     result = batch(
         cohort["bids"],
         out,
@@ -303,6 +303,7 @@ def test_finetune_writes_the_subject_model(cohort, tmp_path, monkeypatch):
     tuned = out / "sub-01" / "func" / "sub-01_task-dynamic_desc-finetuned_model.safetensors"
     block = sidecar(out, "01")["MrisrBatch"]
     assert block["options"]["finetune"] is True
+    assert block["finetuned_model"] is not None, (result.output, sidecar(out, "01").get("finetune"))
     assert block["finetuned_model"]["sha256"] == sha256(tuned)
     assert read_metadata(tuned)["planning_sha256"] == sha256(cohort["bids"] / bids_names("01")["planning"])
     # the subject model is part of the result: without it the subject reruns
