@@ -344,7 +344,8 @@ def main() -> None:
             tuned = None
             if minutes > 0:
                 plain = make_dynamic(static, frames=frames, keep=keep, seed=11)
-                rec = prepare_state(plain.lr, plain.planning, ReconstructOptions(), model=prior_model, first_frame=plain.lr.frame(0))
+                rec = prepare_state(plain.lr, plain.planning, ReconstructOptions(finetune=True), model=prior_model,
+                                    first_frame=plain.lr.frame(0))
                 tuned, _report = finetune_model(rec, minutes)
             results: dict[str, dict[str, dict]] = {m: {} for m in methods}
             registration = {}

@@ -248,7 +248,8 @@ def run_finetune_table(chosen: dict, keeps: list[float], frames: int, prior_mode
 
                 gated = tissue(ReconstructOptions(method="keyhole-gated"))
                 base = tissue(ReconstructOptions(), prior_model)
-                state = prepare_state(lr, planning, ReconstructOptions(), model=prior_model, first_frame=lr.frame(0))
+                state = prepare_state(lr, planning, ReconstructOptions(finetune=True), model=prior_model,
+                                      first_frame=lr.frame(0))
                 tuned, report = finetune_model(state, minutes)
                 after = tissue(ReconstructOptions(), tuned) if report.improved else base
                 gain = after - base

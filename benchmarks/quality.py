@@ -79,7 +79,8 @@ def methods_for(phantom, prior_model, noprior_model, finetune_minutes: float) ->
         from mrisr.workflow import finetune_model
 
         opts = ReconstructOptions()  # the default prior mode, as `mrisr reconstruct --finetune` runs
-        rec = prepare_state(lr, phantom.planning, opts, model=prior_model, first_frame=frames[0])
+        rec = prepare_state(lr, phantom.planning, ReconstructOptions(finetune=True), model=prior_model,
+                            first_frame=frames[0])
         tuned, report = finetune_model(rec, finetune_minutes)
         out[f"default prior mode ({opts.prior_mode}) + fine-tuning ({finetune_minutes:g} min)"] = [
             r.sr for r in iter_reconstruct(lr, phantom.planning, opts, model=tuned)]

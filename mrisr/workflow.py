@@ -59,6 +59,9 @@ def finetune_model(state: ReconstructionState, minutes: float, steps: int | None
         raise UsageError(f"{state.name}: fine-tuning needs the planning scan; pass --prior")
     if state.model is None:
         raise MrisrInputError(f"{state.name}: --method {state.options.method} has no model to fine-tune")
+    if state.prior_unfiltered is None:
+        raise ValueError("prepare the state with ReconstructOptions(finetune=True): fine-tuning needs the planning "
+                         "scan before its noise was shrunk")
     zooms = tuple(float(v) for v in voxel_sizes(state.grid.hr_affine))
     return finetune(state.model, state.prior.data, zooms, state.grid.keep, minutes=minutes, steps=steps, lr=lr,
                     on_progress=on_progress, planning_unfiltered=state.prior_unfiltered)

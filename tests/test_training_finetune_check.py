@@ -13,7 +13,6 @@ from mrisr.data import load_sample
 from mrisr.training.finetune_check import (
     CheckPair,
     check_errors,
-    debiased_ssim_map,
     recorrupted_pairs,
     significantly_better,
     split_noise,
@@ -120,13 +119,15 @@ def test_the_split_halves_have_independent_noise_at_the_scans_level(scans):
     assert halves.given.shape == noisy.shape and halves.given.dtype == np.float32
 
 
-def test_debiased_ssim_takes_the_targets_noise_off():
+def test_ssim_with_the_targets_noise_power_takes_that_noise_off():
     """A perfect prediction against a noisy target: plain SSIM is pulled down by the target's noise,
-    the debiased map with that noise's variance is close to 1."""
+    the map told that noise's variance is close to 1."""
+    from mrisr.metrics import ssim_map
+
     rng = np.random.default_rng(0)
-    x = torch.from_numpy(ndimage.gaussian_filter(rng.random((32, 32, 12)), 2.0) * 4).double()
+    x = (ndimage.gaussian_filter(rng.random((32, 32, 12)), 2.0) * 4).astype(np.float32)
     noise_power = 0.02 ** 2
-    target = x + torch.from_numpy(rng.normal(0, 0.02, x.shape))
-    plain = float(debiased_ssim_map(x, target, 0.0).mean())
-    debiased = float(debiased_ssim_map(x, target, noise_power).mean())
+    target = (x + rng.normal(0, 0.02, x.shape)).astype(np.float32)
+    plain = float(ssim_map(x, target, data_range=1.0).mean())
+    debiased = float(ssim_map(x, target, data_range=1.0, target_noise_power=noise_power).mean())
     assert plain < debiased and abs(1 - debiased) < 0.5 * abs(1 - plain), (plain, debiased)

@@ -43,6 +43,7 @@ def ssim_map(
     data_range: float | None = None,
     sigma: float = 1.5,
     truncate: float = 3.5,
+    target_noise_power: float = 0.0,
 ) -> np.ndarray:
     """Voxel-wise SSIM map with a Gaussian window.
 
@@ -65,6 +66,10 @@ def ssim_map(
             ``target.max() - target.min()``.
         sigma: Gaussian window standard deviation in voxels.
         truncate: window radius in standard deviations.
+        target_noise_power: the variance of noise the target carries, independent of ``pred`` and
+            of mean zero: taken off the target's local variance (at least 0). Means and covariance
+            need no correction. Fine-tuning's check scores against a noisy target this way
+            (:mod:`mrisr.training.finetune_check`); 0 (the default) is the plain SSIM.
 
     Returns:
         float32 array of the input shape (no border cropped).
@@ -87,6 +92,9 @@ def ssim_map(
     var_x -= mu_x * mu_x
     var_y = smooth(y * y)
     var_y -= mu_y * mu_y
+    if target_noise_power:
+        var_y -= np.float32(target_noise_power)
+        np.maximum(var_y, 0, out=var_y)
     cov = smooth(x * y)
     cov -= mu_x * mu_y
     mu_x += np.float32(offset)

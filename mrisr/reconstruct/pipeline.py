@@ -75,9 +75,10 @@ class ReconstructionState:
         previous: step-wise (``prior_mode="previous"``), what the network was given for the last frame.
         prior_denoise: what :func:`mrisr.reconstruct.denoise.shrink_own_noise` measured and did
             (``None``: not asked for, or no planning scan).
-        prior_unfiltered: the prepared planning scan before its noise was shrunk (the same array
-            as ``prior.data`` when it was not): fine-tuning's check splits its noise
-            (:mod:`mrisr.training.finetune_check`).
+        prior_unfiltered: with ``options.finetune``, the prepared planning scan before its noise was
+            shrunk (the same array as ``prior.data`` when it was not): fine-tuning splits its noise
+            (:mod:`mrisr.training.finetune_check`). ``None`` otherwise, so a series that is not
+            tuned does not hold a second copy of the planning scan.
         fft_backend: zero-fill backend of :func:`mrisr.reconstruct.grid.frame_to_grid`
             (``numpy`` only to benchmark against).
     """
@@ -199,7 +200,7 @@ def prepare_state(dynamic: Volume, prior: Volume | None, options: ReconstructOpt
     match_contrast = options.match_contrast and options.method in ("network", "keyhole-gated")
     state.prior = prepare_prior(prior, grid.hr_shape, grid.hr_affine, sinc0, grid.lr_shape[:2], dynamic.name,
                                 match_contrast=match_contrast)
-    state.prior_unfiltered = state.prior.data
+    state.prior_unfiltered = state.prior.data if options.finetune else None
     # the planning scan's own noise shrunk before anything copies or registers it: not for the
     # classical keyhole baselines
     if options.denoise_prior and options.method in ("network", "keyhole-gated"):

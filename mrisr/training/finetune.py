@@ -38,8 +38,9 @@ class FinetuneReport:
 
     Attributes:
         steps / seconds: optimisation steps run and the wall-clock time, the check pairs included.
-        best_val_loss / initial_val_loss: mean squared error in tissue on the selection pairs of
-            the best state and of the base model (:mod:`mrisr.training.finetune_check`).
+        best_val_loss / initial_val_loss: the check's error (``1 -`` tissue SSIM against the held
+            half, :func:`mrisr.training.finetune_check.check_errors`) on the selection pairs, of the
+            best state and of the base model.
         best_step: the step of the best state (0: no step beat the base model).
         lr / stopped_early: the learning rate read back from the optimiser; whether patience ended it.
         check_base_loss / check_tuned_loss: the same error on the acceptance pairs, base model

@@ -27,7 +27,7 @@ MNI152 at planning SNR 20 and 6.25 % by comparing the check with the noise-free 
    corrected as ``sqrt(|M^2 - sigma^2|)`` (Gudbjartsson and Patz 1995) and its air (smoothed, below
    twice the noise level) set to 0.
 5. **Score SSIM, with a rim.** The error is ``1 -`` the mean SSIM map, with the target's known
-   noise variance taken off its local variance (:func:`debiased_ssim_map`), over the object and a
+   noise variance taken off its local variance (:func:`mrisr.metrics.ssim_map`), over the object and a
    2-voxel rim of air, as the benchmarks score tissue. The squared error accepted a model that
    lowered it by 8 % against the truth while its tissue SSIM fell by 0.003 (it smoothed texture),
    and without the rim the check missed the haze a tuned model put in the air at the edge (rim SSIM
@@ -204,47 +204,6 @@ def recorrupted_pairs(halves: NoiseSplit, zooms: tuple[float, float, float], kee
     return pairs
 
 
-def _window(sigma: float = 1.5, radius: int = 5) -> torch.Tensor:
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    weights = torch.exp(-0.5 * (taps / sigma) ** 2)
-    return weights / weights.sum()
-
-
-def _smooth(volume: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    """``(X, Y, Z)`` filtered by the separable Gaussian ``window`` along every axis (edges replicated)."""
-    radius = (len(window) - 1) // 2
-    out = volume[None, None]
-    for axis in range(3):
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = len(window)
-        pads = [0, 0, 0, 0, 0, 0]
-        pads[4 - 2 * axis], pads[5 - 2 * axis] = radius, radius
-        out = torch.nn.functional.conv3d(torch.nn.functional.pad(out, pads, mode="replicate"), window.view(shape))
-    return out[0, 0]
-
-
-def debiased_ssim_map(pred: torch.Tensor, target: torch.Tensor, noise_power: float, data_range: float = 1.0) -> torch.Tensor:
-    """The SSIM map of ``pred`` against a ``target`` carrying independent noise of variance
-    ``noise_power``: the Gaussian-window SSIM of :func:`mrisr.metrics.ssim_map` (sigma 1.5 voxels,
-    K1 0.01, K2 0.03, here with a fixed ``data_range``), with the noise's variance taken off the
-    target's local variance. The covariance and the means need no correction: the noise is
-    independent of ``pred`` and of mean zero. Float64 ``(X, Y, Z)``.
-
-    Example:
-        >>> x = torch.linspace(0, 1, 16 * 16 * 8, dtype=torch.float64).reshape(16, 16, 8)
-        >>> bool(debiased_ssim_map(x, x, 0.0).min() > 0.999)
-        True
-    """
-    window = _window().double()
-    x, y = pred.double(), target.double()
-    mu_x, mu_y = _smooth(x, window), _smooth(y, window)
-    var_x = _smooth(x * x, window) - mu_x * mu_x
-    var_y = (_smooth(y * y, window) - mu_y * mu_y - noise_power).clamp_min(0.0)
-    cov = _smooth(x * y, window) - mu_x * mu_y
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2))
-
-
 def _rimmed(inside: torch.Tensor, voxels: int = 2) -> torch.Tensor:
     """``inside`` dilated by ``voxels`` (6-connected steps): the object with a rim of the air around
     it, as :func:`mrisr.metrics.object_mask` scores tissue (a haze at the edge counts)."""
@@ -254,12 +213,15 @@ def _rimmed(inside: torch.Tensor, voxels: int = 2) -> torch.Tensor:
 
 
 def check_errors(net: torch.nn.Module, pairs: list[CheckPair], device: torch.device) -> np.ndarray:
-    """``1 -`` the mean debiased SSIM in tissue (:func:`debiased_ssim_map`) of ``net`` on each pair,
+    """``1 -`` the mean SSIM in tissue of ``net`` on each pair, with the target's noise variance taken off
+    (:func:`mrisr.metrics.ssim_map` with ``target_noise_power``, ``data_range`` 1 in the pairs' units),
     float64 ``(len(pairs),)`` (the network is put back in the mode it was in).
 
     SSIM, not the squared error: on MNI152 at planning SNR 20 and 6.25 %, a tuned network lowered the
     squared error against the noise-free truth by 8 % while tissue SSIM fell by 0.003 (it smoothed
     the anatomy's texture along with the noise), and the squared error accepted it."""
+    from mrisr.metrics import ssim_map
+
     was_training = net.training
     net.eval()
     errors = []
@@ -267,8 +229,9 @@ def check_errors(net: torch.nn.Module, pairs: list[CheckPair], device: torch.dev
         for pair in pairs:
             sinc, prior = pair.sinc[None, None].to(device), pair.prior[None, None].to(device)
             pred = (net(sinc, prior) if net.use_prior else net(sinc))[0, 0].float().cpu()
-            similarity = debiased_ssim_map(pred, pair.target, pair.target_noise_power)[pair.tissue]
-            errors.append(1.0 - float(similarity.mean()) if similarity.numel() else 0.0)
+            similarity = ssim_map(pred.numpy(), pair.target.numpy(), data_range=1.0,
+                                  target_noise_power=pair.target_noise_power)[pair.tissue.numpy()]
+            errors.append(1.0 - float(similarity.mean(dtype=np.float64)) if similarity.size else 0.0)
     net.train(was_training)
     return np.asarray(errors, dtype=np.float64)
 
@@ -291,5 +254,5 @@ def significantly_better(base: np.ndarray, tuned: np.ndarray, standard_errors: f
     return mean < 0 and -mean > standard_errors * spread
 
 
-__all__ = ["ACCEPT_STANDARD_ERRORS", "CheckPair", "NoiseSplit", "RECORRUPT_ALPHA", "split_noise", "check_errors", "debiased_ssim_map",
+__all__ = ["ACCEPT_STANDARD_ERRORS", "CheckPair", "NoiseSplit", "RECORRUPT_ALPHA", "split_noise", "check_errors",
            "recorrupted_pairs", "significantly_better"]
