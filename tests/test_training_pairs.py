@@ -128,6 +128,41 @@ def test_build_bank_from_a_nifti_path(tmp_path, write_nifti, make_phantom):
     assert all(0.5 < np.percentile(s.data, 99.9) < 1.5 for s in slabs)
 
 
+def test_a_thick_slice_source_supplies_only_what_it_measured(tmp_path, write_nifti, make_phantom):
+    # a clinical scan: 1 mm in-plane, 6.5 mm slices; coronal and sagittal would need its slice
+    # axis in-plane, and thinner slices would be interpolated
+    path = write_nifti(tmp_path / "thick.nii.gz", make_phantom((60, 60, 12)), np.diag([1.0, 1.0, 6.5, 1.0]))
+    slabs = build_bank([str(path)], [1.5, 2.0], [2.0, 3.0, 8.0], ["axial", "coronal", "sagittal"])
+    assert [(s.orientation, s.zooms) for s in slabs] == [
+        ("axial", (1.5, 1.5, 6.5)), ("axial", (1.5, 1.5, 8.0)), ("axial", (2.0, 2.0, 6.5)), ("axial", (2.0, 2.0, 8.0)),
+    ]
+    assert slabs[0].data.shape[2] == 12  # its own slices, not resampled
+    with pytest.raises(MrisrInputError, match="thick.nii.gz: training source .* supplies none of the geometries"):
+        build_bank([str(path)], [1.5], [3.0], ["coronal"])
+
+
+def test_real_sources_resolve_in_the_sources_folder(tmp_path, monkeypatch, write_nifti, make_phantom):
+    from mrisr.training.sources import REAL_SOURCES, source_path
+
+    monkeypatch.setenv("MRISR_SOURCES", str(tmp_path))
+    with pytest.raises(MrisrInputError, match=r"training source 'brain2' not found; make it with .*make_training_sources\.py"):
+        source_path("brain2")
+    made = write_nifti(tmp_path / REAL_SOURCES["brain2"], make_phantom((40, 40, 8)), np.diag([0.78, 0.78, 6.5, 1.0]))
+    assert source_path("brain2") == made
+
+
+def test_each_source_is_drawn_equally_often():
+    # one source with nine geometries, one with a single geometry: the draws still split evenly
+    rng = np.random.default_rng(0)
+    many = [SlabVolume(rng.random((40, 40, 10), dtype=np.float32), (1.0 + i / 100, 1.0, 2.0), "template", "axial")
+            for i in range(9)]
+    one = [SlabVolume(rng.random((40, 40, 10), dtype=np.float32), (1.5, 1.5, 6.5), "clinical", "axial")]
+    gen = PairGenerator(many + one, PairSettings(patch=(16, 16, 4)), seed=1)
+    draws = [gen._base()[1] for _ in range(400)]
+    share = sum(z == (1.5, 1.5, 6.5) for z in draws) / len(draws)
+    assert 0.42 < share < 0.58
+
+
 def test_unknown_source_is_a_one_line_error():
     with pytest.raises(MrisrInputError, match="training source not found; use colin27, mni152, inia19"):
         build_bank(["no-such-template"], [2.0], [4.0], ["axial"])

@@ -88,7 +88,7 @@ def test_installed_wheel_runs_info_recipes_and_workflow(fresh):
     assert str(fresh["site"] / "mrisr" / "data") in info and str(ROOT) not in info
     assert set(mrisr_in(fresh, "config", "list").stdout.split()) == {"batch", "default", "default-gated",
                                                                      "default-noprior", "default-recurrent",
-                                                                     "default-sites", "default-noise"}
+                                                                     "default-sites", "default-noise", "default-real"}
     assert mrisr_in(fresh, "config", "show", "default").stdout == (ROOT / "configs" / "default.yaml").read_text()
     workflow = Path(mrisr_in(fresh, "pipeline", "path").stdout.strip())
     assert workflow.is_relative_to(fresh["site"])

@@ -210,6 +210,15 @@ class PairGenerator:
         if not bank:
             raise ValueError("training bank is empty")
         self.bank = bank
+        # each source weighs the same, however many geometries it supplies (a thick-slice clinical
+        # scan supplies a few axial slabs, a 1 mm template 27)
+        self.by_source: list[list[SlabVolume]] = []
+        for slab in bank:
+            group = next((g for g in self.by_source if g[0].source == slab.source), None)
+            if group is None:
+                self.by_source.append([slab])
+            else:
+                group.append(slab)
         self.s = settings
         self.rng = np.random.default_rng(seed)
         # the prior's own noise draws from its own stream, so switching it on leaves every other
@@ -221,7 +230,8 @@ class PairGenerator:
         return float(math.exp(self.rng.uniform(math.log(lo), math.log(hi))))
 
     def _base(self) -> tuple[torch.Tensor, tuple[float, float, float]]:
-        slab = self.bank[int(self.rng.integers(len(self.bank)))]
+        group = self.by_source[int(self.rng.integers(len(self.by_source)))] if len(self.by_source) > 1 else self.bank
+        slab = group[int(self.rng.integers(len(group)))]
         depth = self.s.patch[2]
         nz = slab.data.shape[2]
         z0 = int(self.rng.integers(0, max(1, nz - depth + 1)))

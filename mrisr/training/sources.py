@@ -16,12 +16,26 @@ from scipy import ndimage
 from mrisr.io.errors import MrisrInputError
 
 INIA19_PATH = Path("/usr/share/mricron/templates/inia19-t1-brain.nii.gz")
+#: real single-subject sources: name -> file in :func:`sources_folder`, made by
+#: ``scripts/make_training_sources.py`` (not bundled: only training needs them)
+REAL_SOURCES = {"brain2": "pyradiomics_brain2.nii.gz"}
+#: a source whose voxels are coarser than this multiple of a requested in-plane size cannot supply
+#: that in-plane detail; the bank skips such geometries rather than interpolate it
+INPLANE_TOLERANCE = 1.05
 
 _ORIENTATIONS = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}
 
 
+def sources_folder() -> Path:
+    """Where derived training sources live: ``$MRISR_SOURCES``, else ``~/.cache/mrisr/sources``."""
+    import os
+
+    folder = os.environ.get("MRISR_SOURCES")
+    return Path(folder) if folder else Path.home() / ".cache" / "mrisr" / "sources"
+
+
 def source_path(name: str) -> Path:
-    """Resolve a source name (``colin27``, ``mni152``, ``inia19``) or a path to a file."""
+    """Resolve a source name (``colin27``, ``mni152``, ``inia19``, ``brain2``) or a path to a file."""
     from mrisr.data import colin27_path, mni152_path
 
     if name == "colin27":
@@ -32,9 +46,15 @@ def source_path(name: str) -> Path:
         if not INIA19_PATH.exists():
             raise MrisrInputError(f"{INIA19_PATH}: INIA19 template not found; install it with `apt-get install mricron-data`")
         return INIA19_PATH
+    if name in REAL_SOURCES:
+        path = sources_folder() / REAL_SOURCES[name]
+        if not path.exists():
+            raise MrisrInputError(f"{path}: training source {name!r} not found; make it with "
+                                  "`python scripts/make_training_sources.py` (fetches pyradiomics' brain2 from PyPI)")
+        return path
     path = Path(name)
     if not path.exists():
-        raise MrisrInputError(f"{name}: training source not found; use colin27, mni152, inia19 or a NIfTI path")
+        raise MrisrInputError(f"{name}: training source not found; use colin27, mni152, inia19, brain2 or a NIfTI path")
     return path
 
 
@@ -85,13 +105,23 @@ def build_bank(
     slice_mm: list[float],
     orientations: list[str],
 ) -> list[SlabVolume]:
-    """Resample every source into every (orientation, in-plane size, slice thickness)."""
+    """Resample every source into every (orientation, in-plane size, slice thickness) it can supply.
+
+    A source only supplies what it measured: an orientation whose in-plane voxels are coarser than
+    the requested in-plane size (beyond :data:`INPLANE_TOLERANCE`) is skipped, and slices are never
+    made thinner than the source's own (a 6.5 mm clinical scan gives axial slabs at 6.5 mm), so no
+    slab is interpolated detail. Each source must supply at least one slab.
+
+    Raises:
+        MrisrInputError: a source that is not found, or supplies no geometry asked for.
+    """
     bank: list[SlabVolume] = []
     for name in names:
         path = source_path(name)
         # INIA19 is a macaque brain at 0.5 mm: treated as 1 mm voxels it is a plausible small head
         data, zooms = _load_normalised(path, 1.0 if name == "inia19" else None)
         data = _crop_to_object(data)
+        count = len(bank)
         for orient in orientations:
             if orient not in _ORIENTATIONS:
                 raise ValueError(f"unknown orientation {orient!r}; use {', '.join(_ORIENTATIONS)}")
@@ -99,6 +129,17 @@ def build_bank(
             arr = np.transpose(data, perm)
             z = zooms[list(perm)]
             for ip in inplane_mm:
+                if max(z[0], z[1]) > ip * INPLANE_TOLERANCE:
+                    continue
+                done: set[float] = set()
                 for sl in slice_mm:
-                    bank.append(SlabVolume(resample_slab(arr, z, ip, sl), (ip, ip, sl), name, orient))
+                    thickness = float(max(sl, z[2]))
+                    if thickness in done:
+                        continue
+                    done.add(thickness)
+                    bank.append(SlabVolume(resample_slab(arr, z, ip, thickness), (ip, ip, thickness), name, orient))
+        if len(bank) == count:
+            raise MrisrInputError(f"{path}: training source {name!r} has {zooms[0]:.2f}x{zooms[1]:.2f}x{zooms[2]:.2f} mm "
+                                  f"voxels and supplies none of the geometries asked for (in-plane {inplane_mm} mm, "
+                                  f"orientations {orientations}); ask for a coarser in-plane size or another orientation")
     return bank
