@@ -67,3 +67,12 @@ def test_gate_options_are_recipe_options_that_count(field):
     on, off = ReconstructSettings().model_dump(), ReconstructSettings(**{field: False}).model_dump()
     assert on[field] is True and off[field] is False
     assert _fingerprint(on) != _fingerprint(off)
+
+
+def test_line_changes_is_a_recipe_option_that_counts():
+    """``reconstruct.line_changes`` is off by default and changes the fingerprint when on."""
+    from mrisr.batch.config import ReconstructSettings
+
+    off, on = ReconstructSettings().model_dump(), ReconstructSettings(line_changes=True).model_dump()
+    assert off["line_changes"] is False and on["line_changes"] is True
+    assert _fingerprint(on) != _fingerprint(off)

@@ -70,8 +70,8 @@ class ManifestNaming(_Strict):
 #: is left to the library: they decide where and how the work runs, not what it computes, so
 #: changing them reruns nothing. (The order is the order of the sidecar's ``options``.)
 RECIPE_OPTIONS = ("model", "method", "prior_mode", "factor", "matrix", "data_consistency", "finetune",
-                  "finetune_minutes", "maps", "precision", "sparse_changes", "match_contrast",
-                  "denoise_prior")
+                  "finetune_minutes", "maps", "precision", "sparse_changes", "line_changes",
+                  "match_contrast", "denoise_prior")
 
 
 def _recipe_rules(settings: BaseModel) -> BaseModel:

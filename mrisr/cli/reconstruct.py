@@ -39,6 +39,7 @@ def reconstruct(
     tile: tuple[int, int, int] | None = schema_option("tile", metavar="X Y Z"),
     precision: str = schema_option("precision"),
     sparse_changes: bool = schema_option("sparse_changes", "--sparse-changes/--no-sparse-changes"),
+    line_changes: bool = schema_option("line_changes", "--line-changes/--no-line-changes"),
     match_contrast: bool = schema_option("match_contrast", "--match-contrast/--no-match-contrast"),
     denoise_prior: bool = schema_option("denoise_prior", "--denoise-prior/--no-denoise-prior"),
     maps: bool = schema_option("maps", "--maps"),
@@ -81,6 +82,7 @@ def reconstruct(
             maps=maps,
             precision=precision,
             sparse_changes=sparse_changes,
+            line_changes=line_changes,
             match_contrast=match_contrast,
             denoise_prior=denoise_prior,
         )

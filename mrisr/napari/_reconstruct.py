@@ -96,6 +96,8 @@ class ReconstructWidget(Container):
         self.precision = ComboBox(label="precision", **schema("precision"))
         self.sparse_changes = CheckBox(text="sparse changes: sharpen what entered, cancel what left",
                                        **schema("sparse_changes"))
+        self.line_changes = CheckBox(text="line changes: show a needle or catheter as a line, not dots",
+                                     **schema("line_changes"))
         self.match_contrast = CheckBox(text="match contrast: map a planning scan of another contrast",
                                        **schema("match_contrast"))
         self.denoise_prior = CheckBox(text="denoise prior: shrink the planning scan's own noise",
@@ -108,7 +110,7 @@ class ReconstructWidget(Container):
         self.status = Label(value="")
         self.extend([self.dynamic, self.prior, self.method, self.model, self.model_file, self.prior_mode, self.factor,
                      self.data_consistency, self.finetune, self.finetune_minutes, self.device, self.precision,
-                     self.sparse_changes, self.match_contrast, self.denoise_prior, self.follow,
+                     self.sparse_changes, self.line_changes, self.match_contrast, self.denoise_prior, self.follow,
                      self.maps, self.run_button, self.cancel_button, self.progress, self.status])
         self.model.changed.connect(lambda value: setattr(self.model_file, "visible", value == MODEL_FILE))
         self.method.changed.connect(self._method_changed)
@@ -144,6 +146,7 @@ class ReconstructWidget(Container):
                                   data_consistency=bool(self.data_consistency.value), device=str(self.device.value),
                                   precision=str(self.precision.value),
                                   sparse_changes=bool(self.sparse_changes.value),
+                                  line_changes=bool(self.line_changes.value),
                                   match_contrast=bool(self.match_contrast.value),
                                   denoise_prior=bool(self.denoise_prior.value),
                                   finetune=bool(self.finetune.value),
@@ -251,6 +254,7 @@ class ReconstructWidget(Container):
             widget.enabled = network
         # the gate (and so the sparse change before it) runs in keyhole-gated and the network
         self.sparse_changes.enabled = value in ("network", "keyhole-gated")
+        self.line_changes.enabled = value in ("network", "keyhole-gated")
         self.match_contrast.enabled = value in ("network", "keyhole-gated")
         self.denoise_prior.enabled = value in ("network", "keyhole-gated")
 

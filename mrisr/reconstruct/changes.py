@@ -144,7 +144,8 @@ def sparse_iterations(hr_inplane: tuple[int, int], lr_inplane: tuple[int, int]) 
 def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int],
                   iterations: int | None = None, step: float = SPARSE_STEP,
                   strength: float = SPARSE_STRENGTH, continuation: bool | None = None,
-                  high: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  high: float | None = None, lines: bool = False,
+                  reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The sparse change ``c`` whose band explains ``sinc - band`` (see the module docstring).
 
     Args:
@@ -158,6 +159,9 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
             iterations (off: the L1 weight throughout; ``None``: :data:`SPARSE_CONTINUATION`).
         high: the frame's 99th percentile (:func:`mrisr.kspace.band.frame_high`) when the
             caller has it.
+        lines: offer elongated pieces of ``c`` a straight tube (:func:`mrisr.reconstruct.lines.fit_lines`).
+        reference: the matched reference ``(X', Y', Z)`` whose band is ``band``, when the caller
+            has it: tubes of lost signal then follow its intensity.
 
     Returns:
         ``(c, P c)``, each ``(X', Y', Z)`` float32: the change (add it to the reference) and its
@@ -211,12 +215,18 @@ def sparse_change(sinc: np.ndarray, band: np.ndarray, lr_inplane: tuple[int, int
         # new + (t - 1) / t_next * (new - c), into z's memory (z is spent)
         torch.lerp(c, new, 1.0 + (t - 1.0) / t_next, out=z)
         c, t = new, t_next
-    return (c.permute(1, 2, 0).contiguous().numpy(),
-            band_limit(c).permute(1, 2, 0).contiguous().numpy())
+    c_band = band_limit(c)
+    if lines:
+        from mrisr.reconstruct.lines import fit_lines
+
+        shade = None if reference is None else torch.from_numpy(
+            np.ascontiguousarray(np.asarray(reference, dtype=np.float32).transpose(2, 0, 1)))
+        c, c_band, _ = fit_lines(c, c_band, r, lr_inplane, band_limit, shade)
+    return c.permute(1, 2, 0).contiguous().numpy(), c_band.permute(1, 2, 0).contiguous().numpy()
 
 
 def apply_sparse_change(reference: np.ndarray, band: np.ndarray, sinc: np.ndarray, lr_inplane: tuple[int, int],
-                        high: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        high: float, lines: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The pipeline's sparse-change step: the matched reference corrected by the sparse change the
     frame's measured band shows (:func:`sparse_change`), its band, and the change's sign.
 
@@ -230,13 +240,15 @@ def apply_sparse_change(reference: np.ndarray, band: np.ndarray, sinc: np.ndarra
         sinc: the frame zero-filled to the HR grid, float32 and contiguous.
         lr_inplane: the LR in-plane matrix.
         high: :func:`mrisr.kspace.band.frame_high` of ``sinc``.
+        lines: elongated pieces of the change may become straight tubes
+            (:func:`mrisr.reconstruct.lines.fit_lines`; option ``line_changes``).
 
     Returns:
         ``(reference, band, sign)``: the corrected reference and band (float32), and the change's
         sign (``int8``: -1 where the frame lost signal, +1 where it gained, 0 elsewhere) for the
         change guard (:func:`mrisr.reconstruct.change_guard.keep_measured_change`).
     """
-    change, change_band = sparse_change(sinc, band, lr_inplane, high=high)
+    change, change_band = sparse_change(sinc, band, lr_inplane, high=high, lines=lines, reference=reference)
     sign = np.sign(change).astype(np.int8)
     # the band of the corrected reference, linear in the change (a full measured_band of it
     # differs only where the LR magnitude rectifies a negative lobe, at the object's edge)

@@ -61,7 +61,7 @@ def keyhole(lr_frame: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray | None = None,
                   threshold: float | None = None, match_intensity: bool = True,
-                  sparse_changes: bool = False) -> np.ndarray:
+                  sparse_changes: bool = False, line_changes: bool = False) -> np.ndarray:
     """A keyhole that borrows the reference's detail only where the measured frame agrees with it
     (the ``keyhole-gated`` method; :mod:`mrisr.reconstruct.gate` says how).
 
@@ -78,11 +78,14 @@ def gated_keyhole(lr_frame: np.ndarray, reference: np.ndarray, sinc: np.ndarray 
             frame's sinc in the object (:func:`mrisr.reconstruct.gate.match_intensity`).
         sparse_changes: first correct the reference by the sparse change the measured band shows
             (:func:`mrisr.reconstruct.changes.apply_sparse_change`).
+        line_changes: with ``sparse_changes``, let elongated pieces of the change become straight
+            tubes (:mod:`mrisr.reconstruct.lines`).
 
     Returns:
         ``(X', Y', Z)`` float32, non-negative.
     """
     return form_network_input(lr_frame, reference, sinc, sparse_changes=sparse_changes, match=match_intensity,
+                              line_changes=line_changes,
                               threshold=GATE_THRESHOLD if threshold is None else threshold).given
 
 

@@ -43,7 +43,7 @@ class NetworkInput:
 
 def form_network_input(lr_frame: np.ndarray, prior: np.ndarray, sinc: np.ndarray | None = None, *,
                        sparse_changes: bool = True, threshold: float = GATE_THRESHOLD,
-                       match: bool = True) -> NetworkInput:
+                       match: bool = True, line_changes: bool = False) -> NetworkInput:
     """Match, correct by the sparse change, gate: the network's prior channel for one frame.
 
     Args:
@@ -55,6 +55,8 @@ def form_network_input(lr_frame: np.ndarray, prior: np.ndarray, sinc: np.ndarray
             frame are not sparse).
         threshold: the gate's disagreement threshold.
         match: match the prior's intensity to the frame first (off only for a prior already matched).
+        line_changes: with the sparse change, let its elongated pieces become straight tubes
+            (:mod:`mrisr.reconstruct.lines`).
 
     Returns:
         :class:`NetworkInput`.
@@ -78,7 +80,7 @@ def form_network_input(lr_frame: np.ndarray, prior: np.ndarray, sinc: np.ndarray
         band = measured_band(reference, lr_inplane)
     change_sign = None
     if sparse_changes:
-        reference, band, change_sign = apply_sparse_change(reference, band, sinc, lr_inplane, high)
+        reference, band, change_sign = apply_sparse_change(reference, band, sinc, lr_inplane, high, line_changes)
     return NetworkInput(gate(reference, band, sinc, lr_inplane, high, threshold), change_sign)
 
 

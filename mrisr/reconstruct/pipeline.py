@@ -70,6 +70,7 @@ class ReconstructionState:
         tracker: the motion tracker that registers the planning scan to each frame (``None`` when
             the method or prior mode does not register).
         sparse_changes: whether the network's input gets the sparse-change step.
+        line_changes: whether that step lets elongated pieces of the change become straight tubes.
         total: frames in the series.
         index: the next frame's index.
         previous: step-wise (``prior_mode="previous"``), what the network was given for the last frame.
@@ -91,6 +92,7 @@ class ReconstructionState:
     tracker: object | None
     sparse_changes: bool
     total: int
+    line_changes: bool = False
     index: int = 0
     previous: np.ndarray | None = None
     prior_denoise: object | None = None
@@ -190,6 +192,7 @@ def prepare_state(dynamic: Volume, prior: Volume | None, options: ReconstructOpt
         # 'Design decisions and their measurements')
         sparse_changes=options.sparse_changes and options.prior_mode != "previous",
         total=dynamic.n_frames,
+        line_changes=options.line_changes,
     )
     if prior is None:
         return state
@@ -244,7 +247,8 @@ def reconstruct_frame(state: ReconstructionState, frame: np.ndarray) -> FrameRes
     # measured band shows, gated where the frame disagrees (mrisr.reconstruct.network_input)
     formed = None
     if prior is not None and (options.method == "keyhole-gated" or network and model.prior_input == "gated-keyhole"):
-        formed = form_network_input(frame, prior, sinc, sparse_changes=state.sparse_changes)
+        formed = form_network_input(frame, prior, sinc, sparse_changes=state.sparse_changes,
+                                    line_changes=state.line_changes)
         if network and not options.maps:
             prior = None  # not needed any more: one HR volume less at the network's memory peak
     # 6. the network, or the keyhole method

@@ -107,6 +107,10 @@ def test_reconstruct_widget_end_to_end(make_napari_viewer, qtbot, tiny_phantom, 
     assert widget.sparse_changes.value and widget.sparse_changes.enabled
     widget.sparse_changes.value = False
     assert widget.options().sparse_changes is False
+    assert not widget.line_changes.value and widget.line_changes.enabled
+    widget.line_changes.value = True
+    assert widget.options().line_changes is True
+    widget.line_changes.value = False
     assert widget.match_contrast.value and widget.match_contrast.enabled
     widget.match_contrast.value = False
     assert widget.options().match_contrast is False
@@ -175,6 +179,7 @@ def test_reconstruct_widget_keyhole_with_maps(make_napari_viewer, qtbot, tiny_ph
     assert not widget.model.enabled and not widget.finetune.enabled  # no model to choose or tune
     assert not widget.precision.enabled  # no network to run in another precision
     assert not widget.sparse_changes.enabled  # no gate to correct the prior for
+    assert not widget.line_changes.enabled
     assert not widget.match_contrast.enabled  # the classical baseline stays classical
     widget.maps.value = True
     widget.device.value = "cpu"
