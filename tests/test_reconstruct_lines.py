@@ -44,6 +44,16 @@ def test_the_window_band_limit_is_the_band_limit(hr, lr):
     np.testing.assert_allclose(band(torch.from_numpy(image)).numpy(), expected, atol=1e-5)
 
 
+def test_the_dilation_is_scipys():
+    from scipy import ndimage
+
+    mask = np.random.default_rng(1).random((3, 30, 25)) > 0.97
+    mask[:, 0, 0] = mask[:, -1, -1] = True  # at the edges
+    for steps in (1, 2, 4):
+        np.testing.assert_array_equal(lines._dilate(mask, steps),
+                                      ndimage.binary_dilation(mask, structure=lines._INPLANE, iterations=steps))
+
+
 def test_an_oblique_needle_becomes_a_continuous_line(anatomy):
     """A signal void 2 voxels wide along a diagonal: L1 alone explains it with spikes; the tube keeps
     the depth along it, and its band fits the residual better."""

@@ -128,7 +128,7 @@ class ReconstructOptions(BaseModel):
             one slice) a straight tube of several widths, flat or shaded by the planning scan, and
             take it where its band explains the frame's residual at least twice as well
             (:mod:`mrisr.reconstruct.lines`): an entering needle looks continuous rather than
-            dotted. Off by default (0.19-0.22 s more per 256x256x32 frame on 2 cores); ignored
+            dotted. Off by default (0.14 s more per 256x256x32 frame on 2 cores); ignored
             wherever the sparse change is not run.
         match_contrast: map a planning scan of another contrast to the dynamic's intensities
             before registering it (:mod:`mrisr.reconstruct.contrast`; fitted once, on frame 0, and
@@ -219,7 +219,7 @@ class ReconstructOptions(BaseModel):
         False,
         description="With sparse changes, show a needle, wire or catheter as a continuous line: each elongated "
         "piece of the change is offered a straight tube, taken where it explains the measured k-space at least "
-        "twice as well (off by default: about 0.2 s more per 256x256x32 frame on 2 cores).",
+        "twice as well (off by default: about 0.14 s more per 256x256x32 frame on 2 cores).",
     )
     match_contrast: bool = Field(
         True,
