@@ -56,6 +56,11 @@ WIDTHS = (1.0, 1.5, 2.0, 2.5, 3.0)
 REACH = 4
 #: a tube is taken when its band leaves at most this share of the squared error the piece's band left
 TOLERANCE = 0.5
+#: window sizes pieces are fitted on (each piece takes the smallest that holds it with the fit's
+#: margin; longer pieces keep their sparse form)
+WINDOWS = (32, 48, 64, 96)
+#: pieces fitted together (bounds the memory of the windows' tubes)
+CHUNK = 64
 
 _CROSS = ndimage.generate_binary_structure(2, 1)
 #: in-plane 4-connectivity for slice-major ``(Z, X, Y)`` stacks (nothing connects across slices)
@@ -128,8 +133,9 @@ def _pieces(change: np.ndarray):
 
 
 def _candidates(labels: np.ndarray, mask: np.ndarray, change: np.ndarray) -> dict[str, np.ndarray]:
-    """Per piece (label) of one sign: slice, end points and bounding box, for the pieces long and
-    elongated enough to be offered a tube (weighted principal axes of the piece's voxels)."""
+    """Per piece (label) of one sign: its slice and the end points of its segment, for the pieces
+    long and elongated enough to be offered a tube (the principal axes of the piece's voxels,
+    weighted by the change's magnitude)."""
     z, x, y = np.nonzero(mask)
     lab = labels[z, x, y]
     w = np.abs(change[z, x, y]).astype(np.float64)
@@ -160,17 +166,11 @@ def _candidates(labels: np.ndarray, mask: np.ndarray, change: np.ndarray) -> dic
             "p1": np.stack([cx + hi * ax, cy + hi * ay], 1)}
 
 
-#: window sizes pieces are fitted on (each piece takes the smallest that holds it with the fit's margin)
-WINDOWS = (32, 48, 64, 96)
-#: pieces fitted together (bounds the memory of the windows' tubes)
-CHUNK = 64
-
-
 def _fit_windows(found: list, size: int, values: np.ndarray, left: np.ndarray, band,
                  reference: np.ndarray | None) -> list:
-    """(All of ``found`` have one sign; only lost signal is offered shaded tubes.)"""
-    """Fit the pieces ``found`` on windows of ``size``: for each piece a tube is taken, the
-    ``(z, origin, piece voxels, amplitude x tube)`` to apply."""
+    """Fit the pieces ``found`` (all of one sign) on windows of ``size``: for each piece that takes a
+    tube, the ``(z, origin, piece voxels, amplitude x tube)`` to apply. Only lost signal is offered
+    shaded tubes."""
     nz, nx, ny = values.shape
     count = len(found)
     origins = np.empty((count, 2), dtype=np.int64)
