@@ -25,11 +25,13 @@ from mrisr.kspace.functional import zero_fill
 from mrisr.metrics import object_mask, registration_error_mm
 
 SITK = "SimpleITK registered keyhole"
-METHODS = ("sinc", SITK, "keyhole-registered", "keyhole-gated", "network tracked (default)", "network previous",
+#: the default network with the opt-in line step (mrisr.reconstruct.lines)
+LINES = "network + --line-changes"
+METHODS = ("sinc", SITK, "keyhole-registered", "keyhole-gated", "network tracked (default)", LINES, "network previous",
            "no-prior network")
 #: the rows of the guarantee table (the SimpleITK baseline and step-wise mode are left out: the
 #: guarantees are mrisr's, and the two cost most of the run's time)
-GUARANTEE_METHODS = ("sinc", "keyhole-registered", "keyhole-gated", "network tracked (default)", "no-prior network")
+GUARANTEE_METHODS = ("sinc", "keyhole-registered", "keyhole-gated", "network tracked (default)", LINES, "no-prior network")
 GUARANTEES = {"needle enters": {"insert": "needle"}, "needle in planning only": {"planning_insert": "needle"},
               "other contrast": {"planning_contrast": "swap"}}
 
@@ -92,6 +94,7 @@ def run_noisy_methods(phantom, prior_model, noprior_model, methods=METHODS,
     timed("keyhole-registered", registered_keyhole)
     timed("keyhole-gated", lambda: recon(ReconstructOptions(method="keyhole-gated")))
     timed("network tracked (default)", lambda: recon(ReconstructOptions(prior_mode="tracked"), prior_model))
+    timed(LINES, lambda: recon(ReconstructOptions(prior_mode="tracked", line_changes=True), prior_model))
     for name, model in extra_models.items():
         timed(name, lambda model=model: recon(ReconstructOptions(prior_mode="tracked"), model))
     timed("network previous", lambda: recon(ReconstructOptions(prior_mode="previous"), prior_model))
@@ -128,7 +131,7 @@ def run_headline(chosen: dict, keeps: list[float], frames: int, prior_model, nop
         log(f"truth figure: {save_truth_figure(truth_figure, pairs)}")
     labels = [snr_label(s) for s in snrs]
     extra_models = extra_models or {}
-    methods = METHODS[:5] + tuple(extra_models) + METHODS[5:]
+    methods = METHODS[:6] + tuple(extra_models) + METHODS[6:]
     sections, summary, guarantee_rows = [], [], []
     for subject, truth in truths.items():
         rows = []
@@ -203,7 +206,7 @@ def guarantee_table_rows(subject, truth, keep, frames, frame_snr, prior_model, n
     sinc = results["sinc"]
     noprior = results["no-prior network"]
     rows = []
-    for method in GUARANTEE_METHODS[:4] + tuple(extra_models) + GUARANTEE_METHODS[4:]:
+    for method in GUARANTEE_METHODS[:5] + tuple(extra_models) + GUARANTEE_METHODS[5:]:
         r = results[method]
         recovery = r["needle enters"]["recovery"]
         continuity = r["needle enters"]["continuity"]
