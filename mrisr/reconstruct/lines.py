@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from mrisr.kspace.functional import pad_kspace
+
 #: voxels of one sign closer than this (in-plane, after dilation) form one piece
 GAP = 2
 #: the fewest voxels a piece needs to be offered a line
@@ -77,9 +79,7 @@ def band_kernel(hr: int, lr: int) -> np.ndarray:
     average with its point reflection is the real part; tested against
     :class:`~mrisr.reconstruct.changes.BandLimit`).
     """
-    mask = np.zeros(hr)
-    start = hr // 2 - lr // 2
-    mask[start : start + lr] = 1.0
+    mask = pad_kspace(np.ones(lr), (hr,), (0,))
     return np.fft.ifft(np.fft.ifftshift(mask))
 
 

@@ -212,13 +212,10 @@ class PairGenerator:
         self.bank = bank
         # each source weighs the same, however many geometries it supplies (a thick-slice clinical
         # scan supplies a few axial slabs, a 1 mm template 27)
-        self.by_source: list[list[SlabVolume]] = []
+        groups: dict[str, list[SlabVolume]] = {}
         for slab in bank:
-            group = next((g for g in self.by_source if g[0].source == slab.source), None)
-            if group is None:
-                self.by_source.append([slab])
-            else:
-                group.append(slab)
+            groups.setdefault(slab.source, []).append(slab)
+        self.by_source = list(groups.values())
         self.s = settings
         self.rng = np.random.default_rng(seed)
         # the prior's own noise draws from its own stream, so switching it on leaves every other
