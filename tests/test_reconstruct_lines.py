@@ -80,6 +80,55 @@ def test_an_oblique_needle_becomes_a_continuous_line(anatomy):
                                .transpose(1, 2, 0), atol=1e-3 * float(np.abs(lined[1]).max()))
 
 
+def _needle(shape, start, step, depth):
+    """A needle ``depth`` deep, 2 voxels across, from ``start`` along ``step``: ``(occupancy, core)``."""
+    xs, ys = np.arange(shape[0])[:, None], np.arange(shape[1])[None, :]
+    p0, d = np.asarray(start, dtype=float), np.asarray(step, dtype=float)
+    t = np.clip(((xs - p0[0]) * d[0] + (ys - p0[1]) * d[1]) / (d @ d), 0, 1)
+    dist = np.hypot(xs - p0[0] - t * d[0], ys - p0[1] - t * d[1])
+    return depth * np.clip(1.5 - dist, 0, 1), dist < 1.0
+
+
+def test_a_faint_needle_in_fragments_becomes_one_line(anatomy, monkeypatch):
+    """A faint needle (40 % deep) in a noisy frame: L1 finds only fragments of it, too short to be
+    offered a tube each; joined along their common direction they take one, and the needle keeps its
+    depth along its length."""
+    occupancy, core2d = _needle(anatomy.shape[:2], (30, 60), (60, 10), 0.4)
+    truth = (anatomy * (1 - occupancy[:, :, None])).astype(np.float32)
+    core = np.broadcast_to(core2d[:, :, None], truth.shape)
+    kept = {}
+    for name, orientations in (("pieces", 0), ("chains", lines.CHAIN_ORIENTATIONS)):
+        monkeypatch.setattr(lines, "CHAIN_ORIENTATIONS", orientations)
+        (sparse, lined), residual = _changes(anatomy, truth, noise=0.2)
+        kept[name] = core_continuity(anatomy + lined[0], truth, core)
+        kept["sparse"] = core_continuity(anatomy + sparse[0], truth, core)
+    assert kept["sparse"] < 0.3 and kept["pieces"] < 0.6, kept
+    assert kept["chains"] > 0.9, kept
+
+
+def test_only_collinear_fragments_are_joined():
+    """Three short fragments on one diagonal, 6 voxels apart, and one across it: the diagonal three
+    are offered as one segment along the diagonal; the crossing one joins no chain."""
+    change = np.zeros((1, 64, 64), dtype=np.float32)
+    for i in range(3):  # 4-voxel diagonal fragments, each too short for a tube of its own
+        for j in range(4):
+            change[0, 10 + 9 * i + j, 10 + 9 * i + j] = -1.0
+    for j in range(4):  # across the diagonal, farther from it than the chain's reach
+        change[0, 52 + j, 8 - j] = -1.0
+    offered = []
+    (labels, voxels, sign), = lines._pieces(change)
+    alone = np.zeros(int(labels.max()) + 1, dtype=bool)
+    lines._chains(labels, voxels, sign, lambda cand, s, members: offered.extend(
+        (members(int(label)), cand["p0"][i], cand["p1"][i]) for i, label in enumerate(cand["label"])), alone)
+    assert len(offered) == 1, offered
+    members, p0, p1 = offered[0]
+    diagonal = {int(labels[0, 10 + 9 * i, 10 + 9 * i]) for i in range(3)}
+    assert set(members) == diagonal
+    direction = (p1 - p0) / np.linalg.norm(p1 - p0)
+    assert abs(abs(direction[0]) - abs(direction[1])) < 0.05  # along the diagonal
+    assert np.linalg.norm(p1 - p0) > 2 * 9 * np.sqrt(2)  # from the first fragment to the last
+
+
 def test_a_round_lesion_keeps_its_sparse_form(anatomy):
     """Not elongated: nothing is offered a tube, the change is the L1 change."""
     xs, ys = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
