@@ -25,7 +25,7 @@ a tube. So pieces of one sign that lie on one line are also offered together (:f
 those a dilation along one of :data:`CHAIN_ORIENTATIONS` directions joins, when their joint axis
 runs in that direction and at least one of them is such a fragment. The same tolerance decides,
 and a piece belongs to at most one tube: the tubes that leave the least of their region's error are
-placed first.
+chosen first.
 
 All pieces are fitted at once (each against the residual the rest of the FISTA change leaves), on
 windows around them: the band-limit is a sum of two separable circular convolutions, so a tube's
@@ -76,9 +76,10 @@ CHUNK = 64
 #: orientations joins are also offered one tube together (0: off; 4 recovered less of a faint
 #: needle on the tuning scan, 12 and 16 no more than 8)
 CHAIN_ORIENTATIONS = 8
-#: the dilation's reach along the orientation, in HR voxels each way: fragments up to about twice
-#: this apart join (3 and 5 joined fewer of a faint needle's fragments at 4 % on the tuning scan, 12
-#: no more than 8)
+#: the dilation's reach along the orientation, in HR voxels each way (of the pieces' :data:`GAP`
+#: dilation, on the halved grid): fragments up to about 2 x (reach + GAP) + 1 = 21 voxels apart
+#: along an axis join, fewer on a diagonal (3 and 5 joined fewer of a faint needle's fragments at 4 %
+#: on the tuning scan, 12 no more than 8)
 CHAIN_REACH = 8
 
 _CROSS = ndimage.generate_binary_structure(2, 1)
@@ -205,9 +206,9 @@ def _candidates(z: np.ndarray, x: np.ndarray, y: np.ndarray, lab: np.ndarray, w:
 
 def _fit_windows(found: list, size: int, values: np.ndarray, left: np.ndarray, band,
                  reference: np.ndarray | None) -> list:
-    """Fit the pieces ``found`` (all of one sign) on windows of ``size``: for each piece that takes a
-    tube, the ``(z, origin, piece voxels, amplitude x tube)`` to apply. Only lost signal is offered
-    shaded tubes."""
+    """Fit the pieces ``found`` (all of one sign; entries ``(sign, labels, z, p0, p1, members)``) on
+    windows of ``size``: for each that takes a tube, ``(error left / error before, (sign, members),
+    z, origin, piece voxels, amplitude x tube)``. Only lost signal is offered shaded tubes."""
     nz, nx, ny = values.shape
     count = len(found)
     origins = np.empty((count, 2), dtype=np.int64)
@@ -273,13 +274,15 @@ def _chains(labels: np.ndarray, voxels: tuple, sign: float, offer, alone: np.nda
 
     The joining runs on a grid halved in-plane (2x2 maxima of the pieces' :data:`GAP` dilation, the
     reach halved): eight labellings of the full 256x256x32 grid took 0.12 s per frame. A piece
-    belongs to the chain its first voxel falls in.
+    belongs to the chain its first voxel falls in (any voxel would do: a piece's dilation is connected,
+    and stays so on the halved grid).
     """
     z, x, y, base, w = voxels
     nz, nx, ny = labels.shape
     count = int(labels.max()) + 1
     first = np.zeros(count, dtype=np.int64)
-    first[base[::-1]] = np.arange(base.size)[::-1]
+    labels_seen, index = np.unique(base, return_index=True)
+    first[labels_seen] = index
     joined = np.zeros((nz, nx + nx % 2, ny + ny % 2), dtype=bool)
     joined[:, :nx, :ny] = labels > 0
     coarse = joined.reshape(nz, joined.shape[1] // 2, 2, joined.shape[2] // 2, 2).any(axis=(2, 4))
@@ -371,18 +374,17 @@ def fit_lines(change: torch.Tensor, change_band: torch.Tensor, residual: torch.T
             taken += _fit_windows(found[start : start + CHUNK], size, values, left, band, shade)
     if not taken:
         return change, change_band, 0
-    # a fragment belongs to at most one tube: the best fits (least error left) first
-    taken.sort(key=lambda item: item[0])
+    # a piece belongs to at most one tube: the tubes that leave the least error are chosen first,
+    # then written in the order they were fitted (where two overlap, the later one's piece is cleared)
     claimed: set = set()
     chosen = []
-    for _ratio, members, z, origin, piece, tube in taken:
-        sign, group = members
+    for n in sorted(range(len(taken)), key=lambda i: taken[i][0]):
+        sign, group = taken[n][1]
         keys = {(sign, label) for label in group}
-        if keys & claimed:
-            continue
-        claimed |= keys
-        chosen.append((z, origin, piece, tube))
-    taken = chosen
+        if not keys & claimed:
+            claimed |= keys
+            chosen.append(n)
+    taken = [taken[n][2:] for n in sorted(chosen)]
     out = change.clone()
     view = out.numpy()
     for z, (ox, oy), piece, tube in taken:
@@ -396,5 +398,5 @@ def fit_lines(change: torch.Tensor, change_band: torch.Tensor, residual: torch.T
     return out, out_band, len(taken)
 
 
-__all__ = ["CHUNK", "EXTEND", "GAP", "SHADED", "WINDOWS", "MIN_ELONGATION", "MIN_LENGTH", "MIN_VOXELS", "REACH", "TOLERANCE", "WIDTHS",
+__all__ = ["CHAIN_ORIENTATIONS", "CHAIN_REACH", "CHUNK", "EXTEND", "GAP", "SHADED", "WINDOWS", "MIN_ELONGATION", "MIN_LENGTH", "MIN_VOXELS", "REACH", "TOLERANCE", "WIDTHS",
            "band_kernel", "fit_lines"]
