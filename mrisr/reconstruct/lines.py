@@ -167,35 +167,46 @@ def _line_dilate(mask: np.ndarray, theta: float, reach: int) -> np.ndarray:
     return out
 
 
+def _moments(lab: np.ndarray, w: np.ndarray, x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
+    """``(7, n)`` per label below ``n``: voxels, weight, and the weighted sums of ``x``, ``y``,
+    ``x^2``, ``y^2`` and ``x y`` (moments about the origin add up over pieces)."""
+    return np.stack([np.bincount(lab, minlength=n).astype(np.float64)]
+                    + [np.bincount(lab, w * f, n) for f in (1.0, x, y, x * x, y * y, x * y)])
+
+
 def _candidates(z: np.ndarray, x: np.ndarray, y: np.ndarray, lab: np.ndarray, w: np.ndarray, n: int,
-                direction: float | None = None, allowed: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                direction: float | None = None, allowed: np.ndarray | None = None,
+                moments: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per piece (label ``lab`` of the voxels ``z, x, y`` of one sign, weights ``w`` = the change's
     magnitude, labels below ``n``): its slice and the end points of its segment, for the pieces
     long and elongated enough to be offered a tube (the principal axes of the piece's voxels,
-    weighted), and, with ``direction``, whose axis lies within half an orientation step of it."""
-    count = np.bincount(lab, minlength=n)
-    sw = np.bincount(lab, w, n)
+    weighted), and, with ``direction``, whose axis lies within half an orientation step of it.
+    ``moments``: the pieces' :func:`_moments` when the caller has them (summed over a chain's pieces)."""
+    count, sw, sx, sy, sxx, syy, sxy = _moments(lab, w, x, y, n) if moments is None else moments
     ok = (count >= MIN_VOXELS) & (sw > 0)
     if allowed is not None:
         ok &= allowed
     sw = np.where(ok, sw, 1.0)
-    cx, cy = np.bincount(lab, w * x, n) / sw, np.bincount(lab, w * y, n) / sw
-    dx, dy = x - cx[lab], y - cy[lab]
-    vxx, vyy, vxy = np.bincount(lab, w * dx * dx, n) / sw, np.bincount(lab, w * dy * dy, n) / sw, np.bincount(lab, w * dx * dy, n) / sw
+    cx, cy = sx / sw, sy / sw
+    vxx, vyy, vxy = sxx / sw - cx * cx, syy / sw - cy * cy, sxy / sw - cx * cy
     half, diff = (vxx + vyy) / 2, np.hypot((vxx - vyy) / 2, vxy)
     major, minor = half + diff, np.maximum(half - diff, 1e-6)
     theta = 0.5 * np.arctan2(2 * vxy, vxx - vyy)
-    ax, ay = np.cos(theta), np.sin(theta)
-    along = dx * ax[lab] + dy * ay[lab]
-    lo, hi = np.full(n, np.inf), np.full(n, -np.inf)
-    np.minimum.at(lo, lab, along)
-    np.maximum.at(hi, lab, along)
-    lo, hi = lo - EXTEND, hi + EXTEND
-    ok &= (major >= MIN_ELONGATION ** 2 * minor) & (hi - lo >= MIN_LENGTH)
+    ok &= major >= MIN_ELONGATION ** 2 * minor
     if direction is not None:
         off = np.abs((theta - direction + np.pi / 2) % np.pi - np.pi / 2)
         ok &= off <= np.pi / (2 * CHAIN_ORIENTATIONS)
     ok[0] = False
+    # the segment's extent along the axis, over the voxels of the pieces still in the running
+    ax, ay = np.cos(theta), np.sin(theta)
+    pick = ok[lab]
+    lab, z = lab[pick], z[pick]
+    along = (x[pick] - cx[lab]) * ax[lab] + (y[pick] - cy[lab]) * ay[lab]
+    lo, hi = np.full(n, np.inf), np.full(n, -np.inf)
+    np.minimum.at(lo, lab, along)
+    np.maximum.at(hi, lab, along)
+    lo, hi = lo - EXTEND, hi + EXTEND
+    ok &= hi - lo >= MIN_LENGTH
     keep = np.flatnonzero(ok)
     zs = np.zeros(n, dtype=np.int64)
     zs[lab] = z
@@ -285,8 +296,9 @@ def _chains(labels: np.ndarray, voxels: tuple, sign: float, offer, alone: np.nda
     first[labels_seen] = index
     joined = np.zeros((nz, nx + nx % 2, ny + ny % 2), dtype=bool)
     joined[:, :nx, :ny] = labels > 0
-    coarse = joined.reshape(nz, joined.shape[1] // 2, 2, joined.shape[2] // 2, 2).any(axis=(2, 4))
+    coarse = joined[:, 0::2, 0::2] | joined[:, 1::2, 0::2] | joined[:, 0::2, 1::2] | joined[:, 1::2, 1::2]
     reach = int(np.ceil(CHAIN_REACH / 2))
+    moments = _moments(base, w, x, y, count)
     seen: set = set()
     for k in range(CHAIN_ORIENTATIONS):
         theta = -np.pi / 2 + np.pi * k / CHAIN_ORIENTATIONS
@@ -295,11 +307,10 @@ def _chains(labels: np.ndarray, voxels: tuple, sign: float, offer, alone: np.nda
         of_base[0] = 0
         allowed = np.bincount(of_base[1:], minlength=n + 1) >= 2
         allowed &= np.bincount(of_base[1:], ~alone[1:], minlength=n + 1) > 0
-        lab = of_base[base]
-        pick = allowed[lab]
-        if not pick.any():
+        if not allowed.any():
             continue
-        cand = _candidates(z[pick], x[pick], y[pick], lab[pick], w[pick], n + 1, direction=theta, allowed=allowed)
+        summed = np.stack([np.bincount(of_base, m, n + 1) for m in moments])
+        cand = _candidates(z, x, y, of_base[base], w, n + 1, direction=theta, allowed=allowed, moments=summed)
         wanted = np.zeros(n + 1, dtype=bool)
         wanted[cand["label"]] = True
         groups: dict[int, list] = {}
