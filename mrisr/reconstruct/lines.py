@@ -31,13 +31,17 @@ All pieces are fitted at once (each against the residual the rest of the FISTA c
 windows around them: the band-limit is a sum of two separable circular convolutions, so a tube's
 band inside its window is two small matrix products. On the 256x256x32 speed phantoms, where the
 registration residue along edges also forms elongated pieces (about 390 per frame), the step takes
-0.14 s per frame on 2 cores, where a loop over pieces with full-slice transforms took 1.7 s.
-That is why it is an option (``line_changes``), off by default.
+0.25 s per frame on 2 cores (0.13 s of it without the chains), where a loop over pieces with
+full-slice transforms took 1.7 s. That is why it is an option (``line_changes``), off by default.
 
 Measured on the independent-noise needle phantoms (keyhole-gated, 6.25 %): continuity 0.70 -> 0.85
-on Colin27, 0.71 -> 0.81 on MNI152, 0.61 -> 0.66 on the held-out real scan, leakage and recovery
-better in every cell, tissue SSIM at most 0.0008 lower (benchmarks/RESULTS.md, 'Needle continuity:
-straight segments, opt-in').
+on Colin27, 0.71 -> 0.81 on MNI152, leakage and recovery better in every cell, tissue SSIM at most
+0.0008 lower. The chains were chosen on a real scan used for tuning (pyradiomics' brain2): there
+they raised continuity from 0.69 to 0.71 at 6.25 % and from 0.58 to 0.63 at 4 %, and they changed
+nothing on the templates. On the held-out real scan, at 6.25 %, continuity is 0.61 without the
+step, 0.66 with tubes alone and 0.78 with the chains; recovery 0.46, 0.56 and 0.74
+(benchmarks/RESULTS.md, 'Needle continuity: straight segments, opt-in' and 'faint needles in
+fragments').
 """
 
 from __future__ import annotations

@@ -125,10 +125,10 @@ class ReconstructOptions(BaseModel):
             the change is found the network's output is kept no closer to the planning scan than
             its gated-keyhole input (:func:`mrisr.reconstruct.keyhole.keep_measured_change`).
         line_changes: with ``sparse_changes``, offer each elongated piece of the change (one sign,
-            one slice) a straight tube of several widths, flat or shaded by the planning scan, and
-            take it where its band leaves at most half the squared residual the piece's band left
-            around it (:mod:`mrisr.reconstruct.lines`): an entering needle looks continuous rather than
-            dotted. Off by default (0.14 s more per 256x256x32 frame on 2 cores); ignored
+            one slice), and fragments of it that lie on one line, a straight tube of several widths,
+            flat or shaded by the planning scan, and take it where its band leaves at most half the
+            squared residual the pieces' band left around them (:mod:`mrisr.reconstruct.lines`): an entering needle looks continuous rather than
+            dotted. Off by default (0.25 s more per 256x256x32 frame on 2 cores); ignored
             wherever the sparse change is not run.
         match_contrast: map a planning scan of another contrast to the dynamic's intensities
             before registering it (:mod:`mrisr.reconstruct.contrast`; fitted once, on frame 0, and
@@ -218,8 +218,8 @@ class ReconstructOptions(BaseModel):
     line_changes: bool = Field(
         False,
         description="With sparse changes, show a needle, wire or catheter as a continuous line: each elongated "
-        "piece of the change is offered a straight tube, taken where it leaves at most half the piece's squared "
-        "residual in the measured k-space (off by default: about 0.14 s more per 256x256x32 frame on 2 cores).",
+        "piece of the change (or row of fragments on one line) is offered a straight tube, taken where it leaves at most half the piece's squared "
+        "residual in the measured k-space (off by default: about 0.25 s more per 256x256x32 frame on 2 cores).",
     )
     match_contrast: bool = Field(
         True,
