@@ -52,6 +52,11 @@ def resampled(volume, shape: tuple[int, int, int]):
     return Volume(data=out, affine=affine)
 
 
+#: what is timed: the default, the classical method, and the default with the opt-in line step
+VARIANTS = (("default (network)", {"method": "network"}), ("keyhole-gated", {"method": "keyhole-gated"}),
+            ("network + --line-changes", {"method": "network", "line_changes": True}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=12)
@@ -78,16 +83,18 @@ def main() -> None:
             phantom = make_noisy_phantom(truth, frames, keep, frame_snr, PLANNING_SNR)
             lr = save_like(folder / "lr.nii.gz", phantom.lr.data, phantom.lr, tr=phantom.lr.tr)
             planning = save_like(folder / "planning.nii.gz", phantom.planning.data, phantom.planning)
-            for method in ("network", "keyhole-gated"):
-                log(f"keep {keep:g}%: {method}")
-                out = folder / f"sr_{method}.nii.gz"
-                report = reconstruct_file(lr, out, planning, ReconstructOptions(method=method, threads=args.threads))
+            for n, (label, settings) in enumerate(VARIANTS):
+                log(f"keep {keep:g}%: {label}")
+                out = folder / f"sr_{n}.nii.gz"
+                report = reconstruct_file(lr, out, planning, ReconstructOptions(**settings, threads=args.threads))
                 side = json.loads(report.sidecar.read_text())
                 seconds = np.asarray(side["frame_seconds"], dtype=float)
                 wall = np.asarray(side["frame_wall_seconds"], dtype=float)
                 median = float(np.median(wall))
                 verdict = "met" if median <= TARGET_S and float(wall.max()) <= 2 * median else "MISSED"
-                rows.append([f"{keep:g}", "default (network)" if method == "network" else method,
+                if settings.get("line_changes"):
+                    verdict = "(an option: the target is the default's)"
+                rows.append([f"{keep:g}", label,
                              f"{np.median(seconds):.3f}", f"{median:.3f}", f"{np.percentile(wall, 95):.3f}",
                              f"{wall[0]:.3f}", f"{wall.max() / median:.2f}", verdict])
     headers = ["keep %", "method", "median frame_seconds", "median frame_wall_seconds", "p95 frame_wall_seconds",
@@ -97,7 +104,8 @@ def main() -> None:
             + f"\n\nHR frames {shape[0]}x{shape[1]}x{shape[2]} (the held-out real scan's non-local-means truth "
             f"resampled over its field of view), the LR frame the central keep % of in-plane k-space; {frames} frames with complex "
             f"noise of their own at the scan's SNR ({frame_snr:.1f}); planning scan with noise of its own at SNR "
-            f"{PLANNING_SNR:g}; default options (prior denoising, tracked planning scan, sparse change), "
+            f"{PLANNING_SNR:g}; default options (prior denoising, tracked planning scan, sparse change; the last "
+            f"row adds the line step of `--line-changes`), "
             f"{args.threads} torch threads; through `mrisr.workflow.reconstruct_file` (NIfTI in and out).")
     write_section("speed_noisy", "Speed on noisy real-scan phantoms, 256x256x32 (the whole pipeline)", body)
 
